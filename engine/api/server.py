@@ -1,0 +1,29 @@
+"""The gRPC server: ProjectJobService and OperationService on one port."""
+from __future__ import annotations
+
+from concurrent import futures
+
+import grpc
+
+from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2_grpc as sgrpc
+from engine.api.pb.yandex.cloud.operation import operation_service_pb2_grpc as ogrpc
+from engine.api.servicers import OperationServicer, ProjectJobServicer
+from engine.app import Engine
+
+MAX_MESSAGE = 4 * 1024 * 1024
+
+
+def start_grpc(engine: Engine, listen: str, *, max_workers: int = 64, max_concurrent_rpcs: int = 256) -> tuple[grpc.Server, int]:
+    """Start serving on ``listen`` (host:port, port 0 for any); returns the server and the bound port."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="dsjobs-grpc"),
+        maximum_concurrent_rpcs=max_concurrent_rpcs,
+        options=[("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.so_reuseport", 0)],
+    )
+    sgrpc.add_ProjectJobServiceServicer_to_server(ProjectJobServicer(engine.jobs), server)
+    ogrpc.add_OperationServiceServicer_to_server(OperationServicer(engine.jobs), server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    server.start()
+    return server, port

@@ -1,0 +1,130 @@
+"""Thin servicers: convert the request, make one call on JobService, convert the answer."""
+from __future__ import annotations
+
+import grpc
+from google.protobuf import empty_pb2
+
+from engine.api import convert as cv
+from engine.api.errors import grpc_errors, grpc_stream_errors
+from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2_grpc as sgrpc
+from engine.api.pb.yandex.cloud.operation import operation_service_pb2_grpc as ogrpc
+from engine.errors import InvalidArgument
+from engine.jobs import JobService
+
+
+def _ttl(request, field: str):
+    return cv.duration_s(getattr(request, field)) if request.HasField(field) else None
+
+
+def _caller(context: grpc.ServicerContext) -> str:
+    return dict(context.invocation_metadata()).get("x-dsjobs-user", "")
+
+
+def _operation(jobs: JobService, op_id: str):
+    op, view = jobs.operation(op_id)
+    uploads = jobs.upload_urls_of(op) if op.kind in ("create", "clone") else None
+    return cv.operation_pb(op, view=view, uploads=uploads)
+
+
+class ProjectJobServicer(sgrpc.ProjectJobServiceServicer):
+    def __init__(self, jobs: JobService):
+        self.jobs = jobs
+
+    @grpc_errors
+    def Create(self, request, context):
+        op, uploads = self.jobs.create(request.project_id, cv.params(request.job_parameters), config=request.config,
+                                       name=request.name, desc=request.desc, data_ttl_s=_ttl(request, "data_ttl"),
+                                       created_by=_caller(context))
+        return cv.operation_pb(op, uploads=uploads)
+
+    @grpc_errors
+    def Clone(self, request, context):
+        if not request.source_job_id:
+            raise InvalidArgument("source_job_id is empty")
+        op, uploads = self.jobs.clone(request.source_job_id, cv.params(request.job_parameters_overrides),
+                                      name=request.name, desc=request.desc, data_ttl_s=_ttl(request, "data_ttl"),
+                                      created_by=_caller(context))
+        return cv.operation_pb(op, uploads=uploads)
+
+    @grpc_errors
+    def Execute(self, request, context):
+        if not request.job_id:
+            raise InvalidArgument("job_id is empty")
+        op = self.jobs.execute(request.job_id)
+        return _operation(self.jobs, op.id)
+
+    @grpc_errors
+    def Cancel(self, request, context):
+        if not request.job_id:
+            raise InvalidArgument("job_id is empty")
+        self.jobs.cancel(request.job_id, request.reason, request.graceful)
+        return empty_pb2.Empty()
+
+    @grpc_stream_errors
+    def ReadLogs(self, request, context):
+        if not request.job_id:
+            raise InvalidArgument("job_id is empty")
+        for records, offset in self.jobs.read_logs(request.job_id, request.offset, active=context.is_active):
+            yield spb.ReadProjectJobLogsResponse(logs=[cv.log_message_pb(r) for r in records], offset=offset)
+
+    @grpc_stream_errors
+    def ReadStdLogs(self, request, context):
+        if not request.job_id:
+            raise InvalidArgument("job_id is empty")
+        for records, offset in self.jobs.read_logs(request.job_id, request.offset, active=context.is_active):
+            std = [m for m in (cv.std_log_pb(r) for r in records) if m is not None]
+            yield spb.ReadProjectJobStdLogsResponse(logs=std, offset=offset)
+
+    @grpc_errors
+    def DownloadJobFiles(self, request, context):
+        if not request.job_id:
+            raise InvalidArgument("job_id is empty")
+        urls = self.jobs.download_urls(request.job_id, [cv.file(f) for f in request.files])
+        return spb.DownloadProjectJobFilesResponse(download_files=cv.storage_files_pb(urls))
+
+    @grpc_errors
+    def List(self, request, context):
+        jobs, token = self.jobs.list(request.project_id, request.page_size, request.page_token, request.filter)
+        return spb.ListProjectJobResponse(jobs=[cv.job_pb(j) for j in jobs], next_page_token=token)
+
+    @grpc_errors
+    def Get(self, request, context):
+        return cv.job_pb(self.jobs.get(request.job_id))
+
+    @grpc_errors
+    def Delete(self, request, context):
+        return cv.operation_pb(self.jobs.delete(request.job_id))
+
+    @grpc_errors
+    def DeleteData(self, request, context):
+        return cv.operation_pb(self.jobs.delete_data(request.job_id))
+
+    @grpc_errors
+    def DeleteAllData(self, request, context):
+        return cv.operation_pb(self.jobs.delete_all_data(request.project_id))
+
+    @grpc_errors
+    def SetDataTtl(self, request, context):
+        if not request.job_id:
+            raise InvalidArgument("job_id is empty")
+        self.jobs.set_data_ttl(request.job_id, _ttl(request, "ttl"))
+        return spb.SetProjectJobDataTtlResponse()
+
+
+class OperationServicer(ogrpc.OperationServiceServicer):
+    def __init__(self, jobs: JobService):
+        self.jobs = jobs
+
+    @grpc_errors
+    def Get(self, request, context):
+        return _operation(self.jobs, request.operation_id)
+
+    @grpc_errors
+    def Cancel(self, request, context):
+        op, _ = self.jobs.operation(request.operation_id)
+        if op.kind != "execute":
+            from engine.errors import FailedPrecondition
+            raise FailedPrecondition(f"operation {request.operation_id!r} ({op.kind}) cannot be cancelled")
+        self.jobs.cancel(op.job_id, "operation cancelled", graceful=False)
+        return _operation(self.jobs, request.operation_id)

@@ -1,0 +1,76 @@
+"""The composition root: one function wires store, blob store, file endpoint, job service and scheduler."""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+from engine.cas import BlobStore
+from engine.config import EngineConfig
+from engine.errors import FailedPrecondition
+from engine.files import FileServer, Signer, load_key
+from engine.jobs import JobService
+from engine.scheduler import Scheduler
+from engine.store import Store
+from runners.base import Executor
+from runners.process import ProcessExecutor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Engine:
+    cfg: EngineConfig
+    store: Store
+    blobs: BlobStore
+    files: FileServer
+    jobs: JobService
+    scheduler: Scheduler
+    _lock_fd: Optional[int] = field(default=None, repr=False)
+
+    @property
+    def files_url(self) -> str:
+        return self.jobs.signer.base_url
+
+    def start(self) -> "Engine":
+        self.files.start()
+        self.scheduler.start()
+        return self
+
+    def stop(self, stop_jobs: bool = False) -> None:
+        self.scheduler.shutdown(stop_jobs=stop_jobs)
+        self.files.stop()
+        self.store.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def lock_data_dir(cfg: EngineConfig) -> int:
+    """One engine per data dir: two schedulers on one queue would run jobs twice."""
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(cfg.data_dir / "engine.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FailedPrecondition(f"data dir {cfg.data_dir} is in use by another dsjobs engine") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def build_engine(cfg: EngineConfig, *, executor: Optional[Executor] = None) -> Engine:
+    lock_fd = lock_data_dir(cfg)
+    os.chmod(cfg.data_dir, 0o700)  # job data and the signing key are the user's alone
+    store = Store(cfg.data_dir / "dsjobs.db")
+    blobs = BlobStore(cfg.data_dir / "blobs")
+    files = FileServer((cfg.files_host, cfg.files_port), blobs, Signer(b"", ""))
+    base = cfg.files_url or f"http://{cfg.files_host}:{files.server_address[1]}"
+    signer = Signer(load_key(cfg.data_dir / "signing.key"), base, cfg.url_ttl_s)
+    files.signer = signer
+    jobs = JobService(cfg, store, blobs, signer)
+    scheduler = Scheduler(jobs, executor or ProcessExecutor(), cfg.max_concurrent_jobs)
+    return Engine(cfg, store, blobs, files, jobs, scheduler, lock_fd)

@@ -1,0 +1,119 @@
+"""Content-addressed blob store on disk: objects/<2 hex>/<62 hex>, written through tmp/ and verified first.
+
+``write`` verifies the digest and size before the object appears under its name (tmp -> fsync -> rename ->
+fsync dir), so a partial or corrupt upload is never visible; leftover temp files are swept at start.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from pathlib import Path
+from typing import BinaryIO, Iterable, Iterator
+
+from engine.errors import InvalidArgument, ResourceExhausted
+
+SHA_RE = re.compile(r"[0-9a-f]{64}")
+CHUNK = 1 << 20
+
+
+class DigestMismatch(InvalidArgument):
+    pass
+
+
+class BlobStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.objects = self.root / "objects"
+        self.tmp = self.root / "tmp"
+        self.objects.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha: str) -> Path:
+        if not SHA_RE.fullmatch(sha):
+            raise InvalidArgument(f"invalid sha256 {sha!r}")
+        return self.objects / sha[:2] / sha[2:]
+
+    def has(self, sha: str) -> bool:
+        return self.path(sha).is_file()
+
+    def missing(self, shas: Iterable[str]) -> set[str]:
+        return {s for s in shas if not self.has(s)}
+
+    def size(self, sha: str) -> int:
+        return self.path(sha).stat().st_size
+
+    def sweep_tmp(self, older_than_s: float = 0) -> int:
+        n, now = 0, time.time()
+        for p in self.tmp.iterdir():
+            try:
+                if now - p.stat().st_mtime >= older_than_s:
+                    p.unlink()
+                    n += 1
+            except FileNotFoundError:
+                pass
+        return n
+
+    def _publish(self, tmp_path: Path, sha: str) -> None:
+        final = self.path(sha)
+        final.parent.mkdir(exist_ok=True)
+        os.replace(tmp_path, final)
+        dfd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def write(self, chunks: Iterator[bytes], *, expect_sha: str | None = None,
+              expect_size: int | None = None) -> tuple[str, int]:
+        """Store a stream; verify it against the expected digest and size when given. Returns (sha, size)."""
+        h = hashlib.sha256()
+        size = 0
+        fd_path = self.tmp / f"{os.getpid()}-{time.monotonic_ns()}-{os.urandom(4).hex()}"
+        try:
+            with open(fd_path, "wb") as f:
+                for chunk in chunks:
+                    size += len(chunk)
+                    if expect_size is not None and size > expect_size:
+                        raise DigestMismatch(f"body is longer than the declared size {expect_size}")
+                    h.update(chunk)
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            sha = h.hexdigest()
+            if expect_size is not None and size != expect_size:
+                raise DigestMismatch(f"body has {size} bytes, the declared size is {expect_size}")
+            if expect_sha is not None and sha != expect_sha:
+                raise DigestMismatch(f"body has sha256 {sha}, the declared one is {expect_sha}")
+            if self.has(sha):
+                fd_path.unlink()
+            else:
+                self._publish(fd_path, sha)
+            return sha, size
+        except OSError as e:
+            fd_path.unlink(missing_ok=True)
+            if e.errno == 28:  # ENOSPC
+                raise ResourceExhausted("no space left on the device holding the file store") from None
+            raise
+        except BaseException:
+            fd_path.unlink(missing_ok=True)
+            raise
+
+    def put_stream(self, stream: BinaryIO) -> tuple[str, int]:
+        return self.write(iter(lambda: stream.read(CHUNK), b""))
+
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        return self.write(iter([data]))
+
+    def put_file(self, path: str | Path) -> tuple[str, int]:
+        with open(path, "rb") as f:
+            return self.put_stream(f)
+
+    def delete(self, sha: str) -> None:
+        self.path(sha).unlink(missing_ok=True)
+
+    def all(self) -> Iterator[str]:
+        for d in self.objects.iterdir():
+            for p in d.iterdir():
+                yield d.name + p.name

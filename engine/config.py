@@ -1,0 +1,49 @@
+"""The engine's own settings (not the job's config.yaml)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class InstanceType:
+    name: str
+    cpus: float
+    memory_gb: float
+    gpus: int = 0
+
+
+# DataSphere's configurations (datasphere-behaviour.md section 8); engine configuration, so tests can add types.
+DEFAULT_INSTANCE_TYPES = {t.name: t for t in [
+    InstanceType("c1.4", 4, 32), InstanceType("c1.8", 8, 64), InstanceType("c1.32", 32, 256),
+    InstanceType("c1.80", 80, 640), InstanceType("g1.1", 8, 48, 1), InstanceType("g1.2", 16, 96, 2),
+    InstanceType("g1.4", 32, 192, 4), InstanceType("g2.1", 28, 119, 1), InstanceType("g2.2", 56, 238, 2),
+    InstanceType("g2.4", 112, 476, 4), InstanceType("g2.8", 224, 952, 8), InstanceType("gt4.1", 4, 16, 1),
+    InstanceType("gt4i.1", 8, 32, 1), InstanceType("g2.mig", 4, 16, 1),
+]}
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "dsjobs"
+
+
+@dataclass
+class EngineConfig:
+    data_dir: Path = field(default_factory=default_data_dir)
+    files_host: str = "127.0.0.1"
+    files_port: int = 0  # 0: any free port
+    files_url: Optional[str] = None  # advertised base URL of the file endpoint; default http://host:port
+    max_concurrent_jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    url_ttl_s: float = 3600.0
+    default_data_ttl_s: float = 14 * 24 * 3600.0
+    default_graceful_timeout_s: float = 10.0
+    log_limit_bytes: int = 100 * (1 << 20)  # the cloud's limit per log file
+    max_file_bytes: int = 5 * (1 << 30)
+    max_total_bytes: int = 10 * (1 << 30)
+    max_list_entries: int = 100
+    instance_types: dict = field(default_factory=lambda: dict(DEFAULT_INSTANCE_TYPES))
+    default_instance_type: str = "c1.4"
+    community_id: str = "local"

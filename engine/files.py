@@ -1,0 +1,173 @@
+"""Signed upload/download URLs and the HTTP endpoint that serves the blob store on loopback.
+
+A URL is ``{base}/blobs/{sha256}?size=N&exp=T&sig=S`` where S = HMAC-SHA256(key, method|sha256|size|exp):
+an upload URL cannot be used to download, nor for another object, size or expiry, and it stops working at T.
+The official client PUTs the raw bytes and GETs the whole body; nothing else is needed from it.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from engine.cas import SHA_RE, BlobStore, DigestMismatch
+from engine.errors import EngineError
+
+log = logging.getLogger(__name__)
+
+
+def load_key(path: Path) -> bytes:
+    """The signing key, created on first use, readable by its owner only."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        key = secrets.token_bytes(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+        return key
+
+
+class Signer:
+    def __init__(self, key: bytes, base_url: str, ttl_s: float = 3600.0, clock=time.time):
+        self.key = key
+        self.base_url = base_url.rstrip("/")
+        self.ttl_s = ttl_s
+        self.clock = clock
+
+    def _sig(self, method: str, sha: str, size: int, exp: int) -> str:
+        msg = f"{method}|{sha}|{size}|{exp}".encode()
+        return hmac.new(self.key, msg, hashlib.sha256).hexdigest()
+
+    def url(self, method: str, sha: str, size: int, ttl_s: float | None = None) -> str:
+        exp = int(self.clock() + (self.ttl_s if ttl_s is None else ttl_s))
+        return f"{self.base_url}/blobs/{sha}?size={size}&exp={exp}&sig={self._sig(method, sha, size, exp)}"
+
+    def verify(self, method: str, sha: str, query: dict) -> int:
+        """The signed size when the URL is valid for this method and object; raises PermissionError otherwise."""
+        try:
+            size, exp, sig = int(query["size"][0]), int(query["exp"][0]), query["sig"][0]
+        except (KeyError, ValueError, IndexError):
+            raise PermissionError("missing or malformed signature parameters") from None
+        if not hmac.compare_digest(self._sig(method, sha, size, exp), sig):
+            raise PermissionError("bad signature")
+        if self.clock() > exp:
+            raise PermissionError("URL expired")
+        return size
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "FileServer"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):  # the default logs whole URLs, signatures included
+        log.debug("%s %s", self.command, urlsplit(self.path).path)
+
+    def _reply(self, code: int, text: str = "") -> None:
+        body = (text + "\n").encode() if text else b""
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        if code >= 400:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _target(self, method: str):
+        url = urlsplit(self.path)
+        parts = url.path.split("/")
+        if len(parts) != 3 or parts[1] != "blobs" or not SHA_RE.fullmatch(parts[2]):
+            self._reply(404, "not found")
+            return None
+        try:
+            size = self.server.signer.verify(method, parts[2], parse_qs(url.query))
+        except PermissionError as e:
+            self._reply(403, f"forbidden: {e}")
+            return None
+        return parts[2], size
+
+    def _body(self):
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while True:
+                line = self.rfile.readline(1024)
+                n = int(line.split(b";")[0].strip() or b"0", 16)
+                if n == 0:
+                    self.rfile.readline(1024)
+                    return
+                yield self.rfile.read(n)
+                self.rfile.readline(1024)
+        length = self.headers.get("Content-Length")
+        if length is None:
+            raise DigestMismatch("Content-Length or chunked encoding is required")
+        remaining = int(length)
+        while remaining > 0:
+            chunk = self.rfile.read(min(remaining, 1 << 20))
+            if not chunk:
+                raise DigestMismatch(f"body ended {remaining} bytes before its Content-Length")
+            remaining -= len(chunk)
+            yield chunk
+
+    def do_PUT(self):
+        target = self._target("PUT")
+        if target is None:
+            return
+        sha, size = target
+        declared = self.headers.get("Content-Length")
+        if declared is not None and int(declared) != size:
+            self._reply(400, f"size invalid: Content-Length {declared}, the URL is for {size} bytes")
+            return
+        try:
+            self.server.blobs.write(self._body(), expect_sha=sha, expect_size=size)
+        except DigestMismatch as e:
+            self._reply(400, f"digest invalid: {e.message}")
+            return
+        except EngineError as e:
+            self._reply(507, e.message)
+            return
+        self._reply(201)
+
+    def do_GET(self):
+        target = self._target("GET")
+        if target is None:
+            return
+        sha, _ = target
+        try:
+            f = open(self.server.blobs.path(sha), "rb")
+        except FileNotFoundError:
+            self._reply(404, "no such object (its data may have been deleted)")
+            return
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            while chunk := f.read(1 << 20):
+                self.wfile.write(chunk)
+
+
+class FileServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, addr: tuple[str, int], blobs: BlobStore, signer: Signer):
+        self.blobs = blobs
+        self.signer = signer
+        super().__init__(addr, _Handler)
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.serve_forever, name="dsjobs-files", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()

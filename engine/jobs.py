@@ -1,0 +1,383 @@
+"""JobService: what each API method means, on domain objects. The gRPC layer only converts to and from it."""
+from __future__ import annotations
+
+import copy
+import json
+import re
+import secrets
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+from engine import logs
+from engine.cas import BlobStore
+from engine.config import EngineConfig
+from engine.errors import FailedPrecondition, InvalidArgument, NotFound
+from engine.files import Signer
+from engine.model import File, FileDesc, Job, JobParameters, Operation, OperationError, Progress
+from engine.state import JobStatus, check_transition
+from engine.store import Store
+from engine.validation import validate
+
+S = JobStatus
+_ID_ALPHABET = "0123456789abcdefghijklmnopqrstuv"
+FILTER_RE = re.compile(r"^\s*status\s+IN\s*\(\s*([A-Za-z_]+(?:\s*,\s*[A-Za-z_]+)*)\s*\)\s*$", re.I)
+MAX_PAGE = 100
+
+
+def new_id(prefix: str) -> str:
+    """20 characters of [0-9a-v], like the cloud's resource ids."""
+    return prefix + "".join(secrets.choice(_ID_ALPHABET) for _ in range(20 - len(prefix)))
+
+
+@dataclass
+class UploadUrl:
+    file: File
+    url: str
+
+
+@dataclass
+class ExecuteView:
+    """Everything the Execute operation shows, derived from the job record."""
+
+    job: Job
+    progress: Optional[Progress]
+    output_urls: list[UploadUrl]
+
+
+class JobService:
+    def __init__(self, cfg: EngineConfig, store: Store, blobs: BlobStore, signer: Signer,
+                 clock: Callable[[], float] = time.time):
+        self.cfg = cfg
+        self.store = store
+        self.blobs = blobs
+        self.signer = signer
+        self.clock = clock
+        self._mu = threading.RLock()  # serialises read-modify-write of job records within this engine
+        self.on_queued: Callable[[], None] = lambda: None
+        self.on_cancel: Callable[[Job, bool], None] = lambda job, graceful: None
+
+    # --- paths -----------------------------------------------------------------------------------------------
+
+    def run_dir(self, job_id: str) -> Path:
+        return self.cfg.data_dir / "jobs" / job_id
+
+    def journal(self, job_id: str) -> str:
+        return str(self.run_dir(job_id) / "journal")
+
+    def system_log(self, job_id: str, message: str) -> None:
+        self.run_dir(job_id).mkdir(parents=True, exist_ok=True)
+        logs.append_system(self.journal(job_id), message)
+
+    # --- state changes ---------------------------------------------------------------------------------------
+
+    def update(self, job_id: str, fn: Callable[[Job], None], *, to: Optional[JobStatus] = None) -> Job:
+        """Apply ``fn`` to a fresh copy of the job and store it; with ``to``, through the transition table."""
+        with self._mu:
+            job = self.store.get_job(job_id)
+            before = job.status
+            if to is not None and to != before:
+                check_transition(before, to)
+                job.status = to
+                if to.terminal:
+                    job.finished_at = self.clock()
+            fn(job)
+            self.store.update_job(job, expect=before)
+            return job
+
+    def _upload_urls(self, files: list[File]) -> list[UploadUrl]:
+        out, seen = [], set()
+        for f in files:
+            if f.sha256 in seen or self.blobs.has(f.sha256):
+                continue  # content already stored (or already listed) gets no entry
+            seen.add(f.sha256)
+            out.append(UploadUrl(f, self.signer.url("PUT", f.sha256, f.size_bytes)))
+        return out
+
+    # --- API ---------------------------------------------------------------------------------------------------
+
+    def create(self, project_id: str, params: JobParameters, *, config: str = "", name: str = "", desc: str = "",
+               data_ttl_s: Optional[float] = None, created_by: str = "", parent_job_id: str = "",
+               kind: str = "create") -> tuple[Operation, list[UploadUrl]]:
+        if not project_id:
+            raise InvalidArgument("project_id is empty")
+        validate(params, self.cfg)
+        now = self.clock()
+        ttl = self.cfg.default_data_ttl_s if data_ttl_s is None else data_ttl_s
+        if ttl < 0:
+            raise InvalidArgument(f"data_ttl {ttl}s is negative")
+        job = Job(id=new_id("ds"), project_id=project_id, params=params, name=name, desc=desc, config=config,
+                  created_by_id=created_by, created_at=now, data_expires_at=now + ttl if ttl else None,
+                  parent_job_id=parent_job_id)
+        uploads = self._upload_urls(params.all_uploads())
+        op = Operation(id=new_id("op"), kind=kind, created_at=now, modified_at=now, job_id=job.id,
+                       project_id=project_id, created_by=created_by, done=True,
+                       result={"upload_files": [u.file.sha256 for u in uploads]})
+        self.store.insert_job(job, op)
+        return op, uploads
+
+    def upload_urls_of(self, op: Operation) -> list[UploadUrl]:
+        """The upload URLs of a Create/Clone operation, signed afresh (the record keeps no URL)."""
+        job = self.store.get_job(op.job_id)
+        by_sha = {f.sha256: f for f in job.params.all_uploads()}
+        return [UploadUrl(by_sha[s], self.signer.url("PUT", s, by_sha[s].size_bytes))
+                for s in op.result.get("upload_files", []) if s in by_sha]
+
+    def clone(self, source_id: str, overrides: JobParameters, *, name: str = "", desc: str = "",
+              data_ttl_s: Optional[float] = None, created_by: str = "") -> tuple[Operation, list[UploadUrl]]:
+        src = self.store.get_job(source_id)
+        if src.data_cleared:
+            raise FailedPrecondition(f"job {source_id!r}: its data was cleared, it cannot be cloned")
+        p = copy.deepcopy(src.params)
+        o = overrides
+        by_var = {f.desc.var: f for f in o.input_files if f.desc.var}
+        for f in o.input_files:
+            if f.desc.var and not any(x.desc.var == f.desc.var for x in p.input_files):
+                raise InvalidArgument(f"job_parameters_overrides.input_files: no input with var {f.desc.var!r} in the source job")
+        p.input_files = [by_var.get(f.desc.var, f) if f.desc.var else f for f in p.input_files]
+        out_by_var = {d.var: d for d in o.output_files if d.var}
+        for d in o.output_files:
+            if d.var not in {x.var for x in p.output_files}:
+                raise InvalidArgument(f"job_parameters_overrides.output_files: no output with var {d.var!r} in the source job")
+        p.output_files = [out_by_var.get(d.var, d) if d.var else d for d in p.output_files]
+        args = {a.name: a for a in o.arguments}
+        for a in o.arguments:
+            if a.name not in {x.name for x in p.arguments}:
+                raise InvalidArgument(f"job_parameters_overrides.arguments: no argument {a.name!r} in the source job")
+        p.arguments = [args.get(a.name, a) for a in p.arguments]
+        p.env.vars.update(o.env.vars)
+        if o.env.docker_image_resource_id:
+            p.env.docker_image_resource_id, p.env.docker_image_spec = o.env.docker_image_resource_id, None
+        elif o.env.docker_image_spec is not None:
+            p.env.docker_image_resource_id, p.env.docker_image_spec = "", o.env.docker_image_spec
+        if o.cmd:
+            p.cmd = o.cmd
+        if o.attach_project_disk:
+            p.attach_project_disk = True
+        if o.cloud_instance_types:
+            p.cloud_instance_types = list(o.cloud_instance_types)
+        if o.extended_working_storage is not None:
+            p.extended_working_storage = o.extended_working_storage
+        if o.graceful_shutdown is not None:
+            p.graceful_shutdown = o.graceful_shutdown
+        for attr in ("s3_mount_ids", "dataset_ids", "output_datasets"):
+            if getattr(o, attr):
+                setattr(p, attr, list(getattr(o, attr)))
+        return self.create(src.project_id, p, config=src.config, name=name or src.name, desc=desc or src.desc,
+                           data_ttl_s=data_ttl_s, created_by=created_by, parent_job_id=src.id, kind="clone")
+
+    def execute(self, job_id: str) -> Operation:
+        with self._mu:
+            job = self.store.get_job(job_id)
+            if job.execute_operation_id:
+                return self.store.get_op(job.execute_operation_id)  # attach: the running (or done) operation
+            if job.status != S.CREATING:
+                raise FailedPrecondition(f"job {job_id!r} is {job.status.name} and cannot be executed")
+            missing = [f for f in job.params.all_uploads() if not self.blobs.has(f.sha256)]
+            if missing:
+                names = ", ".join(f.desc.path or f.desc.var for f in missing)
+                raise FailedPrecondition(f"job {job_id!r}: input files not uploaded: {names}")
+            now = self.clock()
+            op = Operation(id=new_id("op"), kind="execute", created_at=now, modified_at=now, job_id=job_id,
+                           project_id=job.project_id, created_by=job.created_by_id)
+            check_transition(job.status, S.PREPARING)
+            job.status, job.queued_at, job.execute_operation_id = S.PREPARING, now, op.id
+            job.status_details = "queued"
+            self.store.update_job(job, expect=S.CREATING, op=op)
+        self.system_log(job_id, "job queued")
+        self.on_queued()
+        return op
+
+    def cancel(self, job_id: str, reason: str = "", graceful: bool = False) -> None:
+        with self._mu:
+            job = self.store.get_job(job_id)
+            if job.status.terminal:
+                raise FailedPrecondition(f"job {job_id!r} is already finished ({job.status.name})")
+            why = reason or "cancelled by user"
+            if job.status == S.CREATING or (job.status == S.PREPARING and job.attempt == 0):
+                # Never started: nothing to stop.
+                def done(j: Job):
+                    j.status_details = why
+                    j.error = OperationError("CANCELLED", why)
+                self.update(job_id, done, to=S.CANCELLED)
+                self.system_log(job_id, f"cancelled before start: {why}")
+                return
+            if job.status != S.CANCELLING:
+                def mark(j: Job):
+                    j.status_details = why
+                    j.error = OperationError("CANCELLED", why)
+                job = self.update(job_id, mark, to=S.CANCELLING)
+        self.on_cancel(job, graceful)
+
+    def get(self, job_id: str) -> Job:
+        if not job_id:
+            raise InvalidArgument("job_id is empty")
+        return self.store.get_job(job_id)
+
+    def list(self, project_id: str, page_size: int, page_token: str, filter_: str) -> tuple[list[Job], str]:
+        if not project_id:
+            raise InvalidArgument("project_id is empty")
+        if page_size < 0:
+            raise InvalidArgument(f"page_size {page_size} is negative")
+        size = min(page_size or 50, MAX_PAGE)
+        try:
+            offset = int(page_token) if page_token else 0
+            if offset < 0:
+                raise ValueError
+        except ValueError:
+            raise InvalidArgument(f"page_token {page_token!r} is not a token this server issued") from None
+        statuses = None
+        if filter_:
+            if len(filter_) > 1000:
+                raise InvalidArgument("filter is longer than 1000 characters")
+            m = FILTER_RE.match(filter_)
+            if not m:
+                raise InvalidArgument(f"filter {filter_!r}: only `status IN (STATUS, ...)` is supported")
+            statuses = set()
+            for name in (x.strip().upper() for x in m.group(1).split(",")):
+                if name not in S.__members__:
+                    raise InvalidArgument(f"filter {filter_!r}: unknown status {name!r}")
+                statuses.add(name)
+        jobs = self.store.list_jobs(project_id, statuses, offset, size + 1)
+        nxt = str(offset + size) if len(jobs) > size else ""
+        return jobs[:size], nxt
+
+    def _finished(self, job_id: str, what: str) -> Job:
+        job = self.get(job_id)
+        if not (job.status.terminal or job.status == S.CREATING):
+            raise FailedPrecondition(f"job {job_id!r} is {job.status.name}: {what} needs a finished job")
+        return job
+
+    def _drop_data(self, job: Job) -> None:
+        shutil.rmtree(self.run_dir(job.id), ignore_errors=True)
+        for sha in self.store.drop_blob_refs(job.id):
+            self.blobs.delete(sha)
+
+    def _done_op(self, kind: str, job_id: str = "", project_id: str = "") -> Operation:
+        now = self.clock()
+        op = Operation(id=new_id("op"), kind=kind, created_at=now, modified_at=now, job_id=job_id or project_id,
+                       project_id=project_id, done=True)
+        self.store.put_op(op)
+        return op
+
+    def delete(self, job_id: str) -> Operation:
+        job = self._finished(job_id, "delete")
+        self._drop_data(job)
+        self.store.delete_job(job_id)
+        return self._done_op("delete", job_id=job_id, project_id=job.project_id)
+
+    def delete_data(self, job_id: str) -> Operation:
+        job = self._finished(job_id, "deleting data")
+        self._clear(job)
+        return self._done_op("delete_data", job_id=job_id, project_id=job.project_id)
+
+    def _clear(self, job: Job) -> None:
+        self._drop_data(job)
+
+        def cleared(j: Job):
+            j.data_cleared = True
+            j.data_size_bytes = 0
+        self.update(job.id, cleared)
+
+    def delete_all_data(self, project_id: str) -> Operation:
+        if not project_id:
+            raise InvalidArgument("project_id is empty")
+        for job_id in self.store.project_job_ids(project_id):
+            job = self.store.get_job(job_id)
+            if job.status.terminal and not job.data_cleared:
+                self._clear(job)
+        return self._done_op("delete_all_data", project_id=project_id)
+
+    def set_data_ttl(self, job_id: str, ttl_s: Optional[float]) -> None:
+        if ttl_s is not None and ttl_s < 0:
+            raise InvalidArgument(f"ttl {ttl_s}s is negative")
+
+        def ttl(j: Job):
+            j.data_expires_at = None if ttl_s is None else self.clock() + ttl_s
+        self.get(job_id)
+        self.update(job_id, ttl)
+
+    def download_urls(self, job_id: str, files: list[File]) -> list[UploadUrl]:
+        job = self.get(job_id)
+        if not files:
+            raise InvalidArgument("files is empty: name at least one output, log or diagnostic file")
+        if job.data_cleared:
+            raise FailedPrecondition(f"job {job_id!r}: its data was cleared")
+        known = {f.sha256: f for f in job.output_files + job.log_files + job.diagnostic_files}
+        known_paths = {(f.desc.path, f.desc.var): f for f in known.values()}
+        out = []
+        for f in files:
+            have = known.get(f.sha256) or known_paths.get((f.desc.path, f.desc.var))
+            if have is None:
+                raise NotFound(f"job {job_id!r} has no file {f.desc.path or f.sha256!r}")
+            out.append(UploadUrl(have, self.signer.url("GET", have.sha256, have.size_bytes)))
+        return out
+
+    def read_logs(self, job_id: str, offset: int, active: Callable[[], bool] = lambda: True,
+                  poll_s: float = 0.05) -> Iterator[tuple[list[logs.LogRecord], int]]:
+        """Batches of records and the offset after them, until the job is finished and everything was sent."""
+        self.get(job_id)
+        path = self.journal(job_id)
+        if offset == -1:
+            offset = logs.journal_size(path)
+        elif offset < -1:
+            raise InvalidArgument(f"offset {offset} is invalid (use 0, a returned offset, or -1 for now)")
+        while active():
+            try:
+                finished = self.store.get_job(job_id).status.terminal
+            except NotFound:
+                return  # deleted while streaming
+            recs, nxt = logs.read(path, offset)
+            if recs:
+                offset = nxt
+                yield recs, offset
+                continue
+            if finished:
+                return
+            time.sleep(poll_s)
+
+    # --- Execute operation view --------------------------------------------------------------------------------
+
+    def progress(self, job_id: str) -> Optional[Progress]:
+        """The latest valid line of the job's progress file (append-JSONL or overwrite both work)."""
+        path = self.run_dir(job_id) / "job_progress.jsonl"
+        try:
+            with open(path, "rb") as f:
+                f.seek(0, 2)
+                f.seek(max(0, f.tell() - 8192))
+                lines = f.read().splitlines()
+        except OSError:
+            return None
+        for line in reversed(lines):
+            try:
+                d = json.loads(line)
+                p = int(d.get("progress", 0))
+            except (ValueError, TypeError, AttributeError):
+                continue
+            ts = None
+            if d.get("create_time"):
+                try:
+                    from datetime import datetime
+                    ts = datetime.fromisoformat(str(d["create_time"])).timestamp()
+                except ValueError:
+                    ts = None
+            return Progress(progress=max(0, min(100, p)), message=str(d.get("message", "")), create_time=ts)
+        return None
+
+    def operation(self, op_id: str) -> tuple[Operation, Optional[ExecuteView]]:
+        if not op_id:
+            raise InvalidArgument("operation_id is empty")
+        op = self.store.get_op(op_id)
+        if op.kind != "execute":
+            return op, None
+        job = self.store.get_job(op.job_id)
+        op.done = job.status.terminal
+        op.error = job.error if op.done else None
+        op.modified_at = job.finished_at or job.started_at or op.created_at
+        urls = []
+        if op.done and op.error is None and not job.data_cleared:
+            urls = [UploadUrl(f, self.signer.url("GET", f.sha256, f.size_bytes)) for f in job.output_files]
+        return op, ExecuteView(job, self.progress(job.id), urls)

@@ -1,0 +1,231 @@
+"""The domain model: plain dataclasses mirroring the API's messages (engine/api/convert.py maps them)."""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Optional
+
+from engine.state import JobStatus
+
+NONE, ZIP = "NONE", "ZIP"  # FileCompressionType
+
+
+@dataclass
+class FileDesc:
+    path: str = ""
+    var: str = ""
+
+
+@dataclass
+class File:
+    desc: FileDesc = field(default_factory=FileDesc)
+    sha256: str = ""
+    size_bytes: int = 0
+    compression_type: str = NONE
+
+
+@dataclass
+class Argument:
+    name: str = ""
+    value: str = ""
+
+
+@dataclass
+class DockerImageSpec:
+    image_url: str = ""
+    username: str = ""
+    password_plain_text: str = ""
+    password_ds_secret_name: str = ""
+
+
+@dataclass
+class PipOptions:
+    index_url: str = ""
+    extra_index_urls: list[str] = field(default_factory=list)
+    trusted_hosts: list[str] = field(default_factory=list)
+    no_deps: bool = False
+
+
+@dataclass
+class PythonEnv:
+    conda_yaml: str = ""
+    local_modules: list[File] = field(default_factory=list)
+    python_version: str = ""
+    requirements: list[str] = field(default_factory=list)
+    pip_options: Optional[PipOptions] = None
+
+
+@dataclass
+class Environment:
+    vars: dict[str, str] = field(default_factory=dict)
+    docker_image_resource_id: str = ""
+    docker_image_spec: Optional[DockerImageSpec] = None
+    python_env: Optional[PythonEnv] = None
+
+
+@dataclass
+class OutputDatasetDesc:
+    name: str = ""
+    description: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    size_gb: int = 0
+    var: str = ""
+
+
+@dataclass
+class OutputDataset:
+    desc: OutputDatasetDesc = field(default_factory=OutputDatasetDesc)
+    id: str = ""
+
+
+@dataclass
+class GracefulShutdown:
+    timeout_s: Optional[float] = None  # None: unset (the engine's default applies)
+    signal: int = 15
+
+
+@dataclass
+class ExtendedWorkingStorage:
+    type: str = "SSD"
+    size_gb: int = 0
+
+
+@dataclass
+class JobParameters:
+    input_files: list[File] = field(default_factory=list)
+    output_files: list[FileDesc] = field(default_factory=list)
+    s3_mount_ids: list[str] = field(default_factory=list)
+    dataset_ids: list[str] = field(default_factory=list)
+    cmd: str = ""
+    env: Environment = field(default_factory=Environment)
+    attach_project_disk: bool = False
+    cloud_instance_types: list[str] = field(default_factory=list)
+    extended_working_storage: Optional[ExtendedWorkingStorage] = None
+    arguments: list[Argument] = field(default_factory=list)
+    output_datasets: list[OutputDatasetDesc] = field(default_factory=list)
+    graceful_shutdown: Optional[GracefulShutdown] = None
+    spark_connector_id: str = ""
+
+    def all_uploads(self) -> list[File]:
+        """Files the client uploads: inputs and local modules."""
+        mods = self.env.python_env.local_modules if self.env.python_env else []
+        return list(self.input_files) + list(mods)
+
+
+@dataclass
+class FileError:
+    description: str = ""
+    type: str = "NOT_FOUND"  # or UPLOAD_FAILED
+    output_file_desc: Optional[FileDesc] = None
+    log_file_name: str = ""
+
+
+@dataclass
+class Progress:
+    progress: int = 0
+    message: str = ""
+    create_time: Optional[float] = None
+
+
+@dataclass
+class OperationError:
+    code: str  # a gRPC status code name
+    message: str
+
+
+@dataclass
+class Job:
+    id: str
+    project_id: str
+    params: JobParameters
+    status: JobStatus = JobStatus.CREATING
+    name: str = ""
+    desc: str = ""
+    config: str = ""
+    created_by_id: str = ""
+    created_at: float = 0.0
+    started_at: Optional[float] = None
+    finished_at: Optional[float] = None
+    data_expires_at: Optional[float] = None
+    data_cleared: bool = False
+    status_details: str = ""
+    actual_cloud_instance_type: str = ""
+    parent_job_id: str = ""
+    output_files: list[File] = field(default_factory=list)
+    log_files: list[File] = field(default_factory=list)
+    diagnostic_files: list[File] = field(default_factory=list)
+    file_errors: list[FileError] = field(default_factory=list)
+    output_datasets: list[OutputDataset] = field(default_factory=list)
+    data_size_bytes: int = 0
+    return_code: Optional[int] = None
+    error: Optional[OperationError] = None  # the Execute operation's error, when it ended in one
+    execute_operation_id: str = ""
+    queued_at: Optional[float] = None
+    attempt: int = 0
+
+
+@dataclass
+class Operation:
+    id: str
+    kind: str  # create | clone | execute | delete | delete_data | delete_all_data
+    created_at: float
+    job_id: str = ""
+    project_id: str = ""
+    created_by: str = ""
+    done: bool = False
+    modified_at: float = 0.0
+    error: Optional[OperationError] = None
+    result: dict = field(default_factory=dict)  # kind-specific response payload (create: upload files)
+
+
+# --- dict round-trip for storage -------------------------------------------------------------------------------
+
+
+def to_dict(obj) -> dict:
+    def conv(v):
+        if dataclasses.is_dataclass(v):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, JobStatus):
+            return v.name
+        if isinstance(v, list):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+
+    return conv(obj)
+
+
+_HINTS: dict[type, dict] = {}
+
+
+def _hints(cls):
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _build(tp, v):
+    if v is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
+        return _build(inner, v)
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        return [_build(inner, x) for x in v]
+    if origin is dict:
+        return dict(v)
+    if tp is JobStatus:
+        return JobStatus[v]
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, v)
+    return v
+
+
+def from_dict(cls, data: dict):
+    hints = _hints(cls)
+    kwargs = {f.name: _build(hints[f.name], data[f.name]) for f in dataclasses.fields(cls) if f.name in data}
+    return cls(**kwargs)

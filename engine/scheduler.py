@@ -1,0 +1,314 @@
+"""The persistent queue (PREPARING jobs not yet claimed, in the store) and a bounded pool of workers.
+
+A worker claims a job (attempt 0 -> 1, compare-and-set), lays out its working directory, starts it under its
+supervisor, waits, collects outputs and logs, and writes the final state. On start, the scheduler re-adopts
+jobs whose supervisor is still alive, collects those that finished while the engine was down, and marks the
+rest ERROR with the reason.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+from engine import logs
+from engine.errors import EngineError
+from engine.jobs import JobService
+from engine.model import File, FileDesc, Job, OperationError
+from engine.state import JobStatus
+from engine.store import StaleWrite
+from runners.base import ExitResult, Executor, Handle, RunSpec
+from runners.outputs import collect
+from runners.supervisor import SYSTEM
+from runners.workspace import Layout, materialise, substitute
+
+log = logging.getLogger(__name__)
+S = JobStatus
+
+
+class _Stop(Exception):
+    """The job was cancelled while it was being prepared."""
+
+
+class Scheduler:
+    def __init__(self, jobs: JobService, executor: Executor, workers: int):
+        self.jobs = jobs
+        self.executor = executor
+        self.n_workers = max(1, workers)
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+        self._running: dict[str, Handle] = {}
+        self._running_mu = threading.Lock()
+        jobs.on_queued = self.notify
+        jobs.on_cancel = self.stop_job
+
+    # --- lifecycle ---------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.recover()
+        for i in range(self.n_workers):
+            t = threading.Thread(target=self._loop, name=f"dsjobs-worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def shutdown(self, stop_jobs: bool = False, timeout: float = 15.0) -> None:
+        """Stop taking work; running jobs keep running under their supervisors unless ``stop_jobs``."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+        if stop_jobs:
+            for job_id in list(self._running):
+                try:
+                    self.jobs.cancel(job_id, "engine shutting down", graceful=True)
+                except EngineError:
+                    pass
+            deadline = time.monotonic() + timeout
+            for t in self._threads:
+                t.join(max(0.0, deadline - time.monotonic()))
+
+    def notify(self) -> None:
+        with self._wake:
+            self._wake.notify()
+
+    # --- claiming ----------------------------------------------------------------------------------------------
+
+    def _claim(self) -> Optional[Job]:
+        for job in self.jobs.store.jobs_with_status(S.PREPARING):
+            if job.attempt != 0:
+                continue
+            try:
+                def claim(j: Job):
+                    if j.attempt != 0:
+                        raise StaleWrite("claimed by another worker")
+                    j.attempt = 1
+                    j.status_details = "preparing"
+                return self.jobs.update(job.id, claim)
+            except StaleWrite:
+                continue
+        return None
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                if self._stopping:
+                    return
+            job = self._claim()
+            if job is None:
+                with self._wake:
+                    if self._stopping:
+                        return
+                    self._wake.wait(1.0)
+                continue
+            try:
+                self.run(job)
+            except Exception as e:  # noqa: BLE001 - a bug must end the job truthfully, not kill the worker
+                log.exception("job %s failed in the engine", job.id)
+                self._fail(job.id, f"internal error of the engine: {e}")
+
+    # --- one job -----------------------------------------------------------------------------------------------
+
+    def _fail(self, job_id: str, message: str, code: str = "INTERNAL") -> None:
+        try:
+            self.jobs.system_log(job_id, f"error: {message}")
+
+            def fail(j: Job):
+                j.status_details = message
+                j.error = OperationError(code, message)
+            self.jobs.update(job_id, fail, to=S.ERROR)
+        except EngineError:
+            log.exception("cannot mark job %s failed", job_id)
+
+    def _env(self, job: Job, run_dir: Path, layout: Layout, project_home: Optional[str]) -> dict[str, str]:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", str(layout.work)),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "PYTHONUNBUFFERED": "1",  # logs stream live, as in the cloud
+        }
+        env.update(job.params.env.vars)
+        env["JOB_PROGRESS_FILENAME"] = layout.to_job_path(str(run_dir / "job_progress.jsonl"))
+        env["DSJOBS_JOB_ID"] = job.id  # the marker every process of the job carries
+        if project_home is not None:
+            env["DS_PROJECT_HOME"] = layout.to_job_path(project_home)
+        return env
+
+    def run(self, job: Job) -> None:
+        jobs = self.jobs
+        run_dir = jobs.run_dir(job.id)
+        work = run_dir / "work"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        journal = jobs.journal(job.id)
+        try:
+            instance = job.params.cloud_instance_types[0] if job.params.cloud_instance_types \
+                else jobs.cfg.default_instance_type
+            project_home = None
+            if job.params.attach_project_disk:
+                project_home = str(jobs.cfg.data_dir / "projects" / job.project_id / "home")
+                os.makedirs(project_home, exist_ok=True)
+            jobs.system_log(job.id, f"preparing: instance type {instance}, working directory {work}")
+            layout = materialise(job.params, work, lambda sha: str(jobs.blobs.path(sha)), project_home=project_home)
+            (run_dir / "layout").write_text(_layout_text(layout))  # what a restarted engine needs to collect
+            cmd = substitute(job.params.cmd, layout.vars)
+            env = self._env(job, run_dir, layout, project_home)
+            spec = RunSpec(job_id=job.id, run_dir=str(run_dir), argv=["bash", "-c", cmd], cwd=str(work), env=env,
+                           journal=journal, stdout=str(run_dir / "stdout.txt"), stderr=str(run_dir / "stderr.txt"),
+                           log_limit_bytes=jobs.cfg.log_limit_bytes)
+
+            def executing(j: Job):
+                j.started_at = jobs.clock()
+                j.status_details = ""
+                j.actual_cloud_instance_type = instance
+            with jobs._mu:
+                current = jobs.store.get_job(job.id)
+                if current.status != S.PREPARING:
+                    raise _Stop()
+                jobs.update(job.id, executing, to=S.EXECUTING)
+                jobs.system_log(job.id, f"running: {cmd}")
+                handle = self.executor.start(spec)
+                with self._running_mu:
+                    self._running[job.id] = handle
+        except _Stop:
+            self._finish(job.id, layout=None, result=None)
+            return
+        except ValueError as e:  # a bad input (zip slip, a path through a symlink, ...)
+            self._fail(job.id, str(e), code="INVALID_ARGUMENT")
+            return
+        except OSError as e:
+            self._fail(job.id, f"cannot prepare the job: {e}")
+            return
+        self._wait_and_finish(job.id, handle, layout)
+
+    def _wait_and_finish(self, job_id: str, handle: Handle, layout: Optional[Layout]) -> None:
+        result = self.executor.wait(handle)
+        with self._running_mu:
+            self._running.pop(job_id, None)
+        self.executor.cleanup(handle)
+        self._finish(job_id, layout, result)
+
+    def _finish(self, job_id: str, layout: Optional[Layout], result: Optional[ExitResult]) -> None:
+        jobs = self.jobs
+        run_dir = jobs.run_dir(job_id)
+        job = jobs.store.get_job(job_id)
+        if job.status.terminal:
+            return
+        cancelled = job.status == S.CANCELLING
+        if result is not None:
+            if result.error:
+                jobs.system_log(job_id, f"error: {result.error}")
+            else:
+                jobs.system_log(job_id, f"program exited with return code {result.return_code}")
+        if job.status == S.EXECUTING:
+            job = jobs.update(job_id, lambda j: None, to=S.UPLOADING_OUTPUT)
+        files, errors = [], []
+        if layout is not None:
+            collected = collect(layout.work, layout.outputs, jobs.blobs.put_stream, str(jobs.blobs.tmp),
+                                note=lambda m: jobs.system_log(job_id, m))
+            files, errors = collected.files, collected.errors
+        ok = result is not None and result.error is None
+        if cancelled:
+            final = S.CANCELLED
+        elif ok and result.return_code == 0:
+            final = S.SUCCESS
+        else:
+            final = S.ERROR
+        summary = {S.SUCCESS: "job completed successfully", S.CANCELLED: "job cancelled"}.get(
+            final, "job failed" if not ok else f"job finished with return code {result.return_code}")
+        jobs.system_log(job_id, summary)
+        log_files = self._store_logs(job_id, run_dir)
+
+        def done(j: Job):
+            j.output_files, j.file_errors, j.log_files = files, errors, log_files
+            j.data_size_bytes = sum(f.size_bytes for f in files + log_files)
+            if result is not None:
+                j.return_code = result.return_code
+                if result.error and final == S.ERROR:
+                    j.error = OperationError("INTERNAL", result.error)
+                    j.status_details = result.error
+                elif final == S.ERROR:
+                    j.status_details = f"program returned code {result.return_code}"
+        jobs.update(job_id, done, to=final)
+
+    def _store_logs(self, job_id: str, run_dir: Path) -> list[File]:
+        jobs = self.jobs
+        system = run_dir / "system.log"
+        logs.extract_stream(jobs.journal(job_id), SYSTEM, str(system))
+        out = []
+        for name in ("stdout.txt", "stderr.txt", "system.log"):
+            p = run_dir / name
+            if p.exists():
+                sha, size = jobs.blobs.put_file(p)
+                out.append(File(desc=FileDesc(path=f"job_logs/{job_id}/{name}"), sha256=sha, size_bytes=size))
+        return out
+
+    # --- cancel ------------------------------------------------------------------------------------------------
+
+    def stop_job(self, job: Job, graceful: bool) -> None:
+        with self._running_mu:
+            handle = self._running.get(job.id)
+        if handle is None:
+            return  # still preparing: the worker sees CANCELLING before it starts the program
+        g = job.params.graceful_shutdown
+        if graceful and g is not None:
+            sig = g.signal or signal.SIGTERM
+            timeout = g.timeout_s if g.timeout_s else self.jobs.cfg.default_graceful_timeout_s
+        else:
+            sig, timeout = signal.SIGKILL, 0.0
+        self.executor.stop(handle, sig, timeout, job.status_details or "cancelled")
+
+    # --- recovery ----------------------------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        jobs = self.jobs
+        jobs.blobs.sweep_tmp()
+        for job in jobs.store.jobs_with_status(S.PREPARING, S.EXECUTING, S.UPLOADING_OUTPUT, S.CANCELLING):
+            run_dir = jobs.run_dir(job.id)
+            if job.status == S.PREPARING and not (run_dir / "supervisor").exists():
+                if job.attempt:  # claimed, but the program never started: prepare it again from scratch
+                    shutil.rmtree(run_dir / "work", ignore_errors=True)
+
+                    def requeue(j: Job):
+                        j.attempt = 0
+                        j.status_details = "queued (engine restarted during preparation)"
+                    jobs.update(job.id, requeue)
+                continue
+            layout = _read_layout(run_dir)
+            handle = self.executor.adopt(str(run_dir))
+            if handle is not None:
+                jobs.system_log(job.id, "engine restarted: job re-adopted")
+                with self._running_mu:
+                    self._running[job.id] = handle
+                threading.Thread(target=self._wait_and_finish, args=(job.id, handle, layout),
+                                 name=f"dsjobs-adopted-{job.id}", daemon=True).start()
+                continue
+            from runners.process import read_status  # the exit status a supervisor left behind
+            result = read_status(str(run_dir))
+            if result is not None and layout is not None:
+                jobs.system_log(job.id, "engine restarted: the job finished while it was down")
+                if job.status == S.PREPARING:
+                    jobs.update(job.id, lambda j: None, to=S.EXECUTING)
+                self._finish(job.id, layout, result)
+                continue
+            self._fail(job.id, "the engine stopped during the run and the job's process is gone")
+
+
+def _layout_text(layout: Layout) -> str:
+    import json
+    return json.dumps({"work": str(layout.work),
+                       "outputs": [[d.path, d.var, rel] for d, rel in layout.outputs],
+                       "output_datasets": layout.output_datasets})
+
+
+def _read_layout(run_dir: Path) -> Optional[Layout]:
+    import json
+    try:
+        d = json.loads((run_dir / "layout").read_text())
+    except (OSError, ValueError):
+        return None
+    return Layout(work=Path(d["work"]), outputs=[(FileDesc(p, v), rel) for p, v, rel in d["outputs"]],
+                  output_datasets=d.get("output_datasets", {}))

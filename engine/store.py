@@ -1,0 +1,173 @@
+"""Job and operation records in SQLite (WAL, synchronous=FULL, busy timeout, BEGIN IMMEDIATE for writes).
+
+Records are stored as JSON of the domain dataclasses, with the columns that queries need kept beside them.
+Status writes are compare-and-set on the old status, so a late writer never overwrites a newer state.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+from engine.errors import NotFound
+from engine.model import Job, Operation, from_dict, to_dict
+from engine.state import JobStatus
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    seq INTEGER NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_project ON jobs(project_id, created_at DESC, seq DESC);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status);
+CREATE TABLE IF NOT EXISTS operations (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS operations_by_job ON operations(job_id);
+CREATE TABLE IF NOT EXISTS blob_refs (
+    job_id TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (job_id, sha256)
+);
+CREATE INDEX IF NOT EXISTS blob_refs_by_sha ON blob_refs(sha256);
+CREATE TABLE IF NOT EXISTS projects (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL
+);
+"""
+
+
+class StaleWrite(Exception):
+    """The record changed status since it was read (compare-and-set failed)."""
+
+
+class Store:
+    def __init__(self, path: Path | str):
+        self.path = str(path)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.execute("PRAGMA journal_size_limit=67108864")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _q(self, sql: str, args=()) -> list:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # --- jobs ------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _job_row(job: Job):
+        return (job.project_id, job.status.name, job.created_at, json.dumps(to_dict(job)))
+
+    def insert_job(self, job: Job, op: Optional[Operation] = None) -> None:
+        with self.tx() as db:
+            db.execute("INSERT OR IGNORE INTO projects(id, created_at) VALUES (?, ?)", (job.project_id, job.created_at))
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
+            project_id, status, created_at, data = self._job_row(job)
+            db.execute("INSERT INTO jobs(id, project_id, status, created_at, seq, data) VALUES (?,?,?,?,?,?)",
+                       (job.id, project_id, status, created_at, seq, data))
+            db.executemany("INSERT OR IGNORE INTO blob_refs(job_id, sha256) VALUES (?, ?)",
+                           [(job.id, f.sha256) for f in job.params.all_uploads()])
+            if op is not None:
+                self._put_op(db, op)
+
+    def get_job(self, job_id: str) -> Job:
+        rows = self._q("SELECT data FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
+            raise NotFound(f"job {job_id!r} not found")
+        return from_dict(Job, json.loads(rows[0][0]))
+
+    def update_job(self, job: Job, *, expect: Optional[JobStatus] = None, op: Optional[Operation] = None) -> None:
+        """Write the job; with ``expect``, only if its stored status is still that one (else StaleWrite)."""
+        with self.tx() as db:
+            row = db.execute("SELECT status FROM jobs WHERE id = ?", (job.id,)).fetchone()
+            if row is None:
+                raise NotFound(f"job {job.id!r} not found")
+            if expect is not None and row[0] != expect.name:
+                raise StaleWrite(f"job {job.id} is {row[0]}, expected {expect.name}")
+            _, status, _, data = self._job_row(job)
+            db.execute("UPDATE jobs SET status = ?, data = ? WHERE id = ?", (status, data, job.id))
+            refs = [f.sha256 for f in job.output_files + job.log_files + job.diagnostic_files]
+            db.executemany("INSERT OR IGNORE INTO blob_refs(job_id, sha256) VALUES (?, ?)",
+                           [(job.id, s) for s in refs])
+            if op is not None:
+                self._put_op(db, op)
+
+    def list_jobs(self, project_id: str, statuses: Optional[set[str]], offset: int, limit: int) -> list[Job]:
+        sql = "SELECT data FROM jobs WHERE project_id = ?"
+        args: list = [project_id]
+        if statuses:
+            sql += f" AND status IN ({','.join('?' * len(statuses))})"
+            args += sorted(statuses)
+        sql += " ORDER BY created_at DESC, seq DESC LIMIT ? OFFSET ?"
+        args += [limit, offset]
+        return [from_dict(Job, json.loads(r[0])) for r in self._q(sql, args)]
+
+    def jobs_with_status(self, *statuses: JobStatus) -> list[Job]:
+        rows = self._q(f"SELECT data FROM jobs WHERE status IN ({','.join('?' * len(statuses))}) ORDER BY seq",
+                       [s.name for s in statuses])
+        return [from_dict(Job, json.loads(r[0])) for r in rows]
+
+    def project_job_ids(self, project_id: str) -> list[str]:
+        return [r[0] for r in self._q("SELECT id FROM jobs WHERE project_id = ?", (project_id,))]
+
+    def delete_job(self, job_id: str) -> None:
+        with self.tx() as db:
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            db.execute("DELETE FROM operations WHERE job_id = ?", (job_id,))
+            db.execute("DELETE FROM blob_refs WHERE job_id = ?", (job_id,))
+
+    def drop_blob_refs(self, job_id: str) -> list[str]:
+        """Forget the job's references; returns the digests that no job references any more."""
+        with self.tx() as db:
+            shas = [r[0] for r in db.execute("SELECT sha256 FROM blob_refs WHERE job_id = ?", (job_id,))]
+            db.execute("DELETE FROM blob_refs WHERE job_id = ?", (job_id,))
+            return [s for s in shas
+                    if db.execute("SELECT 1 FROM blob_refs WHERE sha256 = ? LIMIT 1", (s,)).fetchone() is None]
+
+    def referenced(self, sha: str) -> bool:
+        return bool(self._q("SELECT 1 FROM blob_refs WHERE sha256 = ? LIMIT 1", (sha,)))
+
+    # --- operations ------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _put_op(db, op: Operation) -> None:
+        db.execute("INSERT OR REPLACE INTO operations(id, job_id, data) VALUES (?, ?, ?)",
+                   (op.id, op.job_id, json.dumps(to_dict(op))))
+
+    def put_op(self, op: Operation) -> None:
+        with self.tx() as db:
+            self._put_op(db, op)
+
+    def get_op(self, op_id: str) -> Operation:
+        rows = self._q("SELECT data FROM operations WHERE id = ?", (op_id,))
+        if not rows:
+            raise NotFound(f"operation {op_id!r} not found")
+        return from_dict(Operation, json.loads(rows[0][0]))

@@ -1,0 +1,105 @@
+"""Checks on JobParameters before a job is accepted; every error names the field and the value."""
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+
+from engine.cas import SHA_RE
+from engine.config import EngineConfig
+from engine.errors import InvalidArgument
+from engine.model import NONE, ZIP, JobParameters
+
+VAR_RE = re.compile(r"\$\{(.+?)}")
+# The official client's pattern, quirk included (A-z also admits [ \ ] ^ _ `).
+VAR_NAME_RE = re.compile(r"[0-9a-z-A-z\-_]{1,50}")
+RESOURCE_ID_RE = re.compile(r"[0-9a-z]{20}")
+DS_PROJECT_HOME = "DS_PROJECT_HOME"
+
+
+def _relative_ok(path: str) -> bool:
+    p = PurePosixPath(path)
+    return bool(path) and not p.is_absolute() and ".." not in p.parts and path.strip() not in ("", ".")
+
+
+def _check_path(field: str, path: str, var: str) -> None:
+    if not path:
+        raise InvalidArgument(f"{field}.path is empty")
+    if "\x00" in path:
+        raise InvalidArgument(f"{field}.path {path!r} contains a NUL byte")
+    if not var and not _relative_ok(path):
+        raise InvalidArgument(f"{field}.path {path!r}: a path without a var must be relative and without '..'")
+    if var and not VAR_NAME_RE.fullmatch(var):
+        raise InvalidArgument(f"{field}.var {var!r} does not fit {VAR_NAME_RE.pattern}")
+    if var == DS_PROJECT_HOME:
+        raise InvalidArgument(f"{field}.var {var!r} is reserved")
+
+
+def validate(params: JobParameters, cfg: EngineConfig) -> None:
+    if not params.cmd.strip():
+        raise InvalidArgument("job_parameters.cmd is empty")
+    names: list[str] = []
+    total = 0
+    for field, items in (("input_files", params.input_files),
+                         ("python_env.local_modules",
+                          params.env.python_env.local_modules if params.env.python_env else [])):
+        for i, f in enumerate(items):
+            fld = f"job_parameters.{field}[{i}]"
+            if field == "input_files":
+                _check_path(f"{fld}.desc", f.desc.path, f.desc.var)
+            if not SHA_RE.fullmatch(f.sha256):
+                raise InvalidArgument(f"{fld}.sha256 {f.sha256!r} is not a lowercase hex sha256")
+            if f.size_bytes < 0:
+                raise InvalidArgument(f"{fld}.size_bytes {f.size_bytes} is negative")
+            if f.size_bytes > cfg.max_file_bytes:
+                raise InvalidArgument(f"{fld}.size_bytes {f.size_bytes} is over the limit of {cfg.max_file_bytes}")
+            if f.compression_type not in (NONE, ZIP):
+                raise InvalidArgument(f"{fld}.compression_type {f.compression_type!r} is not NONE or ZIP")
+            total += f.size_bytes
+            if f.desc.var and field == "input_files":
+                names.append(f.desc.var)
+    if total > cfg.max_total_bytes:
+        raise InvalidArgument(f"job_parameters.input_files: total size {total} is over the limit of {cfg.max_total_bytes}")
+    for i, d in enumerate(params.output_files):
+        _check_path(f"job_parameters.output_files[{i}]", d.path, d.var)
+        if d.var:
+            names.append(d.var)
+    for field, items in (("input_files", params.input_files), ("output_files", params.output_files),
+                         ("s3_mount_ids", params.s3_mount_ids), ("dataset_ids", params.dataset_ids)):
+        if len(items) > cfg.max_list_entries:
+            raise InvalidArgument(f"job_parameters.{field} has {len(items)} entries, more than {cfg.max_list_entries}")
+    for field, ids in (("s3_mount_ids", params.s3_mount_ids), ("dataset_ids", params.dataset_ids)):
+        for rid in ids:
+            if not RESOURCE_ID_RE.fullmatch(rid):
+                raise InvalidArgument(f"job_parameters.{field}: {rid!r} is not a resource id ([0-9a-z]{{20}})")
+            names.append(rid)
+    for i, a in enumerate(params.arguments):
+        if not VAR_NAME_RE.fullmatch(a.name):
+            raise InvalidArgument(f"job_parameters.arguments[{i}].name {a.name!r} does not fit {VAR_NAME_RE.pattern}")
+        names.append(a.name)
+    for i, ds in enumerate(params.output_datasets):
+        if not VAR_NAME_RE.fullmatch(ds.var):
+            raise InvalidArgument(f"job_parameters.output_datasets[{i}].var {ds.var!r} does not fit {VAR_NAME_RE.pattern}")
+        names.append(ds.var)
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise InvalidArgument(f"job_parameters: variable {n!r} is declared more than once")
+        seen.add(n)
+    for ref in VAR_RE.findall(params.cmd):
+        if ref == DS_PROJECT_HOME:
+            if not params.attach_project_disk:
+                raise InvalidArgument("job_parameters.cmd uses ${DS_PROJECT_HOME} but attach_project_disk is not set")
+            continue
+        if ref not in seen:
+            raise InvalidArgument(f"job_parameters.cmd contains variable not presented in job parameters: {ref!r}")
+    for t in params.cloud_instance_types:
+        if t not in cfg.instance_types:
+            raise InvalidArgument(
+                f"job_parameters.cloud_instance_types: unknown instance type {t!r} "
+                f"(known: {', '.join(sorted(cfg.instance_types))})")
+    g = params.graceful_shutdown
+    if g is not None:
+        if g.signal and not 1 <= g.signal <= 64:
+            raise InvalidArgument(f"job_parameters.graceful_shutdown_parameters.signal {g.signal} is not a signal number")
+        if g.timeout_s is not None and g.timeout_s < 0:
+            raise InvalidArgument(f"job_parameters.graceful_shutdown_parameters.timeout {g.timeout_s}s is negative")

@@ -1,0 +1,108 @@
+"""Collect a job's declared outputs without ever reading outside its working directory.
+
+Every path component is opened relative to its parent with O_NOFOLLOW, and what is finally read is checked with
+fstat, so a symlink (``out -> /etc/passwd``, ``hop -> /proc/self``) or a swap during collection is refused rather
+than followed. Directories are zipped with entries prefixed by the declared name, as the official client unpacks.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Callable
+
+from engine.model import NONE, ZIP, File, FileDesc, FileError
+from runners.safezip import open_beneath
+
+# sink(stream) stores the bytes and returns (sha256, size)
+Sink = Callable[[BinaryIO], "tuple[str, int]"]
+
+
+@dataclass
+class Collected:
+    files: list[File]
+    errors: list[FileError]
+
+
+def _zip_dir(dir_fd: int, arc_root: str, zf: zipfile.ZipFile, skipped: list[str]) -> None:
+    for entry in sorted(os.scandir(dir_fd), key=lambda e: e.name):
+        name = f"{arc_root}/{entry.name}"
+        try:
+            fd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+        except OSError:
+            skipped.append(name)  # a symlink (ELOOP) or vanished entry
+            continue
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                zf.writestr(zipfile.ZipInfo(name + "/"), b"")
+                _zip_dir(fd, name, zf, skipped)
+            elif stat.S_ISREG(st.st_mode):
+                info = zipfile.ZipInfo(name)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = (stat.S_IFREG | (st.st_mode & 0o777)) << 16
+                with os.fdopen(os.dup(fd), "rb") as src, zf.open(info, "w", force_zip64=True) as dst:
+                    while chunk := src.read(1 << 20):
+                        dst.write(chunk)
+            else:
+                skipped.append(name)
+        finally:
+            os.close(fd)
+
+
+def collect(work: Path, outputs: list[tuple[FileDesc, str]], sink: Sink, tmp_dir: str,
+            note: Callable[[str], None] = lambda m: None) -> Collected:
+    files: list[File] = []
+    errors: list[FileError] = []
+    for desc, rel in outputs:
+        def fail(kind: str, why: str) -> None:
+            errors.append(FileError(description=why, type=kind, output_file_desc=desc))
+            note(f"output {desc.path!r}: {why}")
+
+        try:
+            parent_fd, name = open_beneath(str(work), rel)
+        except FileNotFoundError:
+            fail("NOT_FOUND", "file not found")
+            continue
+        except ValueError as e:
+            fail("UPLOAD_FAILED", f"refused: {e}")
+            continue
+        try:
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=parent_fd)
+            except FileNotFoundError:
+                fail("NOT_FOUND", "file not found")
+                continue
+            except OSError as e:
+                if e.errno == 40:  # ELOOP
+                    fail("UPLOAD_FAILED", "is a symlink; symlinks are not followed")
+                else:
+                    fail("UPLOAD_FAILED", f"cannot open: {e.strerror}")
+                continue
+            try:
+                st = os.fstat(fd)
+                if stat.S_ISREG(st.st_mode):
+                    with os.fdopen(os.dup(fd), "rb") as src:
+                        sha, size = sink(src)
+                    files.append(File(desc=desc, sha256=sha, size_bytes=size, compression_type=NONE))
+                elif stat.S_ISDIR(st.st_mode):
+                    arc_root = PurePosixPath(desc.path.rstrip("/")).name or "output"
+                    skipped: list[str] = []
+                    with tempfile.TemporaryFile(dir=tmp_dir) as tmp:
+                        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+                            _zip_dir(fd, arc_root, zf, skipped)
+                        tmp.seek(0)
+                        sha, size = sink(tmp)
+                    for s in skipped:
+                        note(f"output {desc.path!r}: {s} skipped (a symlink or a special file)")
+                    files.append(File(desc=desc, sha256=sha, size_bytes=size, compression_type=ZIP))
+                else:
+                    fail("UPLOAD_FAILED", "not a regular file or directory")
+            finally:
+                os.close(fd)
+        finally:
+            os.close(parent_fd)
+    return Collected(files, errors)

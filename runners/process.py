@@ -1,0 +1,105 @@
+"""Process executor: each job runs under its own supervisor process (runners/supervisor.py)."""
+from __future__ import annotations
+
+import os
+import signal as _signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from runners import supervisor as sv
+from runners.base import ExitResult, Executor, Handle, RunSpec
+
+SUPERVISOR = sv.__file__
+
+
+@dataclass
+class ProcessHandle(Handle):
+    run_dir: str
+    pid: int
+    start_time: int
+    popen: Optional[subprocess.Popen] = None
+
+    def alive(self) -> bool:
+        if self.popen is not None:
+            return self.popen.poll() is None
+        try:
+            return sv.proc_start_time(self.pid) == self.start_time and not _is_zombie(self.pid)
+        except (OSError, ValueError, IndexError):
+            return False
+
+
+def _is_zombie(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        data = f.read()
+    return data[data.rindex(b")") + 2:].split()[0] == b"Z"
+
+
+def read_status(run_dir: str) -> Optional[ExitResult]:
+    st = sv.read_file(os.path.join(run_dir, "status"))
+    if not isinstance(st, dict):
+        return None
+    return ExitResult(return_code=st.get("return_code"), signal=st.get("signal"), error=st.get("error"),
+                      stopped=st.get("stopped"))
+
+
+class ProcessExecutor(Executor):
+    name = "process"
+    POLL_S = 0.05
+
+    def start(self, spec: RunSpec) -> ProcessHandle:
+        sv.write_atomic(os.path.join(spec.run_dir, "spec"), {
+            "argv": spec.argv, "cwd": spec.cwd, "env": spec.env, "journal": spec.journal,
+            "stdout": spec.stdout, "stderr": spec.stderr, "log_limit_bytes": spec.log_limit_bytes,
+            "job_id": spec.job_id,
+        }, durable=False)
+        errlog = open(os.path.join(spec.run_dir, "supervisor.err"), "ab")
+        with errlog:
+            popen = subprocess.Popen(
+                [sys.executable, "-I", "-S", SUPERVISOR, spec.run_dir],
+                stdin=subprocess.DEVNULL, stdout=errlog, stderr=errlog,
+                start_new_session=True,  # the supervisor outlives the engine and the engine's terminal
+                close_fds=True,
+            )
+        return ProcessHandle(spec.run_dir, popen.pid, sv.proc_start_time(popen.pid), popen)
+
+    def adopt(self, run_dir: str) -> Optional[ProcessHandle]:
+        info = sv.read_file(os.path.join(run_dir, "supervisor"))
+        if not isinstance(info, dict):
+            return None
+        h = ProcessHandle(run_dir, info["pid"], info["start_time"])
+        return h if h.alive() else None
+
+    def wait(self, handle: ProcessHandle, timeout: Optional[float] = None) -> Optional[ExitResult]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if handle.popen is not None:
+            try:
+                handle.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return None
+        else:
+            while handle.alive():
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
+                time.sleep(self.POLL_S)
+        result = read_status(handle.run_dir)
+        if result is None:
+            try:
+                with open(os.path.join(handle.run_dir, "supervisor.err"), "rb") as f:
+                    tail = f.read()[-2000:].decode(errors="replace").strip()
+            except OSError:
+                tail = ""
+            result = ExitResult(None, error="the job's supervisor ended without an exit status"
+                                + (f": {tail}" if tail else ""))
+        return result
+
+    def stop(self, handle: ProcessHandle, signal: int, timeout_s: float, reason: str) -> None:
+        sv.write_atomic(os.path.join(handle.run_dir, "stop"),
+                        {"signal": int(signal), "timeout": float(timeout_s), "reason": reason}, durable=False)
+        if handle.alive():
+            try:
+                os.kill(handle.pid, _signal.SIGUSR1)
+            except ProcessLookupError:
+                pass

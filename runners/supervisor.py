@@ -1,0 +1,372 @@
+"""The per-job supervisor: one small process that owns one running job (Nomad's executor model).
+
+It is started as ``python -I -S supervisor.py RUN_DIR`` in a session of its own, so it outlives the engine, and
+it imports only light built-in modules (it starts in ~25 ms; ``json``, ``subprocess`` and ``signal`` alone would
+double that). Its whole channel to the engine is files in RUN_DIR, in ``marshal`` format (plain dicts):
+
+- ``spec`` (in): argv, cwd, env, log paths and limits;
+- ``supervisor`` (out): its pid and start time, so a restarted engine can re-adopt it safely;
+- ``stop`` (in, then SIGUSR1): a stop request ``{"signal": N, "timeout": seconds, "reason": str}``;
+- ``status`` (out, written last, atomically): the job's exit status, even if the engine is down by then.
+
+Logs go to a journal of framed records (see ``append_record``) plus plain stdout/stderr files. It is a child
+subreaper: descendants that double-fork or call setsid are re-parented to it, and it kills every one of them when
+the job's main process ends or a stop escalates, then reaps them.
+"""
+import _signal as signal
+import ctypes
+import marshal
+import os
+import select
+import struct
+import sys
+import time
+
+# Journal record: stream id (1 byte), unix time (8-byte float), payload length (4 bytes), payload.
+HEADER = struct.Struct(">BdI")
+STDOUT, STDERR, SYSTEM, PROGRESS, STATS = 1, 2, 3, 4, 5
+MAX_RECORD = 64 * 1024
+PR_SET_CHILD_SUBREAPER = 36
+TRUNCATED = b"[dsjobs] log limit reached: further output of this stream is dropped\n"
+
+
+def append_record(fd: int, stream: int, payload: bytes, now: float = None) -> None:
+    """Append whole records with single write() calls on an O_APPEND fd, so two writers never interleave."""
+    now = time.time() if now is None else now
+    for i in range(0, max(len(payload), 1), MAX_RECORD):
+        chunk = payload[i:i + MAX_RECORD]
+        os.write(fd, HEADER.pack(stream, now, len(chunk)) + chunk)
+
+
+def write_atomic(path: str, data: dict, durable: bool = True) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(marshal.dumps(data))
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+    if durable:
+        dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def read_file(path: str):
+    """A file written by write_atomic, or None when it is absent or unreadable."""
+    try:
+        with open(path, "rb") as f:
+            return marshal.loads(f.read())
+    except (OSError, ValueError, EOFError, TypeError):
+        return None
+
+
+def proc_start_time(pid: int) -> int:
+    """Start time of a process in clock ticks since boot: with the pid, an identity that survives pid reuse."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        data = f.read()
+    return int(data[data.rindex(b")") + 2:].split()[19])
+
+
+def _children_map() -> dict:
+    kids = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        fields = data[data.rindex(b")") + 2:].split()
+        kids.setdefault(int(fields[1]), []).append(int(name))
+    return kids
+
+
+def _has_children(pid: int) -> bool:
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                if f.read().strip():
+                    return True
+        return False
+    except OSError:
+        return True  # cannot tell cheaply: let the full scan decide
+
+
+def descendants(root: int) -> list:
+    # Cheap first: a subreaper with no children has no descendants at all (orphans are re-parented to it).
+    if not _has_children(root):
+        return []
+    kids, out, todo = _children_map(), [], [root]
+    while todo:
+        for child in kids.get(todo.pop(), ()):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+class Supervisor:
+    POLL_S = 0.05
+
+    def __init__(self, run_dir: str):
+        self.run_dir = run_dir
+        self.spec = read_file(os.path.join(run_dir, "spec"))
+        self.journal = os.open(self.spec["journal"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.limit = int(self.spec.get("log_limit_bytes") or 0)
+        self.files = {
+            STDOUT: open(self.spec["stdout"], "ab"),
+            STDERR: open(self.spec["stderr"], "ab"),
+        }
+        self.written = {STDOUT: 0, STDERR: 0}
+        self.partial = {STDOUT: b"", STDERR: b""}
+        self.pid = None
+        self.stop_signal_sent_at = None
+        self.kill_at = None
+        self.stopped = None  # the stop request that ended the job, if any
+        self.main_status = None
+
+    # --- logging ---------------------------------------------------------------------------------------------
+
+    def system(self, msg: str) -> None:
+        append_record(self.journal, SYSTEM, (msg.rstrip("\n") + "\n").encode())
+
+    def _emit(self, stream: int, data: bytes) -> None:
+        if self.limit and self.written[stream] >= self.limit:
+            return
+        if self.limit and self.written[stream] + len(data) > self.limit:
+            data = data[: self.limit - self.written[stream]]
+            cut = data.rfind(b"\n") + 1
+            data = (data[:cut] if cut else data + b"\n") + TRUNCATED
+            self.written[stream] = self.limit
+        else:
+            self.written[stream] += len(data)
+        self.files[stream].write(data)
+        self.files[stream].flush()
+        append_record(self.journal, stream, data)
+
+    def _feed(self, stream: int, data: bytes) -> None:
+        buf = self.partial[stream] + data
+        cut = buf.rfind(b"\n") + 1
+        if cut:
+            self._emit(stream, buf[:cut])
+            buf = buf[cut:]
+        if len(buf) >= MAX_RECORD:  # a very long line is sent in pieces rather than held without bound
+            self._emit(stream, buf)
+            buf = b""
+        self.partial[stream] = buf
+
+    def _flush_partial(self) -> None:
+        for stream, buf in self.partial.items():
+            if buf:
+                self._emit(stream, buf + b"\n")
+                self.partial[stream] = b""
+
+    # --- process control -------------------------------------------------------------------------------------
+
+    def _signal_tree(self, sig: int) -> int:
+        """Signal the job's process group and every descendant (setsid and double-fork included)."""
+        pids = descendants(os.getpid())
+        try:
+            os.killpg(self.pid, sig)
+        except OSError:
+            pass
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        return len(pids)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.pid and self.main_status is None:
+                self.main_status = status
+
+    def kill_all(self) -> None:
+        """SIGKILL until nothing of the job is left; the subreaper role makes 'left' well defined."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self._signal_tree(signal.SIGKILL) == 0:
+                self._reap()
+                if not descendants(os.getpid()):
+                    return
+            time.sleep(0.01)
+            self._reap()
+
+    def _check_stop_request(self) -> None:
+        req = read_file(os.path.join(self.run_dir, "stop"))
+        if not isinstance(req, dict):
+            return
+        sig = int(req.get("signal") or signal.SIGKILL)
+        timeout = float(req.get("timeout") or 0)
+        if self.stopped is not None and self.kill_at is not None and sig != signal.SIGKILL:
+            return  # already stopping gracefully; only a forced stop changes anything
+        self.stopped = req
+        if sig == signal.SIGKILL or timeout <= 0:
+            self.system(f"stop: SIGKILL to the whole job ({req.get('reason') or 'stop requested'})")
+            self.kill_at = time.monotonic()
+        else:
+            self.system(f"stop: signal {sig} to the job, SIGKILL in {timeout:g}s ({req.get('reason') or 'stop requested'})")
+            self._signal_tree(sig)
+            self.kill_at = time.monotonic() + timeout
+
+    def _spawn(self, spec: dict):
+        """fork/exec the job as a session leader with its output on two pipes; an error string on failure."""
+        self.out_r, out_w = os.pipe()
+        self.err_r, err_w = os.pipe()
+        exec_r, exec_w = os.pipe()  # closed by a successful exec (CLOEXEC); carries the error otherwise
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(exec_r)
+                os.setsid()
+                for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ,
+                            signal.SIGCHLD, signal.SIGUSR1):
+                    signal.signal(sig, signal.SIG_DFL)
+                signal.set_wakeup_fd(-1)
+                os.chdir(spec["cwd"])
+                null = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(null, 0)
+                os.dup2(out_w, 1)
+                os.dup2(err_w, 2)
+                os.closerange(3, exec_w)
+                os.closerange(exec_w + 1, 65536)
+                os.set_inheritable(exec_w, False)
+                os.execvpe(spec["argv"][0], spec["argv"], spec["env"])
+            except BaseException as e:  # noqa: BLE001 - anything here must reach the parent, then exit
+                try:
+                    os.write(exec_w, str(e).encode()[:1000])
+                finally:
+                    os._exit(127)
+        os.close(out_w)
+        os.close(err_w)
+        os.close(exec_w)
+        err = b""
+        while True:
+            chunk = os.read(exec_r, 1024)
+            if not chunk:
+                break
+            err += chunk
+        os.close(exec_r)
+        self.pid = pid
+        if err:
+            os.waitpid(pid, 0)
+            return err.decode(errors="replace")
+        return None
+
+    # --- main loop -------------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        except OSError:
+            pass
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGUSR1, lambda *_: None)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        # SIGTERM to the supervisor itself (e.g. from a service manager) means: stop the job now.
+        signal.signal(signal.SIGTERM, lambda *_: None)
+        self._sigterm = False
+
+        started = time.time()
+        spec = self.spec
+        err = self._spawn(spec)
+        if err:
+            self.system(f"cannot start the job: {err}")
+            write_atomic(os.path.join(self.run_dir, "status"), {
+                "return_code": 127, "signal": None, "started_at": started, "finished_at": time.time(),
+                "error": f"cannot start the job: {err}", "stopped": None,
+            })
+            return 0
+        write_atomic(os.path.join(self.run_dir, "supervisor"), {
+            "pid": os.getpid(), "start_time": proc_start_time(os.getpid()), "job_pid": self.pid,
+            "started_at": started,
+        }, durable=False)
+        if os.path.exists(os.path.join(self.run_dir, "stop")):
+            self._check_stop_request()  # a stop that raced with the start
+
+        streams = {self.out_r: STDOUT, self.err_r: STDERR}
+        for fd in streams:
+            os.set_blocking(fd, False)
+        main_done_at = None
+        while True:
+            timeout = self.POLL_S
+            if self.kill_at is not None:
+                timeout = max(0.0, min(timeout, self.kill_at - time.monotonic()))
+            readable = select.select(list(streams) + [wake_r], [], [], timeout)[0]
+            for fd in readable:
+                if fd == wake_r:
+                    try:
+                        sigs = os.read(wake_r, 512)
+                    except BlockingIOError:
+                        sigs = b""
+                    if signal.SIGUSR1 in sigs:
+                        self._check_stop_request()
+                    if signal.SIGTERM in sigs:
+                        self.stopped = {"signal": signal.SIGKILL, "reason": "supervisor terminated"}
+                        self.kill_at = time.monotonic()
+                    continue
+                try:
+                    data = os.read(fd, 65536)
+                except BlockingIOError:
+                    continue
+                if data:
+                    self._feed(streams[fd], data)
+                else:
+                    os.close(fd)
+                    del streams[fd]
+            self._reap()
+            now = time.monotonic()
+            if self.kill_at is not None and now >= self.kill_at and self.main_status is None:
+                self.system("stop: timeout reached, SIGKILL to whatever is left")
+                self.kill_all()
+                self.kill_at = None
+            if self.main_status is not None and main_done_at is None:
+                main_done_at = now
+                # As when a container's main process ends: nothing of the job outlives it.
+                self.kill_all()
+            if self.main_status is not None and (not streams or now - main_done_at > 2.0):
+                break
+        for fd in list(streams):
+            os.close(fd)
+        self._flush_partial()
+        self.kill_all()
+        status = self.main_status
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            return_code, exit_signal = 128 + sig, sig
+        else:
+            return_code, exit_signal = os.WEXITSTATUS(status), None
+        for f in self.files.values():
+            f.close()
+        write_atomic(os.path.join(self.run_dir, "status"), {
+            "return_code": return_code, "signal": exit_signal, "started_at": started, "finished_at": time.time(),
+            "stopped": self.stopped,
+        })
+        os.close(self.journal)
+        return 0
+
+
+def main() -> int:
+    if len(sys.argv) != 2:
+        print("usage: supervisor.py RUN_DIR", file=sys.stderr)
+        return 2
+    return Supervisor(sys.argv[1]).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Materialise a job's working directory: inputs placed, ZIPs unpacked safely, ``${VAR}`` substituted."""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shlex
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from engine.model import ZIP, FileDesc, JobParameters
+from runners.safezip import ZipLimits, extract, open_beneath
+
+VAR_RE = re.compile(r"\$\{(.+?)}")
+DS_PROJECT_HOME = "DS_PROJECT_HOME"
+
+
+@dataclass
+class Layout:
+    """Where everything of one job is, on the host, and how paths look from inside the job."""
+
+    work: Path
+    vars: dict[str, str] = field(default_factory=dict)  # ${NAME} -> text to substitute
+    outputs: list[tuple[FileDesc, str]] = field(default_factory=list)  # (declared desc, path relative to work)
+    output_datasets: dict[str, str] = field(default_factory=dict)  # var -> path relative to work
+    # Host path -> path seen by the job (identity for process jobs; /job/... in a container).
+    to_job_path: Callable[[str], str] = staticmethod(lambda p: p)
+
+
+def _var_dir_name(var: str) -> str:
+    # The cloud places a var's file at a generated name like /job/weights_<random> for var WEIGHTS.
+    return f"{var.lower()}_{secrets.token_hex(4)}"
+
+
+def substitute(cmd: str, mapping: dict[str, str]) -> str:
+    return VAR_RE.sub(lambda m: mapping.get(m.group(1), m.group(0)), cmd)
+
+
+def place_file(src: str, work: Path, rel: str) -> None:
+    parent_fd, name = open_beneath(str(work), rel, create_dirs=True)
+    try:
+        out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o755, dir_fd=parent_fd)
+        with open(src, "rb") as s, os.fdopen(out, "wb") as d:
+            shutil.copyfileobj(s, d, 1 << 20)
+    finally:
+        os.close(parent_fd)
+
+
+def materialise(
+    params: JobParameters,
+    work: Path,
+    blob_path: Callable[[str], str],
+    *,
+    mounts: dict[str, str] | None = None,
+    project_home: str | None = None,
+    zip_limits: ZipLimits = ZipLimits(),
+    to_job_path: Callable[[str], str] = lambda p: p,
+) -> Layout:
+    """Lay out the working directory and compute the substitutions. Raises ValueError naming a bad input."""
+    work.mkdir(parents=True, exist_ok=True)
+    layout = Layout(work=work, to_job_path=to_job_path)
+    q = lambda host_path: shlex.quote(to_job_path(str(host_path)))  # noqa: E731
+
+    for module in params.env.python_env.local_modules if params.env.python_env else []:
+        try:
+            extract(blob_path(module.sha256), str(work), zip_limits)
+        except ValueError as e:
+            raise ValueError(f"local module {module.desc.var}: {e}") from None
+
+    for f in params.input_files:
+        src = blob_path(f.sha256)
+        try:
+            if not f.desc.var:
+                if f.compression_type == ZIP:
+                    parent = os.path.dirname(os.path.normpath(f.desc.path))
+                    extract(src, str(work / parent) if parent else str(work), zip_limits)
+                else:
+                    place_file(src, work, f.desc.path)
+                continue
+            name = _var_dir_name(f.desc.var)
+            if f.compression_type == ZIP:
+                tmp = work / f".unpack_{name}"
+                top = extract(src, str(tmp), zip_limits)
+                only = tmp / top[0] if len(top) == 1 else None
+                if only is not None and only.is_dir() and not only.is_symlink():
+                    only.rename(work / name)
+                    tmp.rmdir()
+                else:
+                    tmp.rename(work / name)
+            else:
+                place_file(src, work, name)
+            layout.vars[f.desc.var] = q(work / name)
+        except ValueError as e:
+            raise ValueError(f"input {f.desc.path!r}: {e}") from None
+
+    for desc in params.output_files:
+        if desc.var:
+            rel = _var_dir_name(desc.var)
+            layout.vars[desc.var] = q(work / rel)
+        else:
+            rel = os.path.normpath(desc.path)
+            parent_fd, _ = open_beneath(str(work), rel, create_dirs=True)  # the job can write `> out/res`
+            os.close(parent_fd)
+        layout.outputs.append((desc, rel))
+
+    for ds in params.output_datasets:
+        rel = _var_dir_name(ds.var)
+        (work / rel).mkdir()
+        layout.output_datasets[ds.var] = rel
+        layout.vars[ds.var] = q(work / rel)
+
+    for rid, path in (mounts or {}).items():
+        layout.vars[rid] = q(path)
+    for arg in params.arguments:
+        layout.vars[arg.name] = arg.value
+    if project_home is not None:
+        layout.vars[DS_PROJECT_HOME] = q(project_home)
+    return layout
