@@ -63,7 +63,8 @@ def extract(zip_path: str, target: str, limits: ZipLimits = ZipLimits()) -> list
                 parts = _entry_parts(info.filename)
                 mode = info.external_attr >> 16
                 is_dir = info.is_dir()
-                if mode and not is_dir and not stat.S_ISREG(mode):
+                ftype = stat.S_IFMT(mode)  # 0 when the archiver stored permissions only
+                if ftype and not is_dir and ftype != stat.S_IFREG:
                     raise UnsafeArchive(f"entry {info.filename!r} is not a regular file or directory")
                 if parts[0] not in top:
                     top.append(parts[0])

@@ -1,0 +1,5 @@
+import sys
+
+from dsjobs.cli import main
+
+sys.exit(main())

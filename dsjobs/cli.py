@@ -1,0 +1,357 @@
+"""dsjobs command line: `run` (embedded engine), `serve`, and `project job ...` shaped like the official CLI."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import grpc
+
+from dsjobs import jobconfig
+from dsjobs.client import DEFAULT_ENDPOINT, Client, OperationFailed, build_params
+
+log = logging.getLogger("dsjobs")
+STATUS = {0: "UNSPECIFIED", 1: "CREATING", 2: "EXECUTING", 3: "UPLOADING_OUTPUT", 4: "SUCCESS", 5: "ERROR",
+          6: "CANCELLED", 7: "CANCELLING", 8: "PREPARING"}
+
+
+class _Printer:
+    """Job logs on the terminal: stdout as is, stderr in red, the engine's lines dimmed, on stderr."""
+
+    def __init__(self):
+        from rich.console import Console
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.lock = threading.Lock()
+
+    def __call__(self, m) -> None:
+        text = m.content.decode("utf-8", errors="replace")
+        with self.lock:
+            src = m.WhichOneof("source")
+            if src == "standard_stream" and m.standard_stream == 1:
+                sys.stdout.write(text if text.endswith("\n") else text + "\n")
+                sys.stdout.flush()
+            elif src == "standard_stream":
+                self.err.print(text.rstrip("\n"), style="red", markup=False)
+            elif m.file_path == ".system.log":
+                for line in text.rstrip("\n").split("\n"):
+                    self.err.print(f"[SYS] {line}", style="dim", markup=False)
+
+
+def _ts(t) -> str:
+    if not t.seconds and not t.nanos:
+        return ""
+    return datetime.fromtimestamp(t.seconds + t.nanos / 1e9, timezone.utc).isoformat(timespec="seconds")
+
+
+def _job_dict(j) -> dict:
+    return {"id": j.id, "name": j.name, "desc": j.desc, "created_at": _ts(j.created_at),
+            "started_at": _ts(j.started_at), "finished_at": _ts(j.finished_at), "status": STATUS[j.status],
+            "status_details": j.status_details, "created_by": j.created_by_id, "data_cleared": j.data_cleared,
+            "data_expires_at": _ts(j.data_expires_at) or "Never",
+            "instance_type": j.actual_cloud_instance_type.name,
+            "outputs": [{"path": f.desc.path, "size": f.size_bytes} for f in j.output_files],
+            "file_errors": [{"path": e.output_file_desc.path or e.log_file_name, "error": e.description}
+                            for e in j.file_errors]}
+
+
+def _print_jobs(jobs: list, fmt: str) -> None:
+    rows = [_job_dict(j) for j in jobs]
+    if fmt == "json":
+        print(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+    t = Table(box=None)
+    for col in ("id", "name", "created_at", "finished_at", "status", "created_by", "data_expires_at"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(*[str(r[c]) for c in ("id", "name", "created_at", "finished_at", "status", "created_by",
+                                         "data_expires_at")])
+    Console().print(t)
+
+
+# --- running a job and following it ------------------------------------------------------------------------------
+
+def follow(client: Client, job_id: str, op, base: Path, *, graceful_cancel: bool, log_offset: int = 0,
+           output_dir: Optional[Path] = None) -> int:
+    """Stream logs, wait, download outputs, print a summary; returns the job's return code (as the CLI exits)."""
+    printer = _Printer()
+    started = time.monotonic()
+    logs_thread = client.follow_logs(job_id, log_offset, printer)
+    interrupts = []
+
+    def on_sigint(signum, frame):
+        interrupts.append(time.monotonic())
+        forced = len(interrupts) > 1 or not graceful_cancel
+        printer.err.print(f"cancelling job {job_id} ({'forced' if forced else 'graceful'}); "
+                          f"{'' if forced else 'Ctrl-C again to kill it now'}", style="yellow")
+        try:
+            client.cancel(job_id, graceful=not forced, reason="interrupted from the terminal")
+        except grpc.RpcError as e:
+            printer.err.print(f"cancel failed: {e.details()}", style="red")
+    old = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+    try:
+        try:
+            op = client.wait_operation(op)
+        except OperationFailed as e:
+            logs_thread.join(5)
+            printer.err.print(str(e), style="red", markup=False)
+            return 1
+        logs_thread.join(5)
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+    from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+    resp = spb.ExecuteProjectJobResponse()
+    op.response.Unpack(resp)
+    if resp.output_files_errors:
+        printer.err.print("Some output files were not uploaded due to errors:", style="yellow")
+        for e in resp.output_files_errors:
+            printer.err.print(f"  * {e.output_file_desc.path or e.log_file_name} "
+                              f"({e.description or 'Error while processing file'})", style="yellow", markup=False)
+    paths = client.download(list(resp.output_files), base, output_dir)
+    rc = resp.result.return_code
+    summary = [f"job {job_id}: {'success' if rc == 0 else f'return code {rc}'} "
+               f"in {time.monotonic() - started:.2f}s"]
+    for f, p in zip(sorted(resp.output_files, key=lambda f: f.file.size_bytes), paths):
+        summary.append(f"  {p} ({f.file.size_bytes} bytes{', unpacked' if f.file.compression_type == 2 else ''})")
+    printer.err.print("\n".join(summary), style="green" if rc == 0 else "red", markup=False)
+    return int(rc)
+
+
+def submit(client: Client, project: str, config_path: str, base: Path):
+    cfg = jobconfig.load(config_path, base)
+    prep = build_params(cfg, base)
+    with prep.tmp:
+        job_id, uploads = client.create(project, prep, cfg)
+        client.upload(uploads, prep.local_paths)
+    op = client.execute(job_id)
+    return cfg, job_id, op
+
+
+# --- commands ----------------------------------------------------------------------------------------------------
+
+def cmd_run(a) -> int:
+    from engine.api.server import start_grpc
+    from engine.app import build_engine
+    from engine.config import EngineConfig, default_data_dir
+    from engine.errors import FailedPrecondition
+
+    base = Path.cwd()
+    try:
+        cfg = jobconfig.load(a.config, base)  # config errors before anything runs
+    except (jobconfig.ConfigError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    data_dir = Path(a.data_dir) if a.data_dir else default_data_dir()
+    tmp = None
+    try:
+        engine = build_engine(EngineConfig(data_dir=data_dir))
+    except FailedPrecondition:
+        tmp = tempfile.TemporaryDirectory(prefix="dsjobs-run-")
+        print(f"note: {data_dir} is in use by a dsjobs server; running with a temporary data dir", file=sys.stderr)
+        engine = build_engine(EngineConfig(data_dir=Path(tmp.name)))
+    engine.start()
+    server, port = start_grpc(engine, "127.0.0.1:0")
+    client = Client(f"127.0.0.1:{port}")
+    try:
+        _, job_id, op = submit(client, a.project, a.config, base)
+        return follow(client, job_id, op, base, graceful_cancel=cfg.graceful_shutdown is not None,
+                      output_dir=Path(a.output_dir) if a.output_dir else None)
+    except jobconfig.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except grpc.RpcError as e:
+        print(f"error: {e.code().name}: {e.details()}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+        server.stop(1).wait()
+        engine.stop(stop_jobs=True)
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def cmd_serve(a) -> int:
+    from engine.api.server import start_grpc
+    from engine.app import build_engine
+    from engine.config import EngineConfig, default_data_dir
+
+    logging.basicConfig(level=getattr(logging, a.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = EngineConfig(data_dir=Path(a.data_dir) if a.data_dir else default_data_dir(), files_url=a.files_url,
+                       files_port=a.files_port)
+    if a.max_concurrent_jobs:
+        cfg.max_concurrent_jobs = a.max_concurrent_jobs
+    engine = build_engine(cfg).start()
+    server, port = start_grpc(engine, a.listen)
+    host = a.listen.rsplit(":", 1)[0]
+    print(f"dsjobs serving the DataSphere Jobs API on {host}:{port} (files on {engine.files_url}), "
+          f"data dir {cfg.data_dir}", flush=True)
+    stop = threading.Event()
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, lambda *_: stop.set())
+    stop.wait()
+    print("dsjobs: shutting down; running jobs keep running and are re-adopted at the next start", flush=True)
+    server.stop(5).wait()
+    engine.stop(stop_jobs=a.stop_jobs_on_exit)
+    return 0
+
+
+def _client(a) -> Client:
+    return Client(a.endpoint or os.environ.get("DSJOBS_ENDPOINT") or DEFAULT_ENDPOINT)
+
+
+def cmd_execute(a) -> int:
+    client = _client(a)
+    base = Path.cwd()
+    try:
+        cfg, job_id, op = submit(client, a.project_id, a.config, base)
+    except jobconfig.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"created job `{job_id}`", file=sys.stderr)
+    if a.async_:
+        if a.output:
+            Path(a.output).write_text(json.dumps({"job_id": job_id, "operation_id": op.id}))
+        return 0
+    return follow(client, job_id, op, base, graceful_cancel=cfg.graceful_shutdown is not None)
+
+
+def cmd_attach(a) -> int:
+    client = _client(a)
+    op = client.execute(a.id)  # the official attach: Execute again returns the job's operation
+    return follow(client, a.id, op, Path.cwd(), graceful_cancel=False, log_offset=-1)
+
+
+def cmd_list(a) -> int:
+    _print_jobs(_client(a).list(a.project_id, a.filter or ""), a.format)
+    return 0
+
+
+def cmd_get(a) -> int:
+    j = _client(a).get(a.id)
+    if a.format == "json":
+        print(json.dumps(_job_dict(j), indent=2))
+    else:
+        for k, v in _job_dict(j).items():
+            print(f"{k:>16}: {v}")
+    return 0
+
+
+def cmd_cancel(a) -> int:
+    _client(a).cancel(a.id, graceful=a.graceful)
+    print("job is canceled", file=sys.stderr)
+    return 0
+
+
+def cmd_set_ttl(a) -> int:
+    from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+    client = _client(a)
+    req = spb.SetProjectJobDataTtlRequest(job_id=a.id)
+    if a.days.lower() not in ("infinity", "inf"):
+        try:
+            days = int(a.days)
+        except ValueError:
+            print('error: TTL should be either number of days or literal "infinity"', file=sys.stderr)
+            return 1
+        if days <= 0:
+            print("error: TTL days should be positive", file=sys.stderr)
+            return 1
+        req.ttl.seconds = days * 86400
+    client.jobs.SetDataTtl(req)
+    print("data ttl updated", file=sys.stderr)
+    return 0
+
+
+def cmd_download(a) -> int:
+    client = _client(a)
+    j = client.get(a.id)
+    if j.status in (0, 1, 2, 3, 7, 8):
+        print(f"job is still running ({STATUS[j.status]}); nothing downloaded", file=sys.stderr)
+        return 1
+    paths = client.download_job_files(j, Path.cwd(), with_logs=a.with_logs, with_diagnostics=a.with_diagnostics,
+                                      output_dir=Path(a.output_dir) if a.output_dir else None)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dsjobs", description="Run Yandex DataSphere Jobs locally.")
+    p.add_argument("--endpoint", help=f"dsjobs server HOST:PORT (default: $DSJOBS_ENDPOINT or {DEFAULT_ENDPOINT})")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run a job from config.yaml with an embedded engine (no server)")
+    r.add_argument("-c", "--config", required=True)
+    r.add_argument("-p", "--project", default="local")
+    r.add_argument("--data-dir", help="engine data dir (default: ~/.local/share/dsjobs)")
+    r.add_argument("--output-dir", help="download outputs here instead of their declared paths")
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("serve", help="serve the DataSphere Jobs gRPC API")
+    s.add_argument("--listen", default=DEFAULT_ENDPOINT)
+    s.add_argument("--data-dir")
+    s.add_argument("--files-url", help="base URL clients use for uploads and downloads (default: the local one)")
+    s.add_argument("--files-port", type=int, default=0)
+    s.add_argument("--max-concurrent-jobs", type=int)
+    s.add_argument("--stop-jobs-on-exit", action="store_true", help="stop running jobs instead of leaving them")
+    s.add_argument("--log-level", default="info")
+    s.set_defaults(func=cmd_serve)
+
+    proj = sub.add_parser("project").add_subparsers(dest="project_cmd", required=True)
+    job = proj.add_parser("job").add_subparsers(dest="job_cmd", required=True)
+    e = job.add_parser("execute")
+    e.add_argument("-p", "--project-id", required=True)
+    e.add_argument("-c", "--config", required=True)
+    e.add_argument("--async", dest="async_", action="store_true")
+    e.add_argument("-o", "--output")
+    e.set_defaults(func=cmd_execute)
+    at = job.add_parser("attach")
+    at.add_argument("--id", required=True)
+    at.set_defaults(func=cmd_attach)
+    ls = job.add_parser("list")
+    ls.add_argument("-p", "--project-id", required=True)
+    ls.add_argument("--format", choices=["table", "json"], default="table")
+    ls.add_argument("--filter", help="e.g. 'status IN (EXECUTING, UPLOADING_OUTPUT)'")
+    ls.set_defaults(func=cmd_list)
+    g = job.add_parser("get")
+    g.add_argument("--id", required=True)
+    g.add_argument("--format", choices=["table", "json"], default="table")
+    g.set_defaults(func=cmd_get)
+    c = job.add_parser("cancel")
+    c.add_argument("--id", required=True)
+    c.add_argument("-g", "--graceful", action="store_true")
+    c.set_defaults(func=cmd_cancel)
+    t = job.add_parser("set-data-ttl")
+    t.add_argument("--id", required=True)
+    t.add_argument("--days", required=True)
+    t.set_defaults(func=cmd_set_ttl)
+    d = job.add_parser("download-files")
+    d.add_argument("--id", required=True)
+    d.add_argument("--with-logs", action="store_true")
+    d.add_argument("--with-diagnostics", action="store_true")
+    d.add_argument("--output-dir")
+    d.set_defaults(func=cmd_download)
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    a = parser().parse_args(argv)
+    try:
+        return a.func(a)
+    except grpc.RpcError as e:
+        print(f"error: {e.code().name}: {e.details()}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""The client side, as the official CLI does it: build JobParameters from a config, upload, execute, follow the
+logs, download the outputs. Used by ``dsjobs run`` (against an engine in the same process) and by
+``dsjobs project job ...`` (against a server)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import grpc
+import requests
+from google.protobuf import duration_pb2
+
+from dsjobs.jobconfig import Config, ConfigError, DockerImage
+from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
+from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2_grpc as sgrpc
+from engine.api.pb.yandex.cloud.operation import operation_service_pb2 as ops
+from engine.api.pb.yandex.cloud.operation import operation_service_pb2_grpc as ogrpc
+from runners.safezip import extract
+
+DEFAULT_ENDPOINT = "127.0.0.1:9098"
+DATA_TTL = duration_pb2.Duration(seconds=14 * 24 * 3600)  # what the official client always sends
+TERMINAL = {jpb.SUCCESS, jpb.ERROR, jpb.CANCELLED}
+
+
+class OperationFailed(RuntimeError):
+    def __init__(self, code: str, message: str):
+        super().__init__(f"Operation returned error:\n\tstatus={code}\n\tdetails={message}")
+        self.code, self.details = code, message
+
+
+def _sha256_size(path: str) -> tuple[str, int]:
+    h, n = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            n += len(chunk)
+    return h.hexdigest(), n
+
+
+def zip_path(path: Path, dest: str) -> None:
+    """Zip a file or directory with entries relative to its parent, as the official client does."""
+    root = path.parent
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as z:
+        if path.is_dir():
+            for d, _, files in os.walk(path):
+                for name in sorted(files):
+                    p = Path(d) / name
+                    z.write(p, p.relative_to(root))
+        else:
+            z.write(path, path.relative_to(root))
+
+
+@dataclass
+class Prepared:
+    params: jpb.JobParameters
+    local_paths: dict[str, str]  # sha256 -> local file to upload
+    tmp: tempfile.TemporaryDirectory = field(repr=False)
+
+
+def build_params(c: Config, base: Path) -> Prepared:
+    """JobParameters as the official client sends them; directories and local modules zipped to a temp dir."""
+    tmp = tempfile.TemporaryDirectory(prefix="dsjobs-")
+    local: dict[str, str] = {}
+
+    def as_file(path: Path, desc: jpb.FileDesc, force_zip: bool = False) -> jpb.File:
+        if path.is_dir() or force_zip:
+            z = tempfile.NamedTemporaryFile(dir=tmp.name, suffix=".zip", delete=False).name
+            zip_path(path, z)
+            sha, size = _sha256_size(z)
+            local[sha] = z
+            return jpb.File(desc=desc, sha256=sha, size_bytes=size, compression_type=jpb.ZIP)
+        sha, size = _sha256_size(str(path))
+        local[sha] = str(path)
+        return jpb.File(desc=desc, sha256=sha, size_bytes=size, compression_type=jpb.NONE)
+
+    p = jpb.JobParameters(cmd=c.cmd, attach_project_disk=c.attach_project_disk)
+    for i in c.inputs:
+        p.input_files.append(as_file(base / i.path, jpb.FileDesc(path=i.path, var=i.var or "")))
+    p.output_files.extend(jpb.FileDesc(path=o.path, var=o.var or "") for o in c.outputs)
+    p.s3_mount_ids.extend(m.path for m in c.s3_mounts)
+    p.dataset_ids.extend(d.path for d in c.datasets)
+    if c.env_vars:
+        p.env.vars.update(c.env_vars)
+    if isinstance(c.docker, str):
+        p.env.docker_image_resource_id = c.docker
+    elif isinstance(c.docker, DockerImage):
+        p.env.docker_image_spec.image_url = c.docker.url
+        if c.docker.username is not None:
+            p.env.docker_image_spec.username = c.docker.username
+        if c.docker.password_secret is not None:
+            p.env.docker_image_spec.password_ds_secret_name = c.docker.password_secret
+    if c.python is not None:
+        py = c.python
+        if py.type == "auto" or py.version is None:
+            raise ConfigError("`python: auto` (and manual envs without `version`) need the local environment "
+                              "analysis of Python environments support, which this dsjobs version does not have "
+                              "yet; set `type: manual` with `version`, `requirements-file` and `local-paths`")
+        pe = p.env.python_env
+        pe.python_version = py.version
+        if py.requirements_file:
+            lines = (base / py.requirements_file).read_text().splitlines()
+            pe.requirements.extend(x.strip() for x in lines if x.strip())
+        for idx, lp in enumerate(py.local_paths or []):
+            pe.local_modules.append(as_file(base / lp, jpb.FileDesc(path=lp, var=f"_LOCAL_MODULE_{idx}"),
+                                            force_zip=True))
+        if py.pip is not None:
+            pe.pip_options.CopyFrom(jpb.PipOptions(index_url=py.pip.index_url or "",
+                                                   extra_index_urls=py.pip.extra_index_urls,
+                                                   trusted_hosts=py.pip.trusted_hosts, no_deps=py.pip.no_deps))
+    p.cloud_instance_types.extend(jpb.CloudInstanceType(name=t) for t in c.cloud_instance_types)
+    if c.working_storage_gb is not None:
+        p.extended_working_storage.CopyFrom(jpb.ExtendedWorkingStorage(type=jpb.ExtendedWorkingStorage.SSD,
+                                                                       size_gb=c.working_storage_gb))
+    p.arguments.extend(jpb.Argument(name=k, value=v) for k, v in c.args.items())
+    p.output_datasets.extend(jpb.OutputDatasetDesc(name=d.name, description=d.description, labels=d.labels,
+                                                   size_gb=d.size_gb, var=d.var) for d in c.output_datasets)
+    if c.graceful_shutdown is not None:
+        sig, timeout = c.graceful_shutdown
+        g = jpb.GracefulShutdownParameters(signal=sig)
+        if timeout:
+            g.timeout.FromNanoseconds(int(timeout * 1e9))
+        p.graceful_shutdown_parameters.CopyFrom(g)
+    if c.spark_connector:
+        p.spark_parameters.connector_id = c.spark_connector
+    return Prepared(p, local, tmp)
+
+
+def _transfer_progress(total: int, label: str):
+    """A rich progress bar on a terminal, nothing otherwise."""
+    if not sys.stderr.isatty() or total < (1 << 20):
+        return None
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+    prog = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                    TransferSpeedColumn(), transient=True)
+    prog.start()
+    return prog, prog.add_task(label, total=total)
+
+
+class _CountingReader:
+    def __init__(self, f, cb):
+        self.f, self.cb = f, cb
+
+    def read(self, n=-1):
+        data = self.f.read(n)
+        self.cb(len(data))
+        return data
+
+    def __len__(self):
+        return os.fstat(self.f.fileno()).st_size
+
+
+class Client:
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, token: Optional[str] = None):
+        self.endpoint = endpoint
+        self.channel = grpc.insecure_channel(endpoint)
+        self.jobs = sgrpc.ProjectJobServiceStub(self.channel)
+        self.ops = ogrpc.OperationServiceStub(self.channel)
+        self.metadata = [("authorization", f"Bearer {token}")] if token else []
+
+    def close(self) -> None:
+        self.channel.close()
+
+    # --- calls -------------------------------------------------------------------------------------------------
+
+    def create(self, project_id: str, prep: Prepared, c: Config) -> tuple[str, list[jpb.StorageFile]]:
+        op = self.jobs.Create(spb.CreateProjectJobRequest(
+            project_id=project_id, job_parameters=prep.params, config=c.content, name=c.name or "",
+            desc=c.desc or "", data_ttl=DATA_TTL), metadata=self.metadata)
+        op = self.wait_operation(op)
+        resp = spb.CreateProjectJobResponse()
+        op.response.Unpack(resp)
+        return resp.job_id, list(resp.upload_files)
+
+    def upload(self, files: list[jpb.StorageFile], local: dict[str, str]) -> None:
+        total = sum(f.file.size_bytes for f in files)
+        bar = _transfer_progress(total, "uploading")
+        try:
+            for f in files:
+                if not f.url:
+                    continue
+                with open(local[f.file.sha256], "rb") as fh:
+                    body = _CountingReader(fh, (lambda n: bar[0].advance(bar[1], n)) if bar else (lambda n: None))
+                    r = requests.put(f.url, data=body, headers={"Content-Length": str(f.file.size_bytes)})
+                    r.raise_for_status()
+        finally:
+            if bar:
+                bar[0].stop()
+
+    def execute(self, job_id: str):
+        return self.jobs.Execute(spb.ExecuteProjectJobRequest(job_id=job_id), metadata=self.metadata)
+
+    def get_operation(self, op_id: str):
+        return self.ops.Get(ops.GetOperationRequest(operation_id=op_id), metadata=self.metadata)
+
+    def wait_operation(self, op, poll_s: float = 0.1, on_poll: Callable = lambda op: None):
+        while not op.done:
+            time.sleep(poll_s)
+            op = self.get_operation(op.id)
+            on_poll(op)
+        if op.HasField("error"):
+            from google.rpc import code_pb2
+            raise OperationFailed(code_pb2.Code.Name(op.error.code), op.error.message)
+        return op
+
+    def cancel(self, job_id: str, graceful: bool = False, reason: str = "") -> None:
+        self.jobs.Cancel(spb.CancelProjectJobRequest(job_id=job_id, graceful=graceful, reason=reason),
+                         metadata=self.metadata)
+
+    def get(self, job_id: str) -> jpb.Job:
+        return self.jobs.Get(spb.GetProjectJobRequest(job_id=job_id), metadata=self.metadata)
+
+    def list(self, project_id: str, filter_: str = "") -> list[jpb.Job]:
+        out, token = [], ""
+        while True:
+            r = self.jobs.List(spb.ListProjectJobRequest(project_id=project_id, page_size=50, page_token=token,
+                                                         filter=filter_), metadata=self.metadata)
+            out += r.jobs
+            token = r.next_page_token
+            if not token:
+                return out
+
+    def follow_logs(self, job_id: str, offset: int, sink: Callable[[spb.LogMessage], None]) -> threading.Thread:
+        """Print logs in a background thread; reconnects from the last offset if the stream breaks."""
+        def run():
+            nonlocal offset
+            while True:
+                try:
+                    for resp in self.jobs.ReadLogs(spb.ReadProjectJobLogsRequest(job_id=job_id, offset=offset),
+                                                   metadata=self.metadata):
+                        for m in resp.logs:
+                            sink(m)
+                        offset = resp.offset
+                    return
+                except grpc.RpcError as e:
+                    if e.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT,
+                                    grpc.StatusCode.CANCELLED):
+                        return
+                    time.sleep(1)
+        t = threading.Thread(target=run, name="dsjobs-logs", daemon=True)
+        t.start()
+        return t
+
+    def download(self, files: list[jpb.StorageFile], base: Path, output_dir: Optional[Path] = None) -> list[Path]:
+        """Fetch files to their declared paths (relative to ``base``), or into ``output_dir`` by basename."""
+        done = []
+        bar = _transfer_progress(sum(f.file.size_bytes for f in files), "downloading")
+        try:
+            for f in sorted(files, key=lambda f: f.file.size_bytes):
+                desc = Path(f.file.desc.path)
+                target = (output_dir / desc.name) if output_dir else (desc if desc.is_absolute() else base / desc)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                part = target.with_name(target.name + ".download")
+                with requests.get(f.url, stream=True) as r:
+                    r.raise_for_status()
+                    with open(part, "wb") as out:
+                        for chunk in r.iter_content(1 << 20):
+                            out.write(chunk)
+                            if bar:
+                                bar[0].advance(bar[1], len(chunk))
+                if f.file.compression_type == jpb.ZIP:
+                    extract(str(part), str(target.parent))
+                    part.unlink()
+                else:
+                    os.replace(part, target)
+                done.append(target)
+        finally:
+            if bar:
+                bar[0].stop()
+        return done
+
+    def download_job_files(self, job: jpb.Job, base: Path, *, with_logs: bool = False,
+                           with_diagnostics: bool = False, output_dir: Optional[Path] = None) -> list[Path]:
+        files = list(job.output_files) + (list(job.log_files) if with_logs else []) + \
+            (list(job.diagnostic_files) if with_diagnostics else [])
+        if not files:
+            return []
+        r = self.jobs.DownloadJobFiles(spb.DownloadProjectJobFilesRequest(job_id=job.id, files=files),
+                                       metadata=self.metadata)
+        return self.download(list(r.download_files), base, output_dir)
+

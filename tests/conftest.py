@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import pytest
+
+from dsjobs.client import Client
+from engine.api.server import start_grpc
+from engine.app import build_engine
+from engine.config import EngineConfig
+
+
+class Server:
+    """A real engine with its real gRPC server on loopback, restartable on the same data dir."""
+
+    def __init__(self, data_dir, **cfg):
+        self.data_dir, self.cfg = data_dir, cfg
+        self.start()
+
+    def start(self):
+        self.engine = build_engine(EngineConfig(data_dir=self.data_dir, **self.cfg)).start()
+        self.grpc, self.port = start_grpc(self.engine, "127.0.0.1:0")
+        self.client = Client(f"127.0.0.1:{self.port}")
+        return self
+
+    def stop(self, stop_jobs: bool = True):
+        self.client.close()
+        self.grpc.stop(0).wait()
+        self.engine.stop(stop_jobs=stop_jobs)
+
+    def restart(self):
+        self.stop(stop_jobs=False)
+        return self.start()
+
+
+@pytest.fixture
+def server(tmp_path):
+    s = Server(tmp_path / "data", max_concurrent_jobs=4)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def client(server):
+    return server.client

@@ -1,0 +1,322 @@
+"""End to end through the real gRPC API, real HTTP uploads/downloads and real processes."""
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+
+import grpc
+import pytest
+import requests
+
+from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
+from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+from tests.helpers import blob, create, logs, response, run, stdout_of, wait_op, wait_status, zip_bytes
+
+pytestmark = pytest.mark.e2e
+
+
+def test_vars_args_env_dirs_and_outputs(client):
+    greeting = blob(b"Hello", "greeting.txt", "GREETING")
+    plain = blob(b"plain\n", "conf/plain.txt")
+    data = blob(zip_bytes({"data/a.txt": b"alpha", "data/sub/b.txt": b"beta"}), "data", zipped=True)
+    vdir = blob(zip_bytes({"src/x.py": b"print(1)"}), "src", "SRC", zipped=True)
+    p = jpb.JobParameters(
+        cmd='echo "$(cat ${GREETING}), ${WHO}" > ${OUT}; cat conf/plain.txt; ls data data/sub; ls ${SRC};'
+            ' test -x conf/plain.txt && echo exec; echo "mood=$MOOD"; mkdir -p report/inner;'
+            ' echo r > report/inner/r.txt',
+        output_files=[jpb.FileDesc(path="result/out.txt", var="OUT"), jpb.FileDesc(path="report")],
+        arguments=[jpb.Argument(name="WHO", value="world")],
+        env=jpb.Environment(vars={"MOOD": "sunny"}))
+    job_id, op = run(client, p, [greeting, plain, data, vdir])
+    assert not op.HasField("error"), op.error
+    r = response(op)
+    assert r.result.return_code == 0
+    out = {f.file.desc.path: f for f in r.output_files}
+    assert requests.get(out["result/out.txt"].url).content == b"Hello, world\n"
+    rep = out["report"]
+    assert rep.file.compression_type == jpb.ZIP
+    z = zipfile.ZipFile(io.BytesIO(requests.get(rep.url).content))
+    assert z.read("report/inner/r.txt") == b"r\n"  # entries prefixed with the directory's name
+    text = stdout_of(logs(client, job_id)[0]).decode()
+    assert "plain" in text and "a.txt\nsub" in text and "b.txt" in text and "x.py" in text
+    assert "exec" in text and "mood=sunny" in text
+    job = client.get(job_id)
+    assert job.status == jpb.SUCCESS and job.actual_cloud_instance_type.name == "c1.4"
+    assert job.started_at.seconds and job.finished_at.seconds and job.data_size_bytes > 0
+    assert {os.path.basename(f.desc.path) for f in job.log_files} == {"stdout.txt", "stderr.txt", "system.log"}
+    assert job.data_expires_at.seconds - job.created_at.seconds == 14 * 86400
+
+
+def test_missing_output_and_nonzero_exit(client):
+    p = jpb.JobParameters(cmd="echo partial > made.txt; echo bad >&2; exit 3",
+                          output_files=[jpb.FileDesc(path="made.txt"), jpb.FileDesc(path="never.txt")])
+    job_id, op = run(client, p)
+    assert not op.HasField("error")  # a program failure is a response, not an operation error
+    r = response(op)
+    assert r.result.return_code == 3
+    assert [f.file.desc.path for f in r.output_files] == ["made.txt"]  # collected whatever the exit code
+    assert [(e.output_file_desc.path, e.type) for e in r.output_files_errors] == [("never.txt", jpb.FileUploadError.NOT_FOUND)]
+    job = client.get(job_id)
+    assert job.status == jpb.ERROR and "3" in job.status_details
+    assert [e.output_file_desc.path for e in job.file_errors] == ["never.txt"]
+
+
+def test_unknown_var_and_bad_requests(client):
+    with pytest.raises(grpc.RpcError) as e:
+        create(client, jpb.JobParameters(cmd="echo ${NOPE}"))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "NOPE" in e.value.details()
+    for params, needle in [
+        (jpb.JobParameters(cmd="  "), "cmd"),
+        (jpb.JobParameters(cmd="true", output_files=[jpb.FileDesc(path="../x")]), "../x"),
+        (jpb.JobParameters(cmd="true", output_files=[jpb.FileDesc(path="/etc/x")]), "/etc/x"),
+        (jpb.JobParameters(cmd="true", output_files=[jpb.FileDesc(path="a", var="V"), jpb.FileDesc(path="b", var="V")]), "'V'"),
+        (jpb.JobParameters(cmd="true", cloud_instance_types=[jpb.CloudInstanceType(name="z9.9")]), "z9.9"),
+    ]:
+        with pytest.raises(grpc.RpcError) as e:
+            create(client, params)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and needle in e.value.details(), e.value.details()
+    with pytest.raises(grpc.RpcError) as e:
+        client.jobs.Create(spb.CreateProjectJobRequest(project_id="", job_parameters=jpb.JobParameters(cmd="true")))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_unknown_ids_are_not_found(client):
+    calls = [
+        lambda: client.jobs.Get(spb.GetProjectJobRequest(job_id="nope")),
+        lambda: client.jobs.Execute(spb.ExecuteProjectJobRequest(job_id="nope")),
+        lambda: client.jobs.Cancel(spb.CancelProjectJobRequest(job_id="nope")),
+        lambda: list(client.jobs.ReadLogs(spb.ReadProjectJobLogsRequest(job_id="nope"))),
+        lambda: list(client.jobs.ReadStdLogs(spb.ReadProjectJobStdLogsRequest(job_id="nope"))),
+        lambda: client.jobs.Delete(spb.DeleteProjectJobRequest(job_id="nope")),
+        lambda: client.jobs.DeleteData(spb.DeleteProjectJobDataRequest(job_id="nope")),
+        lambda: client.jobs.SetDataTtl(spb.SetProjectJobDataTtlRequest(job_id="nope")),
+        lambda: client.jobs.Clone(spb.CloneProjectJobRequest(source_job_id="nope")),
+        lambda: client.jobs.DownloadJobFiles(spb.DownloadProjectJobFilesRequest(job_id="nope", files=[jpb.File()])),
+        lambda: client.get_operation("nope"),
+    ]
+    for call in calls:
+        with pytest.raises(grpc.RpcError) as e:
+            call()
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND, e.value.details()
+        assert "nope" in e.value.details()
+
+
+def test_execute_needs_uploads_and_attach_returns_same_operation(client):
+    f, data = blob(b"x" * 10, "in.bin", "IN")
+    job_id = create(client, jpb.JobParameters(cmd="cat ${IN}", input_files=[f]), {})  # upload skipped
+    with pytest.raises(grpc.RpcError) as e:
+        client.execute(job_id)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "in.bin" in e.value.details()
+    job_id = create(client, jpb.JobParameters(cmd="sleep 0.3", input_files=[f]), {f.sha256: data})
+    op1 = client.execute(job_id)
+    op2 = client.execute(job_id)
+    assert op1.id == op2.id
+    done = wait_op(client, op2)
+    assert client.execute(job_id).id == done.id and client.execute(job_id).done
+    # Same content again: already stored, so no upload URL.
+    op = client.jobs.Create(spb.CreateProjectJobRequest(project_id="p1", job_parameters=jpb.JobParameters(
+        cmd="cat ${IN}", input_files=[f])))
+    r = spb.CreateProjectJobResponse()
+    op.response.Unpack(r)
+    assert op.done and list(r.upload_files) == []
+
+
+def test_operation_metadata_carries_job_and_progress(client):
+    p = jpb.JobParameters(cmd='echo \'{"progress": 42, "message": "half"}\' >> $JOB_PROGRESS_FILENAME; sleep 0.5')
+    job_id = create(client, p)
+    op = client.execute(job_id)
+    meta = spb.ExecuteProjectJobMetadata()
+    for _ in range(100):
+        op = client.get_operation(op.id)
+        op.metadata.Unpack(meta)
+        if meta.progress.progress == 42:
+            break
+        import time
+        time.sleep(0.02)
+    assert meta.progress.progress == 42 and meta.progress.message == "half"
+    assert meta.job.id == job_id and meta.job.project_id == "p1" and meta.metadata.id == job_id
+    wait_op(client, op)
+
+
+def test_upload_digest_size_and_signature_checks(client, server):
+    f, data = blob(b"real content", "in.txt", "IN")
+    op = client.jobs.Create(spb.CreateProjectJobRequest(project_id="p1", job_parameters=jpb.JobParameters(
+        cmd="cat ${IN}", input_files=[f])))
+    r = spb.CreateProjectJobResponse()
+    op.response.Unpack(r)
+    url = r.upload_files[0].url
+    blobs = server.engine.blobs
+    assert requests.put(url, data=b"fake content").status_code == 400  # same size, other digest
+    assert requests.put(url, data=b"short").status_code == 400
+    assert requests.put(url, data=b"real content and more").status_code == 400
+    assert not blobs.has(f.sha256) and list(blobs.tmp.iterdir()) == []
+    assert requests.put(url.replace("size=12", "size=13"), data=data).status_code == 403  # altered
+    assert requests.put(url[:-4] + "0000", data=data).status_code == 403  # tampered signature
+    assert requests.get(url).status_code == 403  # a PUT URL is not a GET URL
+    other = url.replace(f.sha256, "0" * 64)
+    assert requests.put(other, data=data).status_code == 403  # signed for another object
+    signer = server.engine.jobs.signer
+    expired = signer.url("PUT", f.sha256, f.size_bytes, ttl_s=-1)
+    assert requests.put(expired, data=data).status_code == 403
+    assert requests.put(url, data=data).status_code == 201
+    assert blobs.has(f.sha256)
+    assert requests.put(url, data=data).status_code == 201  # idempotent
+
+
+def test_zip_slip_input_is_refused(client, tmp_path):
+    evil = blob(zip_bytes({"ok.txt": b"fine", "../../escaped.txt": b"pwned"}), "d", zipped=True)
+    job_id, op = run(client, jpb.JobParameters(cmd="true"), [evil])
+    assert op.HasField("error") and op.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "../../escaped.txt" in op.error.message
+    assert client.get(job_id).status == jpb.ERROR
+    data_dir = tmp_path / "data"
+    assert not any(p.name == "escaped.txt" for p in tmp_path.rglob("*"))
+    assert data_dir.exists()
+
+
+def test_output_symlinks_are_not_followed(client, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET")
+    p = jpb.JobParameters(
+        cmd=f"ln -s {secret} leak.txt; mkdir -p d; echo ok > d/real.txt; ln -s {secret} d/link.txt;"
+            " ln -s /proc/self hop; echo fine > good.txt",
+        output_files=[jpb.FileDesc(path="leak.txt"), jpb.FileDesc(path="d"), jpb.FileDesc(path="hop/environ"),
+                      jpb.FileDesc(path="good.txt")])
+    job_id, op = run(client, p)
+    r = response(op)
+    errors = {e.output_file_desc.path: e for e in r.output_files_errors}
+    assert set(errors) == {"leak.txt", "hop/environ"}
+    assert "symlink" in errors["leak.txt"].description
+    got = {f.file.desc.path: requests.get(f.url).content for f in r.output_files}
+    assert got["good.txt"] == b"fine\n"
+    z = zipfile.ZipFile(io.BytesIO(got["d"]))
+    assert z.namelist() == ["d/real.txt"]
+    assert all(b"TOP-SECRET" not in v for v in got.values())
+
+
+def test_list_paging_and_status_filter(client):
+    ok = [create(client, jpb.JobParameters(cmd="true"), project="plist") for _ in range(20)]
+    for jid in ok[:5]:
+        wait_op(client, client.execute(jid))
+    seen, token = [], ""
+    while True:
+        resp = client.jobs.List(spb.ListProjectJobRequest(project_id="plist", page_size=7, page_token=token))
+        assert len(resp.jobs) <= 7
+        seen += [j.id for j in resp.jobs]
+        token = resp.next_page_token
+        if not token:
+            break
+    assert seen == list(reversed(ok))  # newest first, each once
+    for extra in range(5):
+        create(client, jpb.JobParameters(cmd="true"), project="plist")
+    creating = client.list("plist", "status IN (CREATING)")
+    assert len(creating) == 20
+    done = client.list("plist", "status IN (SUCCESS, ERROR)")
+    assert sorted(j.id for j in done) == sorted(ok[:5])
+    with pytest.raises(grpc.RpcError) as e:
+        client.list("plist", "name = x")
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as e:
+        client.list("plist", "status IN (BOGUS)")
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "BOGUS" in e.value.details()
+
+
+def test_clone_with_overrides(client):
+    a = blob(b"one", "a.txt", "A")
+    src_params = jpb.JobParameters(cmd="cat ${A} > ${O}; echo ${N} $E1 $E2 >> ${O}",
+                                   output_files=[jpb.FileDesc(path="o.txt", var="O")],
+                                   arguments=[jpb.Argument(name="N", value="1")],
+                                   env=jpb.Environment(vars={"E1": "x", "E2": "y"}))
+    src_id, op = run(client, src_params, [a])
+    assert requests.get(response(op).output_files[0].url).content == b"one1 x y\n"
+    b, bdata = blob(b"two", "b.txt", "A")
+    op = client.jobs.Clone(spb.CloneProjectJobRequest(
+        source_job_id=src_id, job_parameters_overrides=jpb.JobParameters(
+            input_files=[b], arguments=[jpb.Argument(name="N", value="2")],
+            env=jpb.Environment(vars={"E2": "z"}))))
+    r = spb.CloneProjectJobResponse()
+    op.response.Unpack(r)
+    assert [f.file.sha256 for f in r.upload_files] == [b.sha256]
+    requests.put(r.upload_files[0].url, data=bdata).raise_for_status()
+    done = wait_op(client, client.execute(r.job_id))
+    assert requests.get(response(done).output_files[0].url).content == b"two2 x z\n"
+    clone = client.get(r.job_id)
+    assert clone.parent_job_id == src_id and clone.job_parameters.cmd == src_params.cmd
+
+
+def test_delete_and_delete_data(client, server):
+    jid, op = run(client, jpb.JobParameters(cmd="echo hi > o.txt", output_files=[jpb.FileDesc(path="o.txt")]))
+    url = response(op).output_files[0].url
+    client.jobs.DeleteData(spb.DeleteProjectJobDataRequest(job_id=jid))
+    job = client.get(jid)
+    assert job.data_cleared
+    assert requests.get(url).status_code == 404
+    assert not (server.engine.jobs.run_dir(jid)).exists()
+    with pytest.raises(grpc.RpcError) as e:
+        client.jobs.DownloadJobFiles(spb.DownloadProjectJobFilesRequest(job_id=jid, files=list(job.output_files)))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    dop = client.jobs.Delete(spb.DeleteProjectJobRequest(job_id=jid))
+    assert dop.done
+    with pytest.raises(grpc.RpcError) as e:
+        client.get(jid)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    running = create(client, jpb.JobParameters(cmd="sleep 5"))
+    client.execute(running)
+    wait_status(client, running, {jpb.EXECUTING})
+    with pytest.raises(grpc.RpcError) as e:
+        client.jobs.Delete(spb.DeleteProjectJobRequest(job_id=running))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    client.cancel(running)
+
+
+def test_set_data_ttl_and_download_job_files(client):
+    jid, op = run(client, jpb.JobParameters(cmd="echo hi > o.txt; echo err >&2",
+                                            output_files=[jpb.FileDesc(path="o.txt")]))
+    client.jobs.SetDataTtl(spb.SetProjectJobDataTtlRequest(job_id=jid))
+    assert not client.get(jid).HasField("data_expires_at")  # unset TTL: never
+    ttl = spb.SetProjectJobDataTtlRequest(job_id=jid)
+    ttl.ttl.seconds = 3 * 86400
+    client.jobs.SetDataTtl(ttl)
+    assert client.get(jid).HasField("data_expires_at")
+    job = client.get(jid)
+    r = client.jobs.DownloadJobFiles(spb.DownloadProjectJobFilesRequest(
+        job_id=jid, files=list(job.output_files) + list(job.log_files)))
+    got = {os.path.basename(f.file.desc.path): requests.get(f.url).content for f in r.download_files}
+    assert got["o.txt"] == b"hi\n" and got["stderr.txt"] == b"err\n" and b"job completed" in got["system.log"]
+    with pytest.raises(grpc.RpcError) as e:
+        client.jobs.DownloadJobFiles(spb.DownloadProjectJobFilesRequest(job_id=jid))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_logs_from_zero_resumed_and_now(client):
+    jid = create(client, jpb.JobParameters(cmd="for i in 1 2 3; do echo line$i; sleep 0.2; done; echo e >&2"))
+    op = client.execute(jid)
+    stream = client.jobs.ReadLogs(spb.ReadProjectJobLogsRequest(job_id=jid, offset=0))
+    first = next(iter(stream))
+    stream.cancel()
+    resumed, _ = logs(client, jid, first.offset)
+    wait_op(client, op)
+    full, end = logs(client, jid, 0)
+    assert list(first.logs) + resumed == full  # nothing lost, nothing repeated
+    assert stdout_of(full) == b"line1\nline2\nline3\n"
+    assert any(m.standard_stream == 2 and m.content == b"e\n" for m in full)
+    assert any(m.file_path == ".system.log" for m in full)
+    now, _ = logs(client, jid, -1)  # from now, on a finished job: nothing more
+    assert now == []
+    std = list(client.jobs.ReadStdLogs(spb.ReadProjectJobStdLogsRequest(job_id=jid, offset=0)))
+    assert b"".join(l.content for r in std for l in r.logs if l.type == spb.StdLog.OUT) == b"line1\nline2\nline3\n"
+
+
+def test_restart_keeps_jobs_and_logs(server):
+    c = server.client
+    jid, op = run(c, jpb.JobParameters(cmd="echo persisted > o.txt", output_files=[jpb.FileDesc(path="o.txt")]))
+    server.restart()
+    c = server.client
+    job = c.get(jid)
+    assert job.status == jpb.SUCCESS
+    assert b"persisted" not in stdout_of(logs(c, jid)[0])
+    assert any(b"completed" in m.content for m in logs(c, jid)[0])
+    r = c.jobs.DownloadJobFiles(spb.DownloadProjectJobFilesRequest(job_id=jid, files=list(job.output_files)))
+    assert requests.get(r.download_files[0].url).content == b"persisted\n"
+    assert c.get_operation(op.id).done

@@ -1,0 +1,87 @@
+"""Shared test helpers: build job parameters, upload, run through the real API, wait."""
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+import zipfile
+
+import requests
+
+from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
+from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+
+
+def blob(data: bytes, path: str, var: str = "", zipped: bool = False) -> tuple[jpb.File, bytes]:
+    return jpb.File(desc=jpb.FileDesc(path=path, var=var), sha256=hashlib.sha256(data).hexdigest(),
+                    size_bytes=len(data), compression_type=jpb.ZIP if zipped else jpb.NONE), data
+
+
+def zip_bytes(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in entries.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def create(client, params: jpb.JobParameters, uploads: dict[str, bytes] | None = None, project: str = "p1",
+           **kw) -> str:
+    """Create a job and upload what the server asks for; ``uploads`` maps sha256 -> bytes."""
+    op = client.jobs.Create(spb.CreateProjectJobRequest(project_id=project, job_parameters=params, **kw))
+    resp = spb.CreateProjectJobResponse()
+    op.response.Unpack(resp)
+    for f in resp.upload_files:
+        if uploads is not None and f.file.sha256 not in uploads:
+            continue  # the test withholds this upload on purpose
+        r = requests.put(f.url, data=(uploads or {}).get(f.file.sha256, b""))
+        r.raise_for_status()
+    return resp.job_id
+
+
+def run(client, params: jpb.JobParameters, files: list[tuple[jpb.File, bytes]] = (), timeout: float = 60,
+        **kw):
+    """Create, upload, execute and wait; returns (job_id, done operation)."""
+    del params.input_files[:]
+    params.input_files.extend(f for f, _ in files)
+    job_id = create(client, params, {f.sha256: d for f, d in files}, **kw)
+    op = client.execute(job_id)
+    return job_id, wait_op(client, op, timeout)
+
+
+def wait_op(client, op, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while not op.done:
+        assert time.monotonic() < deadline, "operation did not finish in time"
+        time.sleep(0.02)
+        op = client.get_operation(op.id)
+    return op
+
+
+def response(op) -> spb.ExecuteProjectJobResponse:
+    r = spb.ExecuteProjectJobResponse()
+    assert op.response.Unpack(r), op
+    return r
+
+
+def wait_status(client, job_id: str, statuses: set, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    while True:
+        j = client.get(job_id)
+        if j.status in statuses:
+            return j
+        assert time.monotonic() < deadline, f"job stayed {jpb.JobStatus.Name(j.status)}"
+        time.sleep(0.02)
+
+
+def logs(client, job_id: str, offset: int = 0):
+    out = []
+    last = offset
+    for resp in client.jobs.ReadLogs(spb.ReadProjectJobLogsRequest(job_id=job_id, offset=offset)):
+        out += list(resp.logs)
+        last = resp.offset
+    return out, last
+
+
+def stdout_of(msgs) -> bytes:
+    return b"".join(m.content for m in msgs if m.WhichOneof("source") == "standard_stream" and m.standard_stream == 1)
