@@ -22,6 +22,15 @@ class DigestMismatch(InvalidArgument):
     pass
 
 
+def file_digest(path: str | Path) -> tuple[str, int]:
+    h, n = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+            n += len(chunk)
+    return h.hexdigest(), n
+
+
 class BlobStore:
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -106,9 +115,9 @@ class BlobStore:
     def put_bytes(self, data: bytes) -> tuple[str, int]:
         return self.write(iter([data]))
 
-    def put_file(self, path: str | Path) -> tuple[str, int]:
+    def put_file(self, path: str | Path, expect_sha: str | None = None) -> tuple[str, int]:
         with open(path, "rb") as f:
-            return self.put_stream(f)
+            return self.write(iter(lambda: f.read(CHUNK), b""), expect_sha=expect_sha)
 
     def delete(self, sha: str) -> None:
         self.path(sha).unlink(missing_ok=True)

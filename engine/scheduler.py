@@ -19,6 +19,7 @@ from typing import Optional
 from engine import logs
 from engine.errors import EngineError
 from engine.jobs import JobService
+from engine.cas import file_digest
 from engine.model import File, FileDesc, Job, OperationError
 from engine.state import JobStatus
 from engine.store import StaleWrite
@@ -235,14 +236,14 @@ class Scheduler:
         jobs.update(job_id, done, to=final)
 
     def _store_logs(self, job_id: str, run_dir: Path) -> list[File]:
+        """Describe the job's log files; their bytes enter the blob store only when someone downloads them."""
         jobs = self.jobs
-        system = run_dir / "system.log"
-        logs.extract_stream(jobs.journal(job_id), SYSTEM, str(system))
+        logs.extract_stream(jobs.journal(job_id), SYSTEM, str(run_dir / "system.log"))
         out = []
         for name in ("stdout.txt", "stderr.txt", "system.log"):
             p = run_dir / name
             if p.exists():
-                sha, size = jobs.blobs.put_file(p)
+                sha, size = file_digest(p)
                 out.append(File(desc=FileDesc(path=f"job_logs/{job_id}/{name}"), sha256=sha, size_bytes=size))
         return out
 

@@ -1,0 +1,61 @@
+"""dsjobs's config parser gives the official client's messages (datasphere-behaviour.md section 2)."""
+import pytest
+
+from dsjobs.jobconfig import ConfigError, parse
+
+
+@pytest.fixture
+def base(tmp_path):
+    (tmp_path / "in.txt").write_text("x")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_text("y")
+    return tmp_path
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "config is empty"),
+    ("name: x", "`cmd` is required"),
+    ("cmd: ''", "empty `cmd`"),
+    ("cmd: x\nargs: [a]", "`args` should be a dict strings to strings"),
+    ("cmd: x\ninputs: a", "`inputs` should be a list"),
+    ("cmd: x\ninputs: [missing.txt]", "invalid `inputs` entry: `missing.txt`: value is incorrect: no such path: missing.txt"),
+    ("cmd: x\noutputs: [/abs/out]", "invalid `outputs` entry: `/abs/out`: value is incorrect: path without variable should be relative: /abs/out"),
+    ("cmd: x\noutputs: [{a: V, b: W}]", "invalid `outputs` entry: `{'a': 'V', 'b': 'W'}`: multiple items in dict"),
+    ("cmd: x\noutputs: [{a: {vr: V}}]", "only `var` param is supported"),
+    ("cmd: x\noutputs: [{a: V.1}]", "var `V.1` does not fit regexp [0-9a-z-A-z\\-_]{1,50}"),
+    ("cmd: x\noutputs: [{a: DS_PROJECT_HOME}]", "name `DS_PROJECT_HOME` is reserved and cannot be used for variable"),
+    ("cmd: echo ${Y}", "`cmd` contains variable not presented in config: Y"),
+    ("cmd: echo ${DS_PROJECT_HOME}", "DS_PROJECT_HOME is unavailable since you did not add `attach-project-disk` option"),
+    ("cmd: x\noutputs: [{a: V}, {b: V}]", "variables in config should be unique"),
+    ("cmd: x\noutputs: [a, a]", "Paths must be unique"),
+    ("cmd: x\noutputs: [a, a/b]", "Path 'a/b' is included in path 'a'"),
+    ("cmd: x\ndatasets: [{abc: D}]", "value is incorrect: invalid resource ID: abc"),
+    ("cmd: x\nflags: x", "`flags` should be a list of strings"),
+    ("cmd: x\nenv: {vars: [{A: [1]}]}", "environment var name and value should be str"),
+    ("cmd: x\nenv: {vars: [NOT_SET_ANYWHERE_42]}", "environment var `NOT_SET_ANYWHERE_42` is missing"),
+    ("cmd: x\nenv: {docker: {image: i, password: p}}", "Plain text password is prohibited"),
+    ("cmd: x\nenv: {python: conda}", "invalid python env format: conda"),
+    ("cmd: x\nenv: {python: {version: '3.10'}}", "you have to specify `type` of python env"),
+    ("cmd: x\nenv: {python: {type: other}}", "possible python env types are: ['auto', 'manual']"),
+    ("cmd: x\nenv: {python: {type: manual, version: '2.7'}}", "unsupported python version: 2.7"),
+    ("cmd: x\nworking-storage: {size: 10GB}", "working storage size should not be less then 100 Gb"),
+    ("cmd: x\nworking-storage: {type: HDD, size: 200GB}", "possible working storage types are: [SSD]"),
+    ("cmd: x\ngraceful-shutdown: {signal: SIGKILL}", "Value of 'signal' must be one of (SIGHUP, SIGINT, SIGUSR1, SIGUSR2, SIGTERM), not SIGKILL"),
+    ("cmd: x\ngraceful-shutdown: {timeout: 5 s}", "Cannot parse field 'timeout' in 'graceful-shutdown'"),
+    ("cmd: x\noutput-datasets: [{var: V, size: 1GB}]", "Output dataset dict must contain name"),
+    ("cmd: x\nspark: {}", "Spark connector is not provided"),
+])
+def test_official_messages(base, text, message):
+    with pytest.raises(ConfigError) as e:
+        parse(text, base)
+    assert message in str(e.value)
+
+
+def test_valid_config(base):
+    c = parse("cmd: run ${A} ${B} ${R} ${bt1234567890abcdefgh}\nargs: {R: '0'}\ninputs: [{in.txt: A}, d]\n"
+              "outputs: [{out/x: B}]\ns3-mounts: [bt1234567890abcdefgh]\ncloud-instance-types: [g1.1, c1.4]\n"
+              "graceful-shutdown: {signal: SIGUSR1, timeout: 1m30s}\nworking-storage: {size: 150GB}\n"
+              "env: {vars: [{X: '1'}]}\nflags: [attach-project-disk]", base)
+    assert c.args == {"R": "0"} and c.cloud_instance_types == ["g1.1", "c1.4"]
+    assert c.graceful_shutdown == (10, 90.0) and c.working_storage_gb == 150 and c.attach_project_disk
+    assert c.env_vars == {"X": "1"} and [i.path for i in c.inputs] == ["in.txt", "d"]
