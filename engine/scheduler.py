@@ -139,8 +139,28 @@ class Scheduler:
             env["DS_PROJECT_HOME"] = layout.to_job_path(project_home)
         return env
 
+    @staticmethod
+    def unsupported(job: Job) -> Optional[str]:
+        """What the job asks for that this engine cannot give yet: it fails clearly, never silently."""
+        p = job.params
+        if p.env.python_env is not None and (p.env.python_env.python_version or p.env.python_env.requirements
+                                             or p.env.python_env.conda_yaml or p.env.python_env.local_modules):
+            return "python_env: Python environments are not available in this dsjobs version yet"
+        if p.env.docker_image_resource_id or p.env.docker_image_spec is not None:
+            return "docker image: Docker environments are not available in this dsjobs version yet"
+        if p.spark_connector_id:
+            return f"spark_parameters: Spark connector {p.spark_connector_id!r} is not available locally"
+        ids = p.s3_mount_ids + p.dataset_ids
+        if ids:
+            return f"s3 mounts and datasets are not registered on this engine: {', '.join(ids)}"
+        return None
+
     def run(self, job: Job) -> None:
         jobs = self.jobs
+        why = self.unsupported(job)
+        if why:
+            self._fail(job.id, why, code="FAILED_PRECONDITION")
+            return
         run_dir = jobs.run_dir(job.id)
         work = run_dir / "work"
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -320,3 +320,23 @@ def test_restart_keeps_jobs_and_logs(server):
     r = c.jobs.DownloadJobFiles(spb.DownloadProjectJobFilesRequest(job_id=jid, files=list(job.output_files)))
     assert requests.get(r.download_files[0].url).content == b"persisted\n"
     assert c.get_operation(op.id).done
+
+
+@pytest.mark.parametrize("params,needle", [
+    (jpb.JobParameters(cmd="true", env=jpb.Environment(docker_image_resource_id="b1gimage")), "Docker"),
+    (jpb.JobParameters(cmd="true", env=jpb.Environment(python_env=jpb.PythonEnv(python_version="3.10"))), "python_env"),
+    (jpb.JobParameters(cmd="ls ${bt1234567890abcdefgh}", dataset_ids=["bt1234567890abcdefgh"]), "bt1234567890abcdefgh"),
+    (jpb.JobParameters(cmd="true", spark_parameters=jpb.SparkParameters(connector_id="c1")), "Spark"),
+])
+def test_what_is_not_available_fails_clearly(client, params, needle):
+    job_id, op = run(client, params)
+    assert op.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0] and needle in op.error.message
+    assert client.get(job_id).status == jpb.ERROR
+
+
+def test_delete_all_data(client):
+    ids = [run(client, jpb.JobParameters(cmd="echo x > o", output_files=[jpb.FileDesc(path="o")]),
+               project="pall")[0] for _ in range(2)]
+    op = client.jobs.DeleteAllData(spb.DeleteAllProjectJobDataRequest(project_id="pall"))
+    assert op.done
+    assert all(client.get(i).data_cleared for i in ids)
