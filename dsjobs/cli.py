@@ -191,6 +191,9 @@ def cmd_serve(a) -> int:
                        files_port=a.files_port)
     if a.max_concurrent_jobs:
         cfg.max_concurrent_jobs = a.max_concurrent_jobs
+    if a.max_job_duration:
+        from engine.validation import parse_duration
+        cfg.max_job_duration_s = parse_duration(a.max_job_duration)
     engine = build_engine(cfg).start()
     server, port = start_grpc(engine, a.listen)
     host = a.listen.rsplit(":", 1)[0]
@@ -303,6 +306,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--files-url", help="base URL clients use for uploads and downloads (default: the local one)")
     s.add_argument("--files-port", type=int, default=0)
     s.add_argument("--max-concurrent-jobs", type=int)
+    s.add_argument("--max-job-duration", help="limit on any job's running time, e.g. 2h or 90s (default: none)")
     s.add_argument("--stop-jobs-on-exit", action="store_true", help="stop running jobs instead of leaving them")
     s.add_argument("--log-level", default="info")
     s.set_defaults(func=cmd_serve)

@@ -23,6 +23,7 @@ from engine.cas import file_digest
 from engine.model import File, FileDesc, Job, OperationError
 from engine.state import JobStatus
 from engine.store import StaleWrite
+from engine.validation import MAX_DURATION_VAR, parse_duration
 from runners.base import ExitResult, Executor, Handle, RunSpec
 from runners.outputs import collect
 from runners.supervisor import SYSTEM
@@ -30,6 +31,7 @@ from runners.workspace import Layout, materialise, substitute
 
 log = logging.getLogger(__name__)
 S = JobStatus
+
 
 
 class _Stop(Exception):
@@ -177,9 +179,17 @@ class Scheduler:
             (run_dir / "layout").write_text(_layout_text(layout))  # what a restarted engine needs to collect
             cmd = substitute(job.params.cmd, layout.vars)
             env = self._env(job, run_dir, layout, project_home)
+            limit = self.max_duration(job)
+            sig, grace = self.stop_params(job, graceful=True)
             spec = RunSpec(job_id=job.id, run_dir=str(run_dir), argv=["bash", "-c", cmd], cwd=str(work), env=env,
                            journal=journal, stdout=str(run_dir / "stdout.txt"), stderr=str(run_dir / "stderr.txt"),
-                           log_limit_bytes=jobs.cfg.log_limit_bytes)
+                           log_limit_bytes=jobs.cfg.log_limit_bytes, max_duration_s=limit,
+                           deadline_stop={"signal": int(sig if sig != signal.SIGKILL else signal.SIGTERM),
+                                          "timeout": float(grace or jobs.cfg.default_graceful_timeout_s),
+                                          "reason": f"the job's maximum running time ({limit:g}s) was reached"
+                                          if limit else ""})
+            if limit:
+                jobs.system_log(job.id, f"maximum running time: {limit:g}s")
 
             def executing(j: Job):
                 j.started_at = jobs.clock()
@@ -232,14 +242,19 @@ class Scheduler:
                                 note=lambda m: jobs.system_log(job_id, m))
             files, errors = collected.files, collected.errors
         ok = result is not None and result.error is None
+        deadline = result is not None and (result.stopped or {}).get("kind") == "deadline"
         if cancelled:
             final = S.CANCELLED
+        elif deadline:
+            final = S.ERROR
         elif ok and result.return_code == 0:
             final = S.SUCCESS
         else:
             final = S.ERROR
         summary = {S.SUCCESS: "job completed successfully", S.CANCELLED: "job cancelled"}.get(
-            final, "job failed" if not ok else f"job finished with return code {result.return_code}")
+            final, "job failed" if not ok else
+            "job stopped: maximum running time reached" if deadline else
+            f"job finished with return code {result.return_code}")
         jobs.system_log(job_id, summary)
         log_files = self._store_logs(job_id, run_dir)
 
@@ -248,7 +263,11 @@ class Scheduler:
             j.data_size_bytes = sum(f.size_bytes for f in files + log_files)
             if result is not None:
                 j.return_code = result.return_code
-                if result.error and final == S.ERROR:
+                if deadline and not cancelled:
+                    why = result.stopped.get("reason") or "the job's maximum running time was reached"
+                    j.error = OperationError("DEADLINE_EXCEEDED", why)
+                    j.status_details = why
+                elif result.error and final == S.ERROR:
                     j.error = OperationError("INTERNAL", result.error)
                     j.status_details = result.error
                 elif final == S.ERROR:
@@ -269,17 +288,28 @@ class Scheduler:
 
     # --- cancel ------------------------------------------------------------------------------------------------
 
+    def stop_params(self, job: Job, graceful: bool) -> tuple[int, float]:
+        """(signal, seconds before SIGKILL): the job's graceful-shutdown when asked for, else SIGKILL at once."""
+        g = job.params.graceful_shutdown
+        if graceful and g is not None:
+            return g.signal or signal.SIGTERM, g.timeout_s if g.timeout_s else self.jobs.cfg.default_graceful_timeout_s
+        return signal.SIGKILL, 0.0
+
+    def max_duration(self, job: Job) -> Optional[float]:
+        """The engine's limit and the job's own (env var DSJOBS_MAX_DURATION, e.g. "90s" or "2h"), the smaller."""
+        limits = [self.jobs.cfg.max_job_duration_s]
+        own = job.params.env.vars.get(MAX_DURATION_VAR)
+        if own:
+            limits.append(parse_duration(own))
+        limits = [x for x in limits if x]
+        return min(limits) if limits else None
+
     def stop_job(self, job: Job, graceful: bool) -> None:
         with self._running_mu:
             handle = self._running.get(job.id)
         if handle is None:
             return  # still preparing: the worker sees CANCELLING before it starts the program
-        g = job.params.graceful_shutdown
-        if graceful and g is not None:
-            sig = g.signal or signal.SIGTERM
-            timeout = g.timeout_s if g.timeout_s else self.jobs.cfg.default_graceful_timeout_s
-        else:
-            sig, timeout = signal.SIGKILL, 0.0
+        sig, timeout = self.stop_params(job, graceful)
         self.executor.stop(handle, sig, timeout, job.status_details or "cancelled")
 
     # --- recovery ----------------------------------------------------------------------------------------------

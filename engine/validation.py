@@ -14,6 +14,21 @@ VAR_RE = re.compile(r"\$\{(.+?)}")
 VAR_NAME_RE = re.compile(r"[0-9a-z-A-z\-_]{1,50}")
 RESOURCE_ID_RE = re.compile(r"[0-9a-z]{20}")
 DS_PROJECT_HOME = "DS_PROJECT_HOME"
+MAX_DURATION_VAR = "DSJOBS_MAX_DURATION"
+
+
+def parse_duration(text: str) -> float:
+    """Seconds, or the config's duration format (1h30m, 90s, 500ms)."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    m = re.fullmatch(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?", text)
+    if not text or not m:
+        raise ValueError(f"invalid duration {text!r} (use seconds or e.g. 1h30m, 90s)")
+    d, h, mi, sec, ms = (int(x) if x else 0 for x in m.groups())
+    return d * 86400 + h * 3600 + mi * 60 + sec + ms / 1000
 
 
 def _relative_ok(path: str) -> bool:
@@ -97,6 +112,13 @@ def validate(params: JobParameters, cfg: EngineConfig) -> None:
             raise InvalidArgument(
                 f"job_parameters.cloud_instance_types: unknown instance type {t!r} "
                 f"(known: {', '.join(sorted(cfg.instance_types))})")
+    if MAX_DURATION_VAR in params.env.vars:
+        try:
+            if parse_duration(params.env.vars[MAX_DURATION_VAR]) <= 0:
+                raise ValueError("it must be positive")
+        except ValueError as e:
+            raise InvalidArgument(f"job_parameters.env.vars[{MAX_DURATION_VAR}] "
+                                  f"{params.env.vars[MAX_DURATION_VAR]!r}: {e}") from None
     g = params.graceful_shutdown
     if g is not None:
         if g.signal and not 1 <= g.signal <= 64:

@@ -17,6 +17,8 @@ class RunSpec:
     stdout: str
     stderr: str
     log_limit_bytes: int = 0
+    max_duration_s: Optional[float] = None
+    deadline_stop: dict = field(default_factory=lambda: {"signal": 15, "timeout": 10.0})  # the graceful path
     labels: dict[str, str] = field(default_factory=dict)
 
 

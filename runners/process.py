@@ -53,7 +53,7 @@ class ProcessExecutor(Executor):
         sv.write_atomic(os.path.join(spec.run_dir, "spec"), {
             "argv": spec.argv, "cwd": spec.cwd, "env": spec.env, "journal": spec.journal,
             "stdout": spec.stdout, "stderr": spec.stderr, "log_limit_bytes": spec.log_limit_bytes,
-            "job_id": spec.job_id,
+            "job_id": spec.job_id, "max_duration_s": spec.max_duration_s, "deadline_stop": spec.deadline_stop,
         }, durable=False)
         errlog = open(os.path.join(spec.run_dir, "supervisor.err"), "ab")
         with errlog:

@@ -126,6 +126,10 @@ class Supervisor:
         self.stop_signal_sent_at = None
         self.kill_at = None
         self.stopped = None  # the stop request that ended the job, if any
+        # A limit on running time is enforced here, not in the engine, so it holds while the engine is down.
+        self.deadline = None
+        if self.spec.get("max_duration_s"):
+            self.deadline = time.monotonic() + float(self.spec["max_duration_s"])
         self.main_status = None
 
     # --- logging ---------------------------------------------------------------------------------------------
@@ -202,8 +206,8 @@ class Supervisor:
             time.sleep(0.01)
             self._reap()
 
-    def _check_stop_request(self) -> None:
-        req = read_file(os.path.join(self.run_dir, "stop"))
+    def _check_stop_request(self, req: dict = None) -> None:
+        req = req if req is not None else read_file(os.path.join(self.run_dir, "stop"))
         if not isinstance(req, dict):
             return
         sig = int(req.get("signal") or signal.SIGKILL)
@@ -307,6 +311,12 @@ class Supervisor:
             timeout = self.POLL_S
             if self.kill_at is not None:
                 timeout = max(0.0, min(timeout, self.kill_at - time.monotonic()))
+            if self.deadline is not None and self.stopped is None:
+                left = self.deadline - time.monotonic()
+                if left <= 0 and self.main_status is None:
+                    self._check_stop_request(dict(self.spec["deadline_stop"], kind="deadline"))
+                else:
+                    timeout = max(0.0, min(timeout, left))
             readable = select.select(list(streams) + [wake_r], [], [], timeout)[0]
             for fd in readable:
                 if fd == wake_r:

@@ -102,3 +102,21 @@ def test_escalation_after_timeout_and_cancel_before_start(client):
     never = create(client, jpb.JobParameters(cmd="true"))
     client.cancel(never)
     assert client.get(never).status == jpb.CANCELLED
+
+
+def test_job_deadline_uses_the_graceful_path(client):
+    cmd = "trap 'echo flushing; echo saved > ckpt.txt; exit 0' TERM; while true; do sleep 0.05; done"
+    p = jpb.JobParameters(cmd=cmd, output_files=[jpb.FileDesc(path="ckpt.txt")],
+                          env=jpb.Environment(vars={"DSJOBS_MAX_DURATION": "1s"}))
+    jid = create(client, p)
+    t = time.monotonic()
+    op = wait_op(client, client.execute(jid), 15)
+    assert 0.9 < time.monotonic() - t < 5, op.error
+    assert op.error.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0] and "maximum running time" in op.error.message
+    job = client.get(jid)
+    assert job.status == jpb.ERROR and "maximum running time" in job.status_details
+    assert [f.desc.path for f in job.output_files] == ["ckpt.txt"]
+    assert survivors(jid) == []
+    with pytest.raises(grpc.RpcError) as e:
+        create(client, jpb.JobParameters(cmd="true", env=jpb.Environment(vars={"DSJOBS_MAX_DURATION": "soon"})))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "DSJOBS_MAX_DURATION" in e.value.details()
