@@ -1,0 +1,78 @@
+"""kill -9 of `dsjobs serve` during a job, ten times, then once more while the job finishes: the job keeps running,
+is never started twice, is re-adopted each time, and ends with its outputs (Nomad's TestClientState_Kill)."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from dsjobs.client import Client
+from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
+from tests.helpers import create, response, wait_op, wait_status
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+class Serve:
+    def __init__(self, data_dir):
+        self.data_dir = data_dir
+        self.proc = None
+
+    def start(self) -> Client:
+        self.proc = subprocess.Popen([sys.executable, "-m", "dsjobs", "serve", "--listen", "127.0.0.1:0",
+                                      "--data-dir", str(self.data_dir), "--log-level", "warning"],
+                                     stdout=subprocess.PIPE, text=True)
+        port = re.search(r"on 127\.0\.0\.1:(\d+)", self.proc.stdout.readline()).group(1)
+        return Client(f"127.0.0.1:{port}")
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+
+def test_kill_engine_ten_times_during_a_job(tmp_path):
+    starts, release = tmp_path / "starts", tmp_path / "release"
+    srv = Serve(tmp_path / "data")
+    client = srv.start()
+    try:
+        cmd = (f"echo $$ >> {starts}; while [ ! -f {release} ]; do sleep 0.05; done;"
+               " echo finished > out.txt; echo bye")
+        jid = create(client, jpb.JobParameters(cmd=cmd, output_files=[jpb.FileDesc(path="out.txt")]))
+        op = client.execute(jid)
+        wait_status(client, jid, {jpb.EXECUTING})
+        for _ in range(50):
+            if starts.exists():
+                break
+            time.sleep(0.05)
+        pid = int(starts.read_text())
+        for i in range(10):
+            client.close()
+            srv.kill9()
+            assert os.path.exists(f"/proc/{pid}"), f"the job died with the engine (kill {i + 1})"
+            client = srv.start()
+            job = client.get(jid)
+            assert job.status == jpb.EXECUTING, job.status_details
+            assert client.execute(jid).id == op.id
+        client.close()
+        srv.kill9()
+        release.touch()  # the job finishes while no engine runs
+        for _ in range(100):
+            if not os.path.exists(f"/proc/{pid}"):
+                break
+            time.sleep(0.05)
+        client = srv.start()
+        done = wait_op(client, client.get_operation(op.id), 30)
+        assert not done.HasField("error"), done.error
+        r = response(done)
+        assert r.result.return_code == 0 and [f.file.desc.path for f in r.output_files] == ["out.txt"]
+        assert client.get(jid).status == jpb.SUCCESS
+        assert starts.read_text().split() == [str(pid)]  # never started twice
+    finally:
+        client.close()
+        srv.proc.terminate()
+        srv.proc.wait(10)
