@@ -194,8 +194,15 @@ def cmd_serve(a) -> int:
     if a.max_job_duration:
         from engine.validation import parse_duration
         cfg.max_job_duration_s = parse_duration(a.max_job_duration)
+    from engine.api.auth import load_tokens
+    tokens = load_tokens(a.token or os.environ.get("DSJOBS_TOKEN"), a.tokens_file)
     engine = build_engine(cfg).start()
-    server, port = start_grpc(engine, a.listen)
+    try:
+        server, port = start_grpc(engine, a.listen, tokens=tokens, allow_insecure_remote=a.insecure_listen)
+    except PermissionError as e:
+        engine.stop()
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     host = a.listen.rsplit(":", 1)[0]
     print(f"dsjobs serving the DataSphere Jobs API on {host}:{port} (files on {engine.files_url}), "
           f"data dir {cfg.data_dir}", flush=True)
@@ -210,7 +217,8 @@ def cmd_serve(a) -> int:
 
 
 def _client(a) -> Client:
-    return Client(a.endpoint or os.environ.get("DSJOBS_ENDPOINT") or DEFAULT_ENDPOINT)
+    return Client(a.endpoint or os.environ.get("DSJOBS_ENDPOINT") or DEFAULT_ENDPOINT,
+                  token=os.environ.get("DSJOBS_TOKEN"))
 
 
 def cmd_execute(a) -> int:
@@ -308,6 +316,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--max-concurrent-jobs", type=int)
     s.add_argument("--max-job-duration", help="limit on any job's running time, e.g. 2h or 90s (default: none)")
     s.add_argument("--stop-jobs-on-exit", action="store_true", help="stop running jobs instead of leaving them")
+    s.add_argument("--token", help="require `authorization: Bearer TOKEN` on every call (or $DSJOBS_TOKEN)")
+    s.add_argument("--tokens-file", help="file of name:token lines; the name becomes the job's created_by")
+    s.add_argument("--insecure-listen", action="store_true", help="allow a non-loopback address without a token")
     s.add_argument("--log-level", default="info")
     s.set_defaults(func=cmd_serve)
 

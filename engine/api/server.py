@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from concurrent import futures
+from typing import Optional
 
 import grpc
 
+from engine.api.auth import Auth, AuthInterceptor
 from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2_grpc as sgrpc
 from engine.api.pb.yandex.cloud.operation import operation_service_pb2_grpc as ogrpc
 from engine.api.servicers import OperationServicer, ProjectJobServicer
@@ -13,14 +15,23 @@ from engine.app import Engine
 MAX_MESSAGE = 4 * 1024 * 1024
 
 
-def start_grpc(engine: Engine, listen: str, *, max_workers: int = 64, max_concurrent_rpcs: int = 256) -> tuple[grpc.Server, int]:
+LOOPBACK = ("127.", "localhost:", "[::1]:")
+
+
+def start_grpc(engine: Engine, listen: str, *, max_workers: int = 64, max_concurrent_rpcs: int = 256,
+               tokens: Optional[dict[str, str]] = None, allow_insecure_remote: bool = False) -> tuple[grpc.Server, int]:
     """Start serving on ``listen`` (host:port, port 0 for any); returns the server and the bound port."""
+    auth = Auth(tokens or {})
+    if not listen.startswith(LOOPBACK) and not auth.tokens and not allow_insecure_remote:
+        raise PermissionError(f"refusing to listen on {listen} without a token: anyone who reaches it could run "
+                              "commands as you. Give --token/--tokens-file, or --insecure-listen to force it.")
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="dsjobs-grpc"),
+        interceptors=[AuthInterceptor(auth)] if auth.tokens else [],
+        thread_pool=futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="dsjobs-grpc"),
         maximum_concurrent_rpcs=max_concurrent_rpcs,
         options=[("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.so_reuseport", 0)],
     )
-    sgrpc.add_ProjectJobServiceServicer_to_server(ProjectJobServicer(engine.jobs), server)
+    sgrpc.add_ProjectJobServiceServicer_to_server(ProjectJobServicer(engine.jobs, auth), server)
     ogrpc.add_OperationServiceServicer_to_server(OperationServicer(engine.jobs), server)
     port = server.add_insecure_port(listen)
     if port == 0:

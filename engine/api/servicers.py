@@ -5,6 +5,7 @@ import grpc
 from google.protobuf import empty_pb2
 
 from engine.api import convert as cv
+from engine.api.auth import Auth
 from engine.api.errors import grpc_errors, grpc_stream_errors
 from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
 from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2_grpc as sgrpc
@@ -17,8 +18,8 @@ def _ttl(request, field: str):
     return cv.duration_s(getattr(request, field)) if request.HasField(field) else None
 
 
-def _caller(context: grpc.ServicerContext) -> str:
-    return dict(context.invocation_metadata()).get("x-dsjobs-user", "")
+def _caller(auth: Auth, context: grpc.ServicerContext) -> str:
+    return auth.user(context.invocation_metadata()) or ""
 
 
 def _operation(jobs: JobService, op_id: str):
@@ -28,14 +29,15 @@ def _operation(jobs: JobService, op_id: str):
 
 
 class ProjectJobServicer(sgrpc.ProjectJobServiceServicer):
-    def __init__(self, jobs: JobService):
+    def __init__(self, jobs: JobService, auth: Auth = Auth({})):
         self.jobs = jobs
+        self.auth = auth
 
     @grpc_errors
     def Create(self, request, context):
         op, uploads = self.jobs.create(request.project_id, cv.params(request.job_parameters), config=request.config,
                                        name=request.name, desc=request.desc, data_ttl_s=_ttl(request, "data_ttl"),
-                                       created_by=_caller(context))
+                                       created_by=_caller(self.auth, context))
         return cv.operation_pb(op, uploads=uploads)
 
     @grpc_errors
@@ -44,7 +46,7 @@ class ProjectJobServicer(sgrpc.ProjectJobServiceServicer):
             raise InvalidArgument("source_job_id is empty")
         op, uploads = self.jobs.clone(request.source_job_id, cv.params(request.job_parameters_overrides),
                                       name=request.name, desc=request.desc, data_ttl_s=_ttl(request, "data_ttl"),
-                                      created_by=_caller(context))
+                                      created_by=_caller(self.auth, context))
         return cv.operation_pb(op, uploads=uploads)
 
     @grpc_errors
