@@ -40,6 +40,7 @@ class EngineConfig:
     url_ttl_s: float = 3600.0
     default_data_ttl_s: float = 14 * 24 * 3600.0
     default_graceful_timeout_s: float = 10.0
+    janitor_interval_s: float = 60.0  # how often expired job data is cleared
     max_job_duration_s: Optional[float] = None  # engine-wide limit on a job's running time; none by default
     log_limit_bytes: int = 100 * (1 << 20)  # the cloud's limit per log file
     max_file_bytes: int = 5 * (1 << 30)

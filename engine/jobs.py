@@ -282,6 +282,15 @@ class JobService:
             j.data_size_bytes = 0
         self.update(job.id, cleared)
 
+    def expire_data(self) -> list[str]:
+        """The janitor's pass: clear the data of finished jobs whose data_expires_at has passed."""
+        now, cleared = self.clock(), []
+        for job in self.store.jobs_with_status(S.SUCCESS, S.ERROR, S.CANCELLED):
+            if not job.data_cleared and job.data_expires_at is not None and job.data_expires_at <= now:
+                self._clear(job)
+                cleared.append(job.id)
+        return cleared
+
     def delete_all_data(self, project_id: str) -> Operation:
         if not project_id:
             raise InvalidArgument("project_id is empty")

@@ -59,6 +59,18 @@ class Scheduler:
             t = threading.Thread(target=self._loop, name=f"dsjobs-worker-{i}", daemon=True)
             t.start()
             self._threads.append(t)
+        threading.Thread(target=self._janitor, name="dsjobs-janitor", daemon=True).start()
+
+    def _janitor(self) -> None:
+        while True:
+            with self._wake:
+                if self._stopping:
+                    return
+            try:
+                self.jobs.expire_data()
+            except Exception:  # noqa: BLE001 - the next pass tries again
+                log.exception("janitor pass failed")
+            time.sleep(self.jobs.cfg.janitor_interval_s)
 
     def shutdown(self, stop_jobs: bool = False, timeout: float = 15.0) -> None:
         """Stop taking work; running jobs keep running under their supervisors unless ``stop_jobs``."""

@@ -340,3 +340,28 @@ def test_delete_all_data(client):
     op = client.jobs.DeleteAllData(spb.DeleteAllProjectJobDataRequest(project_id="pall"))
     assert op.done
     assert all(client.get(i).data_cleared for i in ids)
+
+
+def test_janitor_clears_expired_data_and_unreferenced_blobs(tmp_path):
+    from tests.conftest import Server
+    s = Server(tmp_path / "data", janitor_interval_s=0.2)
+    try:
+        c = s.client
+        shared = blob(b"shared input", "in.txt", "IN")
+        jid, op = run(c, jpb.JobParameters(cmd="cat ${IN} > o.txt; echo more >> o.txt", output_files=[jpb.FileDesc(path="o.txt")]),
+                      [shared])
+        keep, _ = run(c, jpb.JobParameters(cmd="cat ${IN}"), [shared])
+        out_sha = response(op).output_files[0].file.sha256
+        ttl = spb.SetProjectJobDataTtlRequest(job_id=jid)
+        ttl.ttl.nanos = 1
+        c.jobs.SetDataTtl(ttl)
+        wait = __import__("time").monotonic() + 10
+        while not c.get(jid).data_cleared:
+            assert __import__("time").monotonic() < wait, "janitor did not clear the data"
+            __import__("time").sleep(0.05)
+        blobs = s.engine.blobs
+        assert not blobs.has(out_sha)  # no job references it any more
+        assert blobs.has(shared[0].sha256)  # still used by the other job
+        assert c.get(jid).status == jpb.SUCCESS and not c.get(keep).data_cleared
+    finally:
+        s.stop()
