@@ -29,6 +29,7 @@ test: install proto-check
 
 bench: install
 	$(PY) bench/bench_spine.py
+	$(PY) bench/bench_cancel.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
