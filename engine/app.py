@@ -41,6 +41,7 @@ class Engine:
 
     def stop(self, stop_jobs: bool = False) -> None:
         self.scheduler.shutdown(stop_jobs=stop_jobs)
+        self.scheduler.executor.close()
         self.files.stop()
         self.store.close()
         if self._lock_fd is not None:

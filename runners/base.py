@@ -59,3 +59,6 @@ class Executor(abc.ABC):
 
     def cleanup(self, handle: Handle) -> None:
         pass
+
+    def close(self) -> None:
+        """The engine is stopping: release what the executor holds (not the running jobs)."""

@@ -5,6 +5,7 @@ import os
 import signal as _signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -46,8 +47,51 @@ def read_status(run_dir: str) -> Optional[ExitResult]:
 
 
 class ProcessExecutor(Executor):
+    """Runs each job under a supervisor. One supervisor is kept started in advance (``--standby``): handing it a
+    run dir skips the interpreter start-up that otherwise dominates a short job's latency."""
+
     name = "process"
     POLL_S = 0.05
+
+    def __init__(self, standby: bool = True):
+        self._standby_enabled = standby
+        self._standby: Optional[subprocess.Popen] = None
+        self._mu = threading.Lock()
+        if standby:
+            self._refill()
+
+    def _spawn_standby(self) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-I", "-S", SUPERVISOR, "--standby"], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                close_fds=True)
+
+    def _refill(self) -> None:
+        def spawn():
+            p = self._spawn_standby()
+            with self._mu:
+                if self._standby is None and self._standby_enabled:
+                    self._standby, p = p, None
+            if p is not None:  # not needed after all
+                p.stdin.close()
+                p.wait()
+        threading.Thread(target=spawn, name="dsjobs-standby", daemon=True).start()
+
+    def _take_standby(self) -> Optional[subprocess.Popen]:
+        with self._mu:
+            p, self._standby = self._standby, None
+        if p is not None and p.poll() is not None:
+            p = None
+        if self._standby_enabled:
+            self._refill()
+        return p
+
+    def close(self) -> None:
+        with self._mu:
+            self._standby_enabled = False
+            p, self._standby = self._standby, None
+        if p is not None:
+            p.stdin.close()  # an empty line: the standby exits
+            p.wait(5)
 
     def start(self, spec: RunSpec) -> ProcessHandle:
         sv.write_atomic(os.path.join(spec.run_dir, "spec"), {
@@ -55,6 +99,14 @@ class ProcessExecutor(Executor):
             "stdout": spec.stdout, "stderr": spec.stderr, "log_limit_bytes": spec.log_limit_bytes,
             "job_id": spec.job_id, "max_duration_s": spec.max_duration_s, "deadline_stop": spec.deadline_stop,
         }, durable=False)
+        popen = self._take_standby()
+        if popen is not None:
+            try:
+                popen.stdin.write(f"{spec.run_dir}\n".encode())
+                popen.stdin.close()
+                return ProcessHandle(spec.run_dir, popen.pid, sv.proc_start_time(popen.pid), popen)
+            except (BrokenPipeError, OSError):
+                pass  # it died meanwhile: start one the slow way
         errlog = open(os.path.join(spec.run_dir, "supervisor.err"), "ab")
         with errlog:
             popen = subprocess.Popen(
