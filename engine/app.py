@@ -16,6 +16,7 @@ from engine.scheduler import Scheduler
 from engine.store import Store
 from runners.base import Executor
 from runners.process import ProcessExecutor
+from runners.pyenv import EnvCache
 
 log = logging.getLogger(__name__)
 
@@ -73,5 +74,7 @@ def build_engine(cfg: EngineConfig, *, executor: Optional[Executor] = None) -> E
     signer = Signer(load_key(cfg.data_dir / "signing.key"), base, cfg.url_ttl_s)
     files.signer = signer
     jobs = JobService(cfg, store, blobs, signer)
-    scheduler = Scheduler(jobs, executor or ProcessExecutor(), cfg.max_concurrent_jobs)
+    envs = EnvCache(cfg.data_dir / "envs", installer=cfg.env_installer, build_timeout_s=cfg.env_build_timeout_s,
+                    size_limit_bytes=cfg.env_cache_limit_bytes)
+    scheduler = Scheduler(jobs, executor or ProcessExecutor(), cfg.max_concurrent_jobs, envs)
     return Engine(cfg, store, blobs, files, jobs, scheduler, lock_fd)

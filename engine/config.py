@@ -48,4 +48,12 @@ class EngineConfig:
     max_list_entries: int = 100
     instance_types: dict = field(default_factory=lambda: dict(DEFAULT_INSTANCE_TYPES))
     default_instance_type: str = "c1.4"
+    # Python environments: interpreters beyond PATH and pyenv, the installer, and a mirror used by every job that
+    # does not name its own index (a job's build never sees the host's pip configuration).
+    python_interpreters: tuple = ()
+    env_installer: str = "auto"  # auto (uv when installed, else pip) | uv | pip
+    pip_index_url: str = ""
+    pip_extra_index_urls: tuple = ()
+    env_build_timeout_s: float = 1800.0
+    env_cache_limit_bytes: int = 20 * (1 << 30)
     community_id: str = "local"

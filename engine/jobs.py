@@ -322,7 +322,7 @@ class JobService:
             have = known.get(f.sha256) or known_paths.get((f.desc.path, f.desc.var))
             if have is None:
                 raise NotFound(f"job {job_id!r} has no file {f.desc.path or f.sha256!r}")
-            if have in job.log_files and not self.blobs.has(have.sha256):
+            if (have in job.log_files or have in job.diagnostic_files) and not self.blobs.has(have.sha256):
                 # Logs stay plain files in the run dir until someone asks for them.
                 self.blobs.put_file(self.run_dir(job_id) / Path(have.desc.path).name, expect_sha=have.sha256)
             out.append(UploadUrl(have, self.signer.url("GET", have.sha256, have.size_bytes)))

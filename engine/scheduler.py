@@ -25,7 +25,9 @@ from engine.state import JobStatus
 from engine.store import StaleWrite
 from engine.validation import MAX_DURATION_VAR, parse_duration
 from runners.base import ExitResult, Executor, Handle, RunSpec
+from runners import pyenv
 from runners.outputs import collect
+from runners.pyenv import EnvCache, EnvError
 from runners.supervisor import SYSTEM
 from runners.workspace import Layout, materialise, substitute
 
@@ -39,8 +41,9 @@ class _Stop(Exception):
 
 
 class Scheduler:
-    def __init__(self, jobs: JobService, executor: Executor, workers: int):
+    def __init__(self, jobs: JobService, executor: Executor, workers: int, envs: Optional[EnvCache] = None):
         self.jobs = jobs
+        self.envs = envs
         self.executor = executor
         self.n_workers = max(1, workers)
         self._wake = threading.Condition()
@@ -139,9 +142,42 @@ class Scheduler:
         except EngineError:
             log.exception("cannot mark job %s failed", job_id)
 
-    def _env(self, job: Job, run_dir: Path, layout: Layout, project_home: Optional[str]) -> dict[str, str]:
+    def _python_env(self, job: Job, run_dir: Path) -> Optional[Path]:
+        """Build (or take from the cache) the job's Python env and give the job its own thin layer over it."""
+        pe = job.params.env.python_env
+        if pe is None or self.envs is None:
+            return None
+        cfg = self.jobs.cfg
+        interp = pyenv.pick(pe.python_version, tuple(cfg.python_interpreters))
+        spec = pyenv.install_spec(pe, cfg.pip_index_url, tuple(cfg.pip_extra_index_urls))
+        self._progress(run_dir, 0, "building python environment")
+        build_log = open(run_dir / "env_build.log", "a")
+        with build_log:
+            def log(line: str) -> None:
+                build_log.write(line + "\n")
+                build_log.flush()
+                self.jobs.system_log(job.id, line)
+            t = time.monotonic()
+            base, built = self.envs.get(interp, spec, log)
+            self.jobs.system_log(job.id, f"python environment {'built' if built else 'taken from the cache'} in "
+                                         f"{time.monotonic() - t:.2f}s: python {interp.full}, "
+                                         f"{len(spec.requirements)} requirement(s)")
+        return pyenv.job_layer(base, run_dir / "venv")
+
+    @staticmethod
+    def _progress(run_dir: Path, progress: int, message: str) -> None:
+        import json
+        with open(run_dir / "job_progress.jsonl", "a") as f:
+            f.write(json.dumps({"progress": progress, "message": message}) + "\n")
+
+    def _env(self, job: Job, run_dir: Path, layout: Layout, project_home: Optional[str],
+             venv: Optional[Path] = None) -> dict[str, str]:
+        path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+        if venv is not None:
+            base_bin = _base_of(venv) / "bin"
+            path = f"{layout.to_job_path(str(venv / 'bin'))}:{layout.to_job_path(str(base_bin))}:{path}"
         env = {
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "PATH": path,
             "HOME": os.environ.get("HOME", str(layout.work)),
             "LANG": os.environ.get("LANG", "C.UTF-8"),
             "PYTHONUNBUFFERED": "1",  # logs stream live, as in the cloud
@@ -149,6 +185,8 @@ class Scheduler:
         env.update(job.params.env.vars)
         env["JOB_PROGRESS_FILENAME"] = layout.to_job_path(str(run_dir / "job_progress.jsonl"))
         env["DSJOBS_JOB_ID"] = job.id  # the marker every process of the job carries
+        if venv is not None:
+            env["VIRTUAL_ENV"] = layout.to_job_path(str(venv))
         if project_home is not None:
             env["DS_PROJECT_HOME"] = layout.to_job_path(project_home)
         return env
@@ -157,9 +195,8 @@ class Scheduler:
     def unsupported(job: Job) -> Optional[str]:
         """What the job asks for that this engine cannot give yet: it fails clearly, never silently."""
         p = job.params
-        if p.env.python_env is not None and (p.env.python_env.python_version or p.env.python_env.requirements
-                                             or p.env.python_env.conda_yaml or p.env.python_env.local_modules):
-            return "python_env: Python environments are not available in this dsjobs version yet"
+        if p.env.python_env is not None and p.env.python_env.conda_yaml:
+            return "python_env.conda_yaml: conda environments are not available locally (use pip requirements)"
         if p.env.docker_image_resource_id or p.env.docker_image_spec is not None:
             return "docker image: Docker environments are not available in this dsjobs version yet"
         if p.spark_connector_id:
@@ -187,10 +224,11 @@ class Scheduler:
                 project_home = str(jobs.cfg.data_dir / "projects" / job.project_id / "home")
                 os.makedirs(project_home, exist_ok=True)
             jobs.system_log(job.id, f"preparing: instance type {instance}, working directory {work}")
+            venv = self._python_env(job, run_dir)
             layout = materialise(job.params, work, lambda sha: str(jobs.blobs.path(sha)), project_home=project_home)
             (run_dir / "layout").write_text(_layout_text(layout))  # what a restarted engine needs to collect
             cmd = substitute(job.params.cmd, layout.vars)
-            env = self._env(job, run_dir, layout, project_home)
+            env = self._env(job, run_dir, layout, project_home, venv)
             limit = self.max_duration(job)
             sig, grace = self.stop_params(job, graceful=True)
             spec = RunSpec(job_id=job.id, run_dir=str(run_dir), argv=["bash", "-c", cmd], cwd=str(work), env=env,
@@ -218,6 +256,9 @@ class Scheduler:
                     self._running[job.id] = handle
         except _Stop:
             self._finish(job.id, layout=None, result=None)
+            return
+        except EnvError as e:
+            self._fail(job.id, str(e), code=e.code)
             return
         except ValueError as e:  # a bad input (zip slip, a path through a symlink, ...)
             self._fail(job.id, str(e), code="INVALID_ARGUMENT")
@@ -269,9 +310,15 @@ class Scheduler:
             f"job finished with return code {result.return_code}")
         jobs.system_log(job_id, summary)
         log_files = self._store_logs(job_id, run_dir)
+        diagnostics = []
+        if (run_dir / "env_build.log").exists():
+            sha, size = file_digest(run_dir / "env_build.log")
+            diagnostics.append(File(desc=FileDesc(path=f"job_logs/{job_id}/env_build.log"), sha256=sha,
+                                    size_bytes=size))
 
         def done(j: Job):
             j.output_files, j.file_errors, j.log_files = files, errors, log_files
+            j.diagnostic_files = diagnostics
             j.data_size_bytes = sum(f.size_bytes for f in files + log_files)
             if result is not None:
                 j.return_code = result.return_code
@@ -358,6 +405,12 @@ class Scheduler:
                 self._finish(job.id, layout, result)
                 continue
             self._fail(job.id, "the engine stopped during the run and the job's process is gone")
+
+
+def _base_of(venv: Path) -> Path:
+    """The cached env a job layer sits on (named in its .pth)."""
+    pth = next((venv / "lib").glob("python*/site-packages/_dsjobs_base.pth"))
+    return Path(pth.read_text().strip()).parent.parent.parent
 
 
 def _layout_text(layout: Layout) -> str:

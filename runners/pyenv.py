@@ -1,0 +1,397 @@
+"""Python environments for jobs: interpreters found on the machine, envs built once per content hash, and a thin
+per-job layer so that nothing a job installs at run time reaches the cached env.
+
+Layout under the cache root: ``<key>/`` is a virtualenv (``.complete`` marks a finished build; a build that
+failed or was interrupted is removed), ``<key>.lock`` serialises builders of one key, ``uv-cache/`` is uv's own
+download and wheel cache.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from engine.model import PipOptions, PythonEnv
+
+FORMAT = 1  # bump when the layout of a built env changes
+_VERSION_CACHE: dict[tuple[str, float], str] = {}
+
+
+class EnvError(Exception):
+    """The environment cannot be had; ``code`` names the gRPC status the job's operation ends with."""
+
+    def __init__(self, message: str, code: str = "FAILED_PRECONDITION"):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    version: str  # major.minor
+    full: str  # e.g. 3.12.1
+    path: str
+
+
+def _full_version(path: str) -> Optional[str]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = (os.path.realpath(path), st.st_mtime)
+    if key not in _VERSION_CACHE:
+        try:
+            out = subprocess.run([path, "-I", "-S", "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
+                                 capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if out.returncode != 0 or not re.fullmatch(r"\d+\.\d+\.\d+", out.stdout.strip()):
+            return None
+        _VERSION_CACHE[key] = out.stdout.strip()
+    return _VERSION_CACHE[key]
+
+
+def discover(extra: tuple[str, ...] = ()) -> dict[str, Interpreter]:
+    """major.minor -> interpreter: configured paths first, then PATH, then pyenv's versions directory."""
+    candidates: list[str] = list(extra)
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        if not d or "/shims" in d:  # pyenv shims are scripts that pick a version themselves
+            continue
+        try:
+            names = sorted(os.listdir(d))
+        except OSError:
+            continue
+        candidates += [os.path.join(d, n) for n in names if re.fullmatch(r"python3(\.\d+)?", n)]
+    pyenv_root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    try:
+        versions = sorted(os.listdir(os.path.join(pyenv_root, "versions")))
+    except OSError:
+        versions = []
+    for v in versions:
+        if re.fullmatch(r"3\.\d+\.\d+", v):
+            candidates.append(os.path.join(pyenv_root, "versions", v, "bin", "python" + ".".join(v.split(".")[:2])))
+    found: dict[str, Interpreter] = {}
+    seen: set[str] = set()
+    for c in candidates:
+        real = os.path.realpath(c)
+        if real in seen or not os.access(real, os.X_OK):
+            continue
+        seen.add(real)
+        full = _full_version(c)
+        if full is None:
+            continue
+        mm = ".".join(full.split(".")[:2])
+        found.setdefault(mm, Interpreter(mm, full, c))
+    return found
+
+
+def default_interpreter() -> Interpreter:
+    path = getattr(sys, "_base_executable", None) or sys.executable
+    full = "%d.%d.%d" % sys.version_info[:3]
+    return Interpreter(full.rsplit(".", 1)[0], full, path)
+
+
+def pick(version: str, extra: tuple[str, ...] = ()) -> Interpreter:
+    if not version:
+        return default_interpreter()
+    found = discover(extra)
+    if version not in found:
+        raise EnvError(f"python_version {version} is not available on this machine "
+                       f"(available: {', '.join(sorted(found, key=lambda v: tuple(map(int, v.split('.')))))})")
+    return found[version]
+
+
+# --- what shapes an env ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class InstallSpec:
+    requirements: list[str] = field(default_factory=list)
+    index_url: str = ""
+    extra_index_urls: list[str] = field(default_factory=list)
+    trusted_hosts: list[str] = field(default_factory=list)
+    no_deps: bool = False
+
+
+def install_spec(env: PythonEnv, default_index: str = "", default_extra: tuple[str, ...] = ()) -> InstallSpec:
+    """PipOptions plus option lines of the requirements (``--no-deps``, ``--extra-index-url X``, ...), which
+    apply to the whole install as they would on pip's command line."""
+    po = env.pip_options or PipOptions()
+    spec = InstallSpec(index_url=po.index_url, extra_index_urls=list(po.extra_index_urls),
+                       trusted_hosts=list(po.trusted_hosts), no_deps=po.no_deps)
+    for line in env.requirements:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not line.startswith("-"):
+            spec.requirements.append(line)
+            continue
+        tokens = shlex.split(line)
+        opt, _, inline = tokens[0].partition("=")
+        value = inline or (tokens[1] if len(tokens) > 1 else "")
+        if opt == "--no-deps":
+            spec.no_deps = True
+        elif opt in ("--extra-index-url",) and value:
+            spec.extra_index_urls.append(value)
+        elif opt in ("--trusted-host",) and value:
+            spec.trusted_hosts.append(value)
+        elif opt in ("--index-url", "-i") and value:
+            spec.index_url = value
+        else:
+            raise EnvError(f"requirement line {line!r}: option not supported (use --no-deps, --index-url, "
+                           "--extra-index-url or --trusted-host)", code="INVALID_ARGUMENT")
+    if not spec.index_url and default_index:
+        spec.index_url = default_index
+        spec.extra_index_urls = list(default_extra) + spec.extra_index_urls
+    return spec
+
+
+def env_key(interp: Interpreter, spec: InstallSpec, conda_yaml: str = "", image: str = "") -> str:
+    shape = {"format": FORMAT, "python": interp.full, "requirements": spec.requirements, "index": spec.index_url,
+             "extra": spec.extra_index_urls, "trusted": spec.trusted_hosts, "no_deps": spec.no_deps,
+             "conda": conda_yaml, "platform": f"{sys.platform}-{platform.machine()}", "image": image}
+    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:32]
+
+
+# --- building ----------------------------------------------------------------------------------------------------
+
+
+def _clean_env(cache_root: Path) -> dict[str, str]:
+    """The host's pip/uv configuration never leaks into a job's build, as on a fresh cloud machine."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PIP_", "UV_", "VIRTUALENV_", "PYTHON", "CONDA"))}
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1",
+               UV_NO_CONFIG="1", UV_PYTHON_DOWNLOADS="never", UV_CACHE_DIR=str(cache_root / "uv-cache"),
+               VIRTUALENV_CONFIG_FILE=os.devnull)
+    return env
+
+
+def find_uv() -> Optional[str]:
+    here = Path(sys.executable).parent / "uv"
+    return str(here) if here.exists() else shutil.which("uv")
+
+
+def _bundled_pip(version: str) -> Optional[str]:
+    try:
+        from virtualenv.seed.wheels.embed import get_embed_wheel
+        w = get_embed_wheel("pip", version)
+        return str(w.path) if w else None
+    except Exception:  # noqa: BLE001 - an older/newer virtualenv layout: the job simply has no pip
+        return None
+
+
+class EnvCache:
+    def __init__(self, root: Path, installer: str = "auto", build_timeout_s: float = 1800.0,
+                 size_limit_bytes: int = 0):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.uv = find_uv() if installer in ("auto", "uv") else None
+        if installer == "uv" and self.uv is None:
+            raise EnvError("installer uv was asked for but is not installed")
+        self.build_timeout_s = build_timeout_s
+        self.size_limit_bytes = size_limit_bytes
+
+    @property
+    def installer(self) -> str:
+        return "uv" if self.uv else "pip"
+
+    def _run(self, argv: list[str], log: Callable[[str], None], deadline: float, tail: list[str]) -> None:
+        log("$ " + " ".join(shlex.quote(a) for a in argv))
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=_clean_env(self.root), stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            for line in proc.stdout:
+                line = line.rstrip("\n")
+                tail.append(line)
+                del tail[:-40]
+                log(line)
+                if time.monotonic() > deadline:
+                    break
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+                raise EnvError(f"environment build took longer than its limit of {self.build_timeout_s:g}s",
+                               code="DEADLINE_EXCEEDED")
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+        if proc.returncode != 0:
+            raise EnvError("environment build failed:\n" + "\n".join(tail[-20:]))
+
+    def _build(self, d: Path, interp: Interpreter, spec: InstallSpec, log: Callable[[str], None]) -> None:
+        deadline = time.monotonic() + self.build_timeout_s
+        tail: list[str] = []
+        if self.uv:
+            self._run([self.uv, "venv", "--no-config", "--no-python-downloads", "--python", interp.path, str(d)],
+                      log, deadline, tail)
+            # The job gets pip, as in the cloud: from virtualenv's bundled wheel, so no index is needed for it.
+            wheel = _bundled_pip(interp.version)
+            if wheel:
+                self._run([self.uv, "pip", "install", "--no-config", "--python", str(d / "bin" / "python"),
+                           "--no-index", wheel], log, deadline, tail)
+        else:
+            self._run([sys.executable, "-m", "virtualenv", "--no-periodic-update", "--python", interp.path, str(d)],
+                      log, deadline, tail)
+        if not spec.requirements:
+            return
+        req = d / ".dsjobs-requirements.txt"
+        req.write_text("\n".join(spec.requirements) + "\n")
+        opts: list[str] = []
+        if spec.index_url:
+            opts += ["--index-url", spec.index_url]
+        for u in spec.extra_index_urls:
+            opts += ["--extra-index-url", u]
+        if spec.no_deps:
+            opts.append("--no-deps")
+        if self.uv:
+            for h in spec.trusted_hosts:
+                opts += ["--allow-insecure-host", h]
+            # pip picks the best version across all indexes; uv needs this to do the same.
+            self._run([self.uv, "pip", "install", "--no-config", "--python", str(d / "bin" / "python"),
+                       "--index-strategy", "unsafe-best-match", *opts, "-r", str(req)], log, deadline, tail)
+        else:
+            for h in spec.trusted_hosts:
+                opts += ["--trusted-host", h]
+            self._run([str(d / "bin" / "python"), "-m", "pip", "install", "--isolated", "--no-input",
+                       "--disable-pip-version-check", *opts, "-r", str(req)], log, deadline, tail)
+
+    def get(self, interp: Interpreter, spec: InstallSpec, log: Callable[[str], None]) -> tuple[Path, bool]:
+        """The env for this interpreter and spec, built if needed; returns (path, built_now)."""
+        key = env_key(interp, spec)
+        d = self.root / key
+        if (d / ".complete").exists():
+            _touch(d)
+            return d, False
+        with open(self.root / f"{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one builder per key; the others wait and reuse its env
+            if (d / ".complete").exists():
+                _touch(d)
+                return d, False
+            shutil.rmtree(d, ignore_errors=True)  # a build that was interrupted
+            log(f"building python environment {key[:12]} with {self.installer} (python {interp.full})")
+            try:
+                self._build(d, interp, spec, log)
+            except BaseException:
+                shutil.rmtree(d, ignore_errors=True)  # nothing half-built stays in the cache
+                raise
+            (d / ".meta.json").write_text(json.dumps({
+                "python": interp.full, "requirements": spec.requirements, "index_url": spec.index_url,
+                "extra_index_urls": spec.extra_index_urls, "no_deps": spec.no_deps, "built_at": time.time(),
+                "installer": self.installer}))
+            (d / ".complete").write_text("")
+            _touch(d)
+        self.evict()
+        return d, True
+
+    # --- listing and pruning ----------------------------------------------------------------------------------
+
+    def entries(self) -> list[dict]:
+        out = []
+        for d in sorted(self.root.iterdir()):
+            if not (d / ".complete").exists():
+                continue
+            meta = json.loads((d / ".meta.json").read_text()) if (d / ".meta.json").exists() else {}
+            out.append({"key": d.name, "path": str(d), "last_used": _last_used(d), "size_bytes": _du(d), **meta})
+        return out
+
+    def remove(self, key: str) -> None:
+        with open(self.root / f"{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            (self.root / key / ".complete").unlink(missing_ok=True)
+            shutil.rmtree(self.root / key, ignore_errors=True)
+
+    def prune(self, older_than_s: Optional[float] = None, in_use_grace_s: float = 600.0) -> list[str]:
+        """Remove envs unused for ``older_than_s``; then, over the size limit, the least recently used ones.
+        An env used in the last ``in_use_grace_s`` is never removed by the size limit (a job may run in it)."""
+        now, removed = time.time(), []
+        entries = sorted(self.entries(), key=lambda e: e["last_used"])
+        if older_than_s is not None:
+            for e in list(entries):
+                if now - e["last_used"] > older_than_s:
+                    self.remove(e["key"])
+                    removed.append(e["key"])
+                    entries.remove(e)
+        if self.size_limit_bytes:
+            total = sum(e["size_bytes"] for e in entries)
+            for e in entries:
+                if total <= self.size_limit_bytes:
+                    break
+                if now - e["last_used"] < in_use_grace_s:
+                    continue
+                self.remove(e["key"])
+                removed.append(e["key"])
+                total -= e["size_bytes"]
+        return removed
+
+    def evict(self) -> list[str]:
+        return self.prune(None) if self.size_limit_bytes else []
+
+
+def _touch(d: Path) -> None:
+    (d / ".last_used").write_text(str(time.time()))
+
+
+def _last_used(d: Path) -> float:
+    try:
+        return float((d / ".last_used").read_text())
+    except (OSError, ValueError):
+        return 0.0
+
+
+def _du(d: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(d):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+# --- the per-job layer -------------------------------------------------------------------------------------------
+
+
+def job_layer(base: Path, dest: Path) -> Path:
+    """A tiny venv of the job's own over the cached ``base``: base packages are importable (a .pth), and what the
+    job installs at run time (``pip install``, ``python -m pip``) lands here, never in the cached env."""
+    cfg = (base / "pyvenv.cfg").read_text()
+    version = re.search(r"^version(?:_info)?\s*=\s*(\d+\.\d+)", cfg, re.M)
+    base_py = base / "bin" / "python"
+    if version:
+        mm = version.group(1)
+    else:
+        out = subprocess.run([str(base_py), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True, check=True)
+        mm = out.stdout.strip()
+    site = next((base / "lib").glob("python*/site-packages"))
+    (dest / "bin").mkdir(parents=True, exist_ok=True)
+    own_site = dest / "lib" / f"python{mm}" / "site-packages"
+    own_site.mkdir(parents=True, exist_ok=True)
+    (dest / "pyvenv.cfg").write_text(cfg)
+    real = os.path.realpath(base_py)
+    for name in ("python", "python3", f"python{mm}"):
+        (dest / "bin" / name).unlink(missing_ok=True)
+        os.symlink(real, dest / "bin" / name)
+    (own_site / "_dsjobs_base.pth").write_text(str(site) + "\n")
+    for name in ("pip", "pip3", f"pip{mm}"):
+        script = dest / "bin" / name
+        script.write_text(f"#!{dest / 'bin' / 'python'}\nimport sys\nfrom pip._internal.cli.main import main\n"
+                          "sys.exit(main())\n")
+        script.chmod(0o755)
+    return dest
