@@ -191,6 +191,10 @@ def cmd_serve(a) -> int:
                        files_port=a.files_port)
     if a.max_concurrent_jobs:
         cfg.max_concurrent_jobs = a.max_concurrent_jobs
+    cfg.python_interpreters = tuple(a.python)
+    cfg.pip_index_url = a.pip_index_url or ""
+    cfg.pip_extra_index_urls = tuple(a.pip_extra_index_url)
+    cfg.env_installer = a.env_installer
     if a.max_job_duration:
         from engine.validation import parse_duration
         cfg.max_job_duration_s = parse_duration(a.max_job_duration)
@@ -296,6 +300,36 @@ def cmd_download(a) -> int:
     return 0
 
 
+def cmd_env(a) -> int:
+    from engine.config import default_data_dir
+    from runners.pyenv import EnvCache
+    from engine.validation import parse_duration
+    cache = EnvCache((Path(a.data_dir) if a.data_dir else default_data_dir()) / "envs")
+    if a.env_cmd == "list":
+        rows = cache.entries()
+        if a.format == "json":
+            print(json.dumps(rows, indent=2))
+            return 0
+        from rich.console import Console
+        from rich.table import Table
+        t = Table(box=None)
+        for col in ("key", "python", "requirements", "size", "last used"):
+            t.add_column(col)
+        for r in rows:
+            used = datetime.fromtimestamp(r["last_used"], timezone.utc).isoformat(timespec="seconds")
+            t.add_row(r["key"][:12], r.get("python", "?"), " ".join(r.get("requirements", [])) or "-",
+                      f"{r['size_bytes'] / (1 << 20):.1f} MiB", used)
+        Console().print(t)
+        return 0
+    removed = cache.prune(parse_duration(a.older_than) if a.older_than else None)
+    if a.older_than is None and not removed:
+        removed = [e["key"] for e in cache.entries()]
+        for k in removed:
+            cache.remove(k)
+    print(f"removed {len(removed)} environment(s)")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dsjobs", description="Run Yandex DataSphere Jobs locally.")
     p.add_argument("--endpoint", help=f"dsjobs server HOST:PORT (default: $DSJOBS_ENDPOINT or {DEFAULT_ENDPOINT})")
@@ -315,12 +349,26 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--files-port", type=int, default=0)
     s.add_argument("--max-concurrent-jobs", type=int)
     s.add_argument("--max-job-duration", help="limit on any job's running time, e.g. 2h or 90s (default: none)")
+    s.add_argument("--python", action="append", default=[], help="an extra Python interpreter for python_env jobs")
+    s.add_argument("--pip-index-url", help="index for every job that does not name its own (a local mirror)")
+    s.add_argument("--pip-extra-index-url", action="append", default=[])
+    s.add_argument("--env-installer", choices=["auto", "uv", "pip"], default="auto")
     s.add_argument("--stop-jobs-on-exit", action="store_true", help="stop running jobs instead of leaving them")
     s.add_argument("--token", help="require `authorization: Bearer TOKEN` on every call (or $DSJOBS_TOKEN)")
     s.add_argument("--tokens-file", help="file of name:token lines; the name becomes the job's created_by")
     s.add_argument("--insecure-listen", action="store_true", help="allow a non-loopback address without a token")
     s.add_argument("--log-level", default="info")
     s.set_defaults(func=cmd_serve)
+
+    env = sub.add_parser("env", help="the Python environment cache").add_subparsers(dest="env_cmd", required=True)
+    el = env.add_parser("list")
+    el.add_argument("--data-dir")
+    el.add_argument("--format", choices=["table", "json"], default="table")
+    el.set_defaults(func=cmd_env)
+    ep = env.add_parser("prune", help="remove cached environments (all, or those unused for --older-than)")
+    ep.add_argument("--data-dir")
+    ep.add_argument("--older-than", help="e.g. 7d, 12h")
+    ep.set_defaults(func=cmd_env)
 
     proj = sub.add_parser("project").add_subparsers(dest="project_cmd", required=True)
     job = proj.add_parser("job").add_subparsers(dest="job_cmd", required=True)
