@@ -75,6 +75,6 @@ def build_engine(cfg: EngineConfig, *, executor: Optional[Executor] = None) -> E
     files.signer = signer
     jobs = JobService(cfg, store, blobs, signer)
     envs = EnvCache(cfg.data_dir / "envs", installer=cfg.env_installer, build_timeout_s=cfg.env_build_timeout_s,
-                    size_limit_bytes=cfg.env_cache_limit_bytes)
+                    size_limit_bytes=cfg.env_cache_limit_bytes, uv_cache=cfg.uv_cache_dir)
     scheduler = Scheduler(jobs, executor or ProcessExecutor(), cfg.max_concurrent_jobs, envs)
     return Engine(cfg, store, blobs, files, jobs, scheduler, lock_fd)

@@ -56,4 +56,6 @@ class EngineConfig:
     pip_extra_index_urls: tuple = ()
     env_build_timeout_s: float = 1800.0
     env_cache_limit_bytes: int = 20 * (1 << 30)
+    uv_cache_dir: Optional[Path] = field(default_factory=lambda: Path(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")) / "dsjobs" / "uv")
     community_id: str = "local"

@@ -410,7 +410,7 @@ class Scheduler:
 def _base_of(venv: Path) -> Path:
     """The cached env a job layer sits on (named in its .pth)."""
     pth = next((venv / "lib").glob("python*/site-packages/_dsjobs_base.pth"))
-    return Path(pth.read_text().strip()).parent.parent.parent
+    return Path(pth.read_text().splitlines()[0]).parent.parent.parent  # <base>/lib/pythonX.Y/site-packages
 
 
 def _layout_text(layout: Layout) -> str:

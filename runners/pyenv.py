@@ -166,12 +166,12 @@ def env_key(interp: Interpreter, spec: InstallSpec, conda_yaml: str = "", image:
 # --- building ----------------------------------------------------------------------------------------------------
 
 
-def _clean_env(cache_root: Path) -> dict[str, str]:
+def _clean_env(uv_cache: Path) -> dict[str, str]:
     """The host's pip/uv configuration never leaks into a job's build, as on a fresh cloud machine."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PIP_", "UV_", "VIRTUALENV_", "PYTHON", "CONDA"))}
     env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1",
-               UV_NO_CONFIG="1", UV_PYTHON_DOWNLOADS="never", UV_CACHE_DIR=str(cache_root / "uv-cache"),
+               UV_NO_CONFIG="1", UV_PYTHON_DOWNLOADS="never", UV_CACHE_DIR=str(uv_cache),
                VIRTUALENV_CONFIG_FILE=os.devnull)
     return env
 
@@ -192,9 +192,11 @@ def _bundled_pip(version: str) -> Optional[str]:
 
 class EnvCache:
     def __init__(self, root: Path, installer: str = "auto", build_timeout_s: float = 1800.0,
-                 size_limit_bytes: int = 0):
+                 size_limit_bytes: int = 0, uv_cache: Optional[Path] = None):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        # uv's download/wheel cache is content-addressed and safe to share: across engines it saves the downloads.
+        self.uv_cache = Path(uv_cache) if uv_cache else self.root / "uv-cache"
         self.uv = find_uv() if installer in ("auto", "uv") else None
         if installer == "uv" and self.uv is None:
             raise EnvError("installer uv was asked for but is not installed")
@@ -208,7 +210,7 @@ class EnvCache:
     def _run(self, argv: list[str], log: Callable[[str], None], deadline: float, tail: list[str]) -> None:
         log("$ " + " ".join(shlex.quote(a) for a in argv))
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=_clean_env(self.root), stdin=subprocess.DEVNULL, start_new_session=True)
+                                env=_clean_env(self.uv_cache), stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             for line in proc.stdout:
                 line = line.rstrip("\n")
@@ -239,11 +241,7 @@ class EnvCache:
         if self.uv:
             self._run([self.uv, "venv", "--no-config", "--no-python-downloads", "--python", interp.path, str(d)],
                       log, deadline, tail)
-            # The job gets pip, as in the cloud: from virtualenv's bundled wheel, so no index is needed for it.
-            wheel = _bundled_pip(interp.version)
-            if wheel:
-                self._run([self.uv, "pip", "install", "--no-config", "--python", str(d / "bin" / "python"),
-                           "--no-index", wheel], log, deadline, tail)
+            # No pip in the cached env: the job layer gets pip from virtualenv's bundled wheel (see job_layer).
         else:
             self._run([sys.executable, "-m", "virtualenv", "--no-periodic-update", "--python", interp.path, str(d)],
                       log, deadline, tail)
@@ -388,7 +386,13 @@ def job_layer(base: Path, dest: Path) -> Path:
     for name in ("python", "python3", f"python{mm}"):
         (dest / "bin" / name).unlink(missing_ok=True)
         os.symlink(real, dest / "bin" / name)
-    (own_site / "_dsjobs_base.pth").write_text(str(site) + "\n")
+    paths = [str(site)]
+    if not (site / "pip").is_dir():
+        # The job has pip, as in the cloud, from the wheel virtualenv bundles (pip runs from a wheel on sys.path).
+        wheel = _bundled_pip(mm)
+        if wheel:
+            paths.append(wheel)
+    (own_site / "_dsjobs_base.pth").write_text("\n".join(paths) + "\n")
     for name in ("pip", "pip3", f"pip{mm}"):
         script = dest / "bin" / name
         script.write_text(f"#!{dest / 'bin' / 'python'}\nimport sys\nfrom pip._internal.cli.main import main\n"
