@@ -15,6 +15,7 @@ from engine.jobs import JobService
 from engine.scheduler import Scheduler
 from engine.store import Store
 from runners.base import Executor
+from runners.docker import DockerExecutor
 from runners.process import ProcessExecutor
 from runners.pyenv import EnvCache
 
@@ -43,6 +44,8 @@ class Engine:
     def stop(self, stop_jobs: bool = False) -> None:
         self.scheduler.shutdown(stop_jobs=stop_jobs)
         self.scheduler.executor.close()
+        if self.scheduler.docker is not None:
+            self.scheduler.docker.close()
         self.files.stop()
         self.store.close()
         if self._lock_fd is not None:
@@ -76,5 +79,6 @@ def build_engine(cfg: EngineConfig, *, executor: Optional[Executor] = None) -> E
     jobs = JobService(cfg, store, blobs, signer)
     envs = EnvCache(cfg.data_dir / "envs", installer=cfg.env_installer, build_timeout_s=cfg.env_build_timeout_s,
                     size_limit_bytes=cfg.env_cache_limit_bytes, uv_cache=cfg.uv_cache_dir)
-    scheduler = Scheduler(jobs, executor or ProcessExecutor(), cfg.max_concurrent_jobs, envs)
+    scheduler = Scheduler(jobs, executor or ProcessExecutor(), cfg.max_concurrent_jobs, envs,
+                          docker=DockerExecutor() if cfg.docker else None)
     return Engine(cfg, store, blobs, files, jobs, scheduler, lock_fd)

@@ -59,3 +59,6 @@ class EngineConfig:
     uv_cache_dir: Optional[Path] = field(default_factory=lambda: Path(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")) / "dsjobs" / "uv")
     community_id: str = "local"
+    docker: bool = True  # run jobs that name an image in containers (the engine starts without Docker too)
+    docker_network: str = "host"  # jobs have a network in the cloud too; "none" to cut it
+    docker_run_as_root: bool = False

@@ -65,6 +65,10 @@ class JobService:
     def run_dir(self, job_id: str) -> Path:
         return self.cfg.data_dir / "jobs" / job_id
 
+    def progress_path(self, job_id: str) -> Path:
+        """JOB_PROGRESS_FILENAME: in a directory of its own, so a container can get it bind-mounted."""
+        return self.run_dir(job_id) / "progress" / "job_progress.jsonl"
+
     def journal(self, job_id: str) -> str:
         return str(self.run_dir(job_id) / "journal")
 
@@ -355,7 +359,7 @@ class JobService:
 
     def progress(self, job_id: str) -> Optional[Progress]:
         """The latest valid line of the job's progress file (append-JSONL or overwrite both work)."""
-        path = self.run_dir(job_id) / "job_progress.jsonl"
+        path = self.progress_path(job_id)
         try:
             with open(path, "rb") as f:
                 f.seek(0, 2)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shlex
 import shutil
 import signal
 import threading
@@ -22,11 +24,13 @@ from engine.jobs import JobService
 from engine.cas import file_digest
 from engine.model import File, FileDesc, Job, OperationError
 from engine.state import JobStatus
+from engine.resources import Images, Secrets
 from engine.store import StaleWrite
 from engine.validation import MAX_DURATION_VAR, parse_duration
 from runners.base import ExitResult, Executor, Handle, RunSpec
 from runners import pyenv
 from runners.outputs import collect
+from runners.docker import JOB_DIR, SECRETS_FILE, ContainerSpec, DockerError
 from runners.pyenv import EnvCache, EnvError
 from runners.supervisor import SYSTEM
 from runners.workspace import Layout, materialise, substitute
@@ -41,10 +45,14 @@ class _Stop(Exception):
 
 
 class Scheduler:
-    def __init__(self, jobs: JobService, executor: Executor, workers: int, envs: Optional[EnvCache] = None):
+    def __init__(self, jobs: JobService, executor: Executor, workers: int, envs: Optional[EnvCache] = None,
+                 docker: Optional[Executor] = None):
         self.jobs = jobs
         self.envs = envs
         self.executor = executor
+        self.docker = docker
+        self.secrets = Secrets(jobs.cfg.data_dir)
+        self.images = Images(jobs.cfg.data_dir)
         self.n_workers = max(1, workers)
         self._wake = threading.Condition()
         self._stopping = False
@@ -150,7 +158,7 @@ class Scheduler:
         cfg = self.jobs.cfg
         interp = pyenv.pick(pe.python_version, tuple(cfg.python_interpreters))
         spec = pyenv.install_spec(pe, cfg.pip_index_url, tuple(cfg.pip_extra_index_urls))
-        self._progress(run_dir, 0, "building python environment")
+        self._progress(self.jobs.progress_path(job.id), 0, "building python environment")
         build_log = open(run_dir / "env_build.log", "a")
         with build_log:
             def log(line: str) -> None:
@@ -165,9 +173,9 @@ class Scheduler:
         return pyenv.job_layer(base, run_dir / "venv")
 
     @staticmethod
-    def _progress(run_dir: Path, progress: int, message: str) -> None:
+    def _progress(path: Path, progress: int, message: str) -> None:
         import json
-        with open(run_dir / "job_progress.jsonl", "a") as f:
+        with open(path, "a") as f:
             f.write(json.dumps({"progress": progress, "message": message}) + "\n")
 
     def _env(self, job: Job, run_dir: Path, layout: Layout, project_home: Optional[str],
@@ -182,8 +190,10 @@ class Scheduler:
             "LANG": os.environ.get("LANG", "C.UTF-8"),
             "PYTHONUNBUFFERED": "1",  # logs stream live, as in the cloud
         }
+        if not _uses_docker(job):
+            env.update(self.secrets.all(job.project_id))  # as the cloud does; docker jobs read them from a file
         env.update(job.params.env.vars)
-        env["JOB_PROGRESS_FILENAME"] = layout.to_job_path(str(run_dir / "job_progress.jsonl"))
+        env["JOB_PROGRESS_FILENAME"] = layout.to_job_path(str(self.jobs.progress_path(job.id)))
         env["DSJOBS_JOB_ID"] = job.id  # the marker every process of the job carries
         if venv is not None:
             env["VIRTUAL_ENV"] = layout.to_job_path(str(venv))
@@ -197,14 +207,86 @@ class Scheduler:
         p = job.params
         if p.env.python_env is not None and p.env.python_env.conda_yaml:
             return "python_env.conda_yaml: conda environments are not available locally (use pip requirements)"
-        if p.env.docker_image_resource_id or p.env.docker_image_spec is not None:
-            return "docker image: Docker environments are not available in this dsjobs version yet"
+        if _uses_docker(job) and p.env.python_env is not None:
+            return "python_env with a Docker image is not available in this dsjobs version yet (use the image's Python)"
         if p.spark_connector_id:
             return f"spark_parameters: Spark connector {p.spark_connector_id!r} is not available locally"
         ids = p.s3_mount_ids + p.dataset_ids
         if ids:
             return f"s3 mounts and datasets are not registered on this engine: {', '.join(ids)}"
         return None
+
+    def _instance(self, job: Job, note) -> "InstanceType":
+        """The first requested type this machine can serve (GPUs are what it cannot fake)."""
+        cfg = self.jobs.cfg
+        names = job.params.cloud_instance_types or [cfg.default_instance_type]
+        for n in names:
+            t = cfg.instance_types[n]
+            if t.gpus <= _machine_gpus():
+                return t
+            note(f"instance type {n} needs {t.gpus} GPU(s); this machine has {_machine_gpus()}")
+        raise DockerError(f"none of the instance types {', '.join(names)} can run on this machine: "
+                          f"it has no GPU", code="FAILED_PRECONDITION")
+
+    def _container(self, job: Job, run_dir: Path, work: Path, project_home: Optional[str], instance) -> ContainerSpec:
+        jobs, cfg, p = self.jobs, self.jobs.cfg, job.params
+        note = lambda m: jobs.system_log(job.id, m)  # noqa: E731
+        if p.env.docker_image_resource_id:
+            image, user, password = self.images.resolve(p.env.docker_image_resource_id), "", ""
+        else:
+            spec = p.env.docker_image_spec
+            image, user = spec.image_url, spec.username
+            password = spec.password_plain_text or (
+                self.secrets.get(job.project_id, spec.password_ds_secret_name) if spec.password_ds_secret_name else "")
+        from runners import docker as rd
+        rd.ensure_image(self.docker.dc, image, user, password, note=note)
+        ncpu, mem = os.cpu_count() or 1, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        cpus, memory = min(instance.cpus, ncpu), min(int(instance.memory_gb * (1 << 30)), mem)
+        if cpus < instance.cpus or memory < instance.memory_gb * (1 << 30):
+            note(f"instance type {instance.name} ({instance.cpus:g} vCPU, {instance.memory_gb:g} GB) capped at "
+                 f"what this machine has: {cpus:g} CPU(s), {memory / (1 << 30):.1f} GB")
+        owner = os.stat(cfg.data_dir)
+        binds = {str(work): {"bind": JOB_DIR, "mode": "rw"},
+                 str(jobs.progress_path(job.id).parent): {"bind": CONTAINER_PROGRESS, "mode": "rw"}}
+        if project_home:
+            binds[project_home] = {"bind": CONTAINER_PROJECT_HOME, "mode": "rw"}
+        secrets = self.secrets.all(job.project_id)
+        if secrets:
+            sdir = run_dir / "secrets"
+            sdir.mkdir(mode=0o700, exist_ok=True)
+            lines = []
+            for name, value in secrets.items():
+                if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                    lines.append(f"export {name}={shlex.quote(value)}\n")
+                else:
+                    note(f"secret {name!r} is not exported in a container: its name is not a shell variable name")
+            fd = os.open(sdir / "env", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write("".join(lines))
+            binds[str(sdir)] = {"bind": os.path.dirname(SECRETS_FILE), "mode": "ro"}
+        user_spec = None if cfg.docker_run_as_root or owner.st_uid == 0 else f"{owner.st_uid}:{owner.st_gid}"
+        if user_spec:
+            # Outputs are not left root-owned: the job runs as the owner of its working directory.
+            for d in [work, jobs.progress_path(job.id).parent, run_dir / "secrets"] + \
+                    ([Path(project_home)] if project_home else []):
+                _chown_tree(d, owner.st_uid, owner.st_gid)
+        return ContainerSpec(image=image, job_id=job.id, project_id=job.project_id, binds=binds, user=user_spec,
+                             network=cfg.docker_network, cpus=cpus, memory_bytes=memory)
+
+    def _to_job_path(self, job: Job, work: Path, project_home: Optional[str]):
+        if not _uses_docker(job):
+            return lambda p: p
+        progress = str(self.jobs.progress_path(job.id).parent)
+        table = [(str(work), JOB_DIR), (progress, CONTAINER_PROGRESS)]
+        if project_home:
+            table.append((project_home, CONTAINER_PROJECT_HOME))
+
+        def to_job(p: str) -> str:
+            for host, inside in table:
+                if p == host or p.startswith(host + "/"):
+                    return inside + p[len(host):]
+            return p
+        return to_job
 
     def run(self, job: Job) -> None:
         jobs = self.jobs
@@ -215,17 +297,23 @@ class Scheduler:
         run_dir = jobs.run_dir(job.id)
         work = run_dir / "work"
         run_dir.mkdir(parents=True, exist_ok=True)
+        jobs.progress_path(job.id).parent.mkdir(exist_ok=True)
         journal = jobs.journal(job.id)
         try:
-            instance = job.params.cloud_instance_types[0] if job.params.cloud_instance_types \
-                else jobs.cfg.default_instance_type
+            docker = _uses_docker(job)
+            if docker and self.docker is None:
+                raise DockerError("this engine runs without Docker", code="FAILED_PRECONDITION")
+            inst = self._instance(job, lambda m: jobs.system_log(job.id, m)) if docker else None
+            instance = inst.name if inst else (job.params.cloud_instance_types[0] if job.params.cloud_instance_types
+                                               else jobs.cfg.default_instance_type)
             project_home = None
             if job.params.attach_project_disk:
                 project_home = str(jobs.cfg.data_dir / "projects" / job.project_id / "home")
                 os.makedirs(project_home, exist_ok=True)
             jobs.system_log(job.id, f"preparing: instance type {instance}, working directory {work}")
             venv = self._python_env(job, run_dir)
-            layout = materialise(job.params, work, lambda sha: str(jobs.blobs.path(sha)), project_home=project_home)
+            layout = materialise(job.params, work, lambda sha: str(jobs.blobs.path(sha)), project_home=project_home,
+                                 to_job_path=self._to_job_path(job, work, project_home))
             (run_dir / "layout").write_text(_layout_text(layout))  # what a restarted engine needs to collect
             cmd = substitute(job.params.cmd, layout.vars)
             env = self._env(job, run_dir, layout, project_home, venv)
@@ -234,6 +322,7 @@ class Scheduler:
             spec = RunSpec(job_id=job.id, run_dir=str(run_dir), argv=["bash", "-c", cmd], cwd=str(work), env=env,
                            journal=journal, stdout=str(run_dir / "stdout.txt"), stderr=str(run_dir / "stderr.txt"),
                            log_limit_bytes=jobs.cfg.log_limit_bytes, max_duration_s=limit,
+                           container=self._container(job, run_dir, work, project_home, inst) if docker else None,
                            deadline_stop={"signal": int(sig if sig != signal.SIGKILL else signal.SIGTERM),
                                           "timeout": float(grace or jobs.cfg.default_graceful_timeout_s),
                                           "reason": f"the job's maximum running time ({limit:g}s) was reached"
@@ -251,14 +340,18 @@ class Scheduler:
                     raise _Stop()
                 jobs.update(job.id, executing, to=S.EXECUTING)
                 jobs.system_log(job.id, f"running: {cmd}")
-                handle = self.executor.start(spec)
+                executor = self.docker if docker else self.executor
+                handle = executor.start(spec)
                 with self._running_mu:
                     self._running[job.id] = handle
         except _Stop:
             self._finish(job.id, layout=None, result=None)
             return
-        except EnvError as e:
+        except (EnvError, DockerError) as e:
             self._fail(job.id, str(e), code=e.code)
+            return
+        except EngineError as e:
+            self._fail(job.id, e.message, code=e.code)
             return
         except ValueError as e:  # a bad input (zip slip, a path through a symlink, ...)
             self._fail(job.id, str(e), code="INVALID_ARGUMENT")
@@ -266,14 +359,20 @@ class Scheduler:
         except OSError as e:
             self._fail(job.id, f"cannot prepare the job: {e}")
             return
-        self._wait_and_finish(job.id, handle, layout)
+        self._wait_and_finish(job.id, handle, layout, executor)
 
-    def _wait_and_finish(self, job_id: str, handle: Handle, layout: Optional[Layout]) -> None:
-        result = self.executor.wait(handle)
-        with self._running_mu:
-            self._running.pop(job_id, None)
-        self.executor.cleanup(handle)
-        self._finish(job_id, layout, result)
+    def _wait_and_finish(self, job_id: str, handle: Handle, layout: Optional[Layout], executor: Executor) -> None:
+        result = executor.wait(handle)
+        if result is not None and result.note:
+            self.jobs.system_log(job_id, result.note)
+        try:
+            # Outputs are collected before the container is removed (they are on the bind mount anyway).
+            self._finish(job_id, layout, result)
+        finally:
+            with self._running_mu:
+                self._running.pop(job_id, None)
+            executor.cleanup(handle)
+            shutil.rmtree(self.jobs.run_dir(job_id) / "secrets", ignore_errors=True)
 
     def _finish(self, job_id: str, layout: Optional[Layout], result: Optional[ExitResult]) -> None:
         jobs = self.jobs
@@ -369,7 +468,8 @@ class Scheduler:
         if handle is None:
             return  # still preparing: the worker sees CANCELLING before it starts the program
         sig, timeout = self.stop_params(job, graceful)
-        self.executor.stop(handle, sig, timeout, job.status_details or "cancelled")
+        (self.docker if _uses_docker(job) else self.executor).stop(handle, sig, timeout,
+                                                                    job.status_details or "cancelled")
 
     # --- recovery ----------------------------------------------------------------------------------------------
 
@@ -388,12 +488,17 @@ class Scheduler:
                     jobs.update(job.id, requeue)
                 continue
             layout = _read_layout(run_dir)
-            handle = self.executor.adopt(str(run_dir))
+            executor = self.docker if _uses_docker(job) else self.executor
+            try:
+                handle = executor.adopt(str(run_dir)) if executor is not None else None
+            except DockerError as e:
+                self._fail(job.id, f"the engine restarted and cannot reach the job's container: {e}")
+                continue
             if handle is not None:
                 jobs.system_log(job.id, "engine restarted: job re-adopted")
                 with self._running_mu:
                     self._running[job.id] = handle
-                threading.Thread(target=self._wait_and_finish, args=(job.id, handle, layout),
+                threading.Thread(target=self._wait_and_finish, args=(job.id, handle, layout, executor),
                                  name=f"dsjobs-adopted-{job.id}", daemon=True).start()
                 continue
             from runners.process import read_status  # the exit status a supervisor left behind
@@ -405,6 +510,27 @@ class Scheduler:
                 self._finish(job.id, layout, result)
                 continue
             self._fail(job.id, "the engine stopped during the run and the job's process is gone")
+
+
+CONTAINER_PROGRESS = "/dsjobs/progress"
+CONTAINER_PROJECT_HOME = "/dsjobs/project"
+
+
+def _uses_docker(job: Job) -> bool:
+    return bool(job.params.env.docker_image_resource_id or job.params.env.docker_image_spec is not None)
+
+
+def _machine_gpus() -> int:
+    return len([d for d in os.listdir("/dev") if re.fullmatch(r"nvidia\d+", d)]) if os.path.isdir("/dev") else 0
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    for d, dirs, files in os.walk(root):
+        for name in [d] + [os.path.join(d, x) for x in dirs + files]:
+            try:
+                os.lchown(name, uid, gid)
+            except OSError:
+                pass
 
 
 def _base_of(venv: Path) -> Path:

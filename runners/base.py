@@ -19,7 +19,7 @@ class RunSpec:
     log_limit_bytes: int = 0
     max_duration_s: Optional[float] = None
     deadline_stop: dict = field(default_factory=lambda: {"signal": 15, "timeout": 10.0})  # the graceful path
-    labels: dict[str, str] = field(default_factory=dict)
+    container: Optional[object] = None  # runners.docker.ContainerSpec for the docker executor
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class ExitResult:
     signal: Optional[int] = None
     error: Optional[str] = None  # the executor failed (not the program)
     stopped: Optional[dict] = None  # the stop request that ended the run: {"signal", "timeout", "reason"}
+    note: Optional[str] = None  # what the executor saw that the user should know (e.g. killed for memory)
 
     def successful(self) -> bool:
         return self.error is None and self.return_code == 0

@@ -108,31 +108,16 @@ def descendants(root: int) -> list:
     return out
 
 
-class Supervisor:
-    POLL_S = 0.05
+class LogSink:
+    """A job's output: whole lines into the journal and into plain stdout/stderr files, each stream capped at
+    ``limit`` bytes with a marker; a very long line is sent in pieces rather than held without bound."""
 
-    def __init__(self, run_dir: str):
-        self.run_dir = run_dir
-        self.spec = read_file(os.path.join(run_dir, "spec"))
-        self.journal = os.open(self.spec["journal"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self.limit = int(self.spec.get("log_limit_bytes") or 0)
-        self.files = {
-            STDOUT: open(self.spec["stdout"], "ab"),
-            STDERR: open(self.spec["stderr"], "ab"),
-        }
+    def __init__(self, journal: str, stdout: str, stderr: str, limit: int = 0):
+        self.journal = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.limit = limit
+        self.files = {STDOUT: open(stdout, "ab"), STDERR: open(stderr, "ab")}
         self.written = {STDOUT: 0, STDERR: 0}
         self.partial = {STDOUT: b"", STDERR: b""}
-        self.pid = None
-        self.stop_signal_sent_at = None
-        self.kill_at = None
-        self.stopped = None  # the stop request that ended the job, if any
-        # A limit on running time is enforced here, not in the engine, so it holds while the engine is down.
-        self.deadline = None
-        if self.spec.get("max_duration_s"):
-            self.deadline = time.monotonic() + float(self.spec["max_duration_s"])
-        self.main_status = None
-
-    # --- logging ---------------------------------------------------------------------------------------------
 
     def system(self, msg: str) -> None:
         append_record(self.journal, SYSTEM, (msg.rstrip("\n") + "\n").encode())
@@ -151,22 +136,53 @@ class Supervisor:
         self.files[stream].flush()
         append_record(self.journal, stream, data)
 
-    def _feed(self, stream: int, data: bytes) -> None:
+    def feed(self, stream: int, data: bytes) -> None:
         buf = self.partial[stream] + data
         cut = buf.rfind(b"\n") + 1
         if cut:
             self._emit(stream, buf[:cut])
             buf = buf[cut:]
-        if len(buf) >= MAX_RECORD:  # a very long line is sent in pieces rather than held without bound
+        if len(buf) >= MAX_RECORD:
             self._emit(stream, buf)
             buf = b""
         self.partial[stream] = buf
 
-    def _flush_partial(self) -> None:
+    def flush_partial(self) -> None:
         for stream, buf in self.partial.items():
             if buf:
                 self._emit(stream, buf + b"\n")
                 self.partial[stream] = b""
+
+    def close_files(self) -> None:
+        for f in self.files.values():
+            f.close()
+
+    def close(self) -> None:
+        self.close_files()
+        os.close(self.journal)
+
+
+class Supervisor:
+    POLL_S = 0.05
+
+    def __init__(self, run_dir: str):
+        self.run_dir = run_dir
+        self.spec = read_file(os.path.join(run_dir, "spec"))
+        self.logs = LogSink(self.spec["journal"], self.spec["stdout"], self.spec["stderr"],
+                            int(self.spec.get("log_limit_bytes") or 0))
+        self.journal = self.logs.journal
+        self.pid = None
+        self.stop_signal_sent_at = None
+        self.kill_at = None
+        self.stopped = None  # the stop request that ended the job, if any
+        # A limit on running time is enforced here, not in the engine, so it holds while the engine is down.
+        self.deadline = None
+        if self.spec.get("max_duration_s"):
+            self.deadline = time.monotonic() + float(self.spec["max_duration_s"])
+        self.main_status = None
+
+    def system(self, msg: str) -> None:
+        self.logs.system(msg)
 
     # --- process control -------------------------------------------------------------------------------------
 
@@ -331,7 +347,7 @@ class Supervisor:
                 except BlockingIOError:
                     continue
                 if data:
-                    self._feed(streams[fd], data)
+                    self.logs.feed(streams[fd], data)
                 else:
                     os.close(fd)
                     del streams[fd]
@@ -349,7 +365,7 @@ class Supervisor:
                 break
         for fd in list(streams):
             os.close(fd)
-        self._flush_partial()
+        self.logs.flush_partial()
         self.kill_all()
         status = self.main_status
         if os.WIFSIGNALED(status):
@@ -357,8 +373,7 @@ class Supervisor:
             return_code, exit_signal = 128 + sig, sig
         else:
             return_code, exit_signal = os.WEXITSTATUS(status), None
-        for f in self.files.values():
-            f.close()
+        self.logs.close_files()
         write_atomic(os.path.join(self.run_dir, "status"), {
             "return_code": return_code, "signal": exit_signal, "started_at": started, "finished_at": time.time(),
             "stopped": self.stopped,

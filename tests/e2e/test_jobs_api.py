@@ -323,8 +323,7 @@ def test_restart_keeps_jobs_and_logs(server):
 
 
 @pytest.mark.parametrize("params,needle", [
-    (jpb.JobParameters(cmd="true", env=jpb.Environment(docker_image_resource_id="b1gimage")), "Docker"),
-    (jpb.JobParameters(cmd="true", env=jpb.Environment(python_env=jpb.PythonEnv(python_version="3.10"))), "python_env"),
+    (jpb.JobParameters(cmd="true", env=jpb.Environment(docker_image_resource_id="b1gimage")), "dsjobs image add b1gimage"),
     (jpb.JobParameters(cmd="ls ${bt1234567890abcdefgh}", dataset_ids=["bt1234567890abcdefgh"]), "bt1234567890abcdefgh"),
     (jpb.JobParameters(cmd="true", spark_parameters=jpb.SparkParameters(connector_id="c1")), "Spark"),
 ])

@@ -1,0 +1,302 @@
+"""Docker executor: a job runs in a container on the local Docker Engine (docker SDK).
+
+The Docker Engine owns the container, so it outlives a crash of dsjobs; containers carry the labels
+``dsjobs.job-id`` and ``dsjobs.project-id``, which is how a restarted engine finds them again. The container runs
+with an init process (signals reach the job's whole process group, zombies are reaped), the job's working directory
+bind-mounted at /job, and CPU and memory limits from the instance type.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from runners import supervisor as sv
+from runners.base import ExitResult, Executor, Handle, RunSpec
+
+log = logging.getLogger(__name__)
+
+JOB_DIR = "/job"
+LABEL_JOB, LABEL_PROJECT = "dsjobs.job-id", "dsjobs.project-id"
+# Runs cmd with bash when the image has it, else with sh; cmd arrives as $0 so it needs no quoting.
+SECRETS_FILE = "/dsjobs/secrets/env"
+# Project secrets come from a mounted file, not the container's environment, so `docker inspect` never shows them.
+SHELL_WRAPPER = (f'if [ -r {SECRETS_FILE} ]; then . {SECRETS_FILE}; fi; '
+                 'if [ -x /bin/bash ]; then exec /bin/bash -c "$0"; else exec /bin/sh -c "$0"; fi')
+STATS_HEADER = "time\tcpu_percent\tmemory_bytes\tmemory_limit_bytes\tblock_read_bytes\tblock_write_bytes\tpids\n"
+
+
+class DockerError(Exception):
+    """The Docker Engine or an image is not usable; the message says what a user can do."""
+
+    def __init__(self, message: str, code: str = "FAILED_PRECONDITION"):
+        super().__init__(message)
+        self.code = code
+
+
+def client():
+    import docker
+    try:
+        c = docker.from_env(timeout=60)
+        c.ping()
+        return c
+    except Exception as e:  # noqa: BLE001 - any failure to reach the daemon reads the same to a user
+        raise DockerError(f"the Docker Engine is not reachable ({e.__class__.__name__}: {e}); start dockerd or set "
+                          "DOCKER_HOST", code="UNAVAILABLE") from None
+
+
+def ensure_image(dc, url: str, username: str = "", password: str = "", note=lambda m: None) -> None:
+    """Use the image if present, pull it otherwise (with credentials when given). The password is never logged."""
+    import docker.errors
+    try:
+        dc.images.get(url)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    note(f"pulling image {url}" + (f" as {username}" if username else ""))
+    repo, tag = _split(url)
+    auth = {"username": username, "password": password} if username or password else None
+    try:
+        dc.images.pull(repo, tag=tag, auth_config=auth)
+    except docker.errors.APIError as e:
+        text = str(e.explanation or e)
+        if password:
+            text = text.replace(password, "***")
+        hint = "check the image name and the registry's address"
+        low = text.lower()
+        if "denied" in low or "unauthorized" in low or "authentication" in low or "no basic auth" in low:
+            hint = "the registry wants credentials: set docker username and a project secret holding the password"
+        raise DockerError(f"cannot pull image {url}: {text} ({hint})") from None
+
+
+def _split(url: str) -> tuple[str, str]:
+    if "@" in url:
+        return url, None
+    slash = url.rfind("/")
+    colon = url.rfind(":")
+    if colon > slash:
+        return url[:colon], url[colon + 1:]
+    return url, "latest"
+
+
+@dataclass
+class ContainerSpec:
+    image: str
+    job_id: str
+    project_id: str
+    binds: dict[str, dict] = field(default_factory=dict)  # host path -> {"bind": path, "mode": "rw"|"ro"}
+    user: Optional[str] = None
+    network: str = "host"
+    cpus: Optional[float] = None
+    memory_bytes: Optional[int] = None
+
+
+@dataclass
+class DockerHandle(Handle):
+    run_dir: str
+    container_id: str
+    stop: Optional[dict] = None
+    threads: list = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class DockerExecutor(Executor):
+    name = "docker"
+    STATS_INTERVAL_S = 3.0
+
+    def __init__(self):
+        self._client = None
+        self._mu = threading.Lock()
+
+    @property
+    def dc(self):
+        with self._mu:
+            if self._client is None:
+                self._client = client()
+            return self._client
+
+    def start(self, spec: RunSpec) -> DockerHandle:
+        cs: ContainerSpec = spec.container
+        env = dict(spec.env)
+        container = self.dc.containers.create(
+            cs.image, command=["/bin/sh", "-c", SHELL_WRAPPER, spec.argv[-1]], working_dir=JOB_DIR,
+            environment=env, labels={LABEL_JOB: cs.job_id, LABEL_PROJECT: cs.project_id}, init=True,
+            network_mode=cs.network, user=cs.user, volumes=cs.binds, detach=True, stdin_open=False, tty=False,
+            nano_cpus=int(cs.cpus * 1e9) if cs.cpus else None, mem_limit=cs.memory_bytes or None,
+            memswap_limit=cs.memory_bytes or None,
+        )
+        sv.write_atomic(os.path.join(spec.run_dir, "container"), {"id": container.id}, durable=False)
+        container.start()
+        h = DockerHandle(spec.run_dir, container.id)
+        self._follow(h, spec, since=None)
+        if spec.max_duration_s:
+            def deadline():
+                if not h.done.wait(spec.max_duration_s):
+                    stop = dict(spec.deadline_stop, kind="deadline")
+                    self.stop(h, stop["signal"], stop["timeout"], stop.get("reason", "deadline"), kind="deadline")
+            threading.Thread(target=deadline, daemon=True, name=f"dsjobs-deadline-{cs.job_id}").start()
+        return h
+
+    def _follow(self, h: DockerHandle, spec: RunSpec, since: Optional[float]) -> None:
+        """Copy the container's stdout and stderr (one thread each) into the job's logs, and sample its stats."""
+        sink = sv.LogSink(spec.journal, spec.stdout, spec.stderr, spec.log_limit_bytes)
+        mu = threading.Lock()
+        left = [2]
+
+        def pump(stream: int):
+            try:
+                c = self.dc.containers.get(h.container_id)
+                kw = {"since": since} if since else {}
+                for chunk in c.logs(stdout=stream == sv.STDOUT, stderr=stream == sv.STDERR, stream=True,
+                                    follow=True, **kw):
+                    with mu:
+                        sink.feed(stream, chunk)
+            except Exception as e:  # noqa: BLE001 - a broken stream must not hide the exit status
+                with mu:
+                    sink.system(f"log stream from the container ended: {e}")
+            finally:
+                with mu:
+                    left[0] -= 1
+                    if left[0] == 0:
+                        sink.flush_partial()
+                        sink.close()
+
+        def stats():
+            path = os.path.join(spec.run_dir, "docker_stats.tsv")
+            fd = os.open(spec.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                new = not os.path.exists(path)
+                with open(path, "a") as f:
+                    if new:
+                        f.write(STATS_HEADER)
+                        sv.append_record(fd, sv.STATS, STATS_HEADER.encode())
+                    while not h.done.wait(self.STATS_INTERVAL_S):
+                        line = self._stats_line(h.container_id)
+                        if line:
+                            f.write(line)
+                            f.flush()
+                            sv.append_record(fd, sv.STATS, line.encode())
+            finally:
+                os.close(fd)
+
+        for target, args in ((pump, (sv.STDOUT,)), (pump, (sv.STDERR,)), (stats, ())):
+            t = threading.Thread(target=target, args=args, daemon=True, name="dsjobs-docker-follow")
+            t.start()
+            if target is pump:
+                h.threads.append(t)
+
+    def _stats_line(self, cid: str) -> Optional[str]:
+        try:
+            s = self.dc.api.stats(cid, stream=False)
+        except Exception:  # noqa: BLE001 - the container may have just ended
+            return None
+        try:
+            cpu = s["cpu_stats"]
+            pre = s["precpu_stats"]
+            cpu_delta = cpu["cpu_usage"]["total_usage"] - pre["cpu_usage"]["total_usage"]
+            sys_delta = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
+            ncpu = cpu.get("online_cpus") or 1
+            pct = (cpu_delta / sys_delta) * ncpu * 100 if sys_delta > 0 else 0.0
+            mem = s.get("memory_stats", {})
+            rd = wr = 0
+            for e in (s.get("blkio_stats", {}).get("io_service_bytes_recursive") or []):
+                if e.get("op", "").lower() == "read":
+                    rd += e.get("value", 0)
+                elif e.get("op", "").lower() == "write":
+                    wr += e.get("value", 0)
+            pids = s.get("pids_stats", {}).get("current", 0)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+            return f"{stamp}\t{pct:.1f}\t{mem.get('usage', 0)}\t{mem.get('limit', 0)}\t{rd}\t{wr}\t{pids}\n"
+        except (KeyError, TypeError, ZeroDivisionError):
+            return None
+
+    def adopt(self, run_dir: str) -> Optional[DockerHandle]:
+        import docker.errors
+        info = sv.read_file(os.path.join(run_dir, "container"))
+        job_id = os.path.basename(run_dir.rstrip("/"))
+        try:
+            if isinstance(info, dict):
+                c = self.dc.containers.get(info["id"])
+            else:
+                found = self.dc.containers.list(all=True, filters={"label": f"{LABEL_JOB}={job_id}"})
+                if not found:
+                    return None
+                c = found[0]
+        except docker.errors.NotFound:
+            return None
+        h = DockerHandle(run_dir, c.id)
+        spec = sv.read_file(os.path.join(run_dir, "spec"))
+        if isinstance(spec, dict):
+            last = _last_output_time(spec["journal"])
+            rs = RunSpec(job_id=job_id, run_dir=run_dir, argv=[], cwd="", env={}, journal=spec["journal"],
+                         stdout=spec["stdout"], stderr=spec["stderr"], log_limit_bytes=spec.get("log_limit_bytes", 0))
+            self._follow(h, rs, last)
+        return h
+
+    def wait(self, handle: DockerHandle, timeout: Optional[float] = None) -> Optional[ExitResult]:
+        import docker.errors
+        import requests
+        try:
+            c = self.dc.containers.get(handle.container_id)
+            res = c.wait(timeout=timeout) if timeout else c.wait()
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            return None
+        except docker.errors.NotFound:
+            handle.done.set()
+            return ExitResult(None, error="the job's container disappeared")
+        handle.done.set()
+        for t in handle.threads:
+            t.join(10)
+        code = res.get("StatusCode")
+        note = None
+        try:
+            c.reload()
+            if c.attrs["State"].get("OOMKilled"):
+                note = "the container was killed: out of memory (the instance type's memory limit)"
+        except docker.errors.NotFound:
+            pass
+        sig = code - 128 if code and code > 128 else None
+        return ExitResult(code, signal=sig, stopped=handle.stop, note=note)
+
+    def stop(self, handle: DockerHandle, signal: int, timeout_s: float, reason: str, kind: str = "cancel") -> None:
+        import docker.errors
+        if handle.stop is not None and signal != 9:
+            return
+        handle.stop = {"signal": int(signal), "timeout": float(timeout_s), "reason": reason, "kind": kind}
+        try:
+            c = self.dc.containers.get(handle.container_id)
+            # Through the init process, which forwards the signal to the job's process group.
+            c.kill(signal=int(signal))
+        except docker.errors.APIError:
+            return
+        if signal != 9 and timeout_s > 0:
+            def escalate():
+                if not handle.done.wait(timeout_s):
+                    try:
+                        self.dc.containers.get(handle.container_id).kill(signal=9)
+                    except docker.errors.APIError:
+                        pass
+            threading.Thread(target=escalate, daemon=True, name="dsjobs-docker-kill").start()
+
+    def cleanup(self, handle: DockerHandle) -> None:
+        import docker.errors
+        try:
+            self.dc.containers.get(handle.container_id).remove(force=True)
+        except docker.errors.APIError:
+            pass
+
+
+def _last_output_time(journal: str) -> Optional[float]:
+    from engine import logs
+    offset, last = 0, None
+    while True:
+        recs, nxt = logs.read(journal, offset)
+        if nxt == offset:
+            return last
+        for r in recs:
+            if r.stream in (sv.STDOUT, sv.STDERR):
+                last = r.created_at
+        offset = nxt
