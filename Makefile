@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test proto proto-check bench clean
+.PHONY: install run test test-deps proto proto-check bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,12 +24,17 @@ proto: install
 proto-check: install
 	$(PY) tools/gen_proto.py --check
 
-test: install proto-check
+test-deps:
+	tools/test-deps.sh
+
+test: install proto-check test-deps
 	$(PY) -m pytest -q
 
-bench: install
+bench: install test-deps
 	$(PY) bench/bench_spine.py
 	$(PY) bench/bench_cancel.py
+	$(PY) bench/bench_pyenv.py
+	$(PY) bench/bench_docker.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,180 @@
+"""Jobs in containers on the real Docker Engine: same semantics as process jobs, plus images, registries,
+users, limits and cleanup. `make test` starts dockerd; these tests never skip."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import time
+import zipfile
+
+import grpc
+import pytest
+import requests
+
+from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
+from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+from engine.config import InstanceType
+from engine.resources import Images, Secrets
+from tests.conftest import Server
+from tests.dockerenv import Registry, docker, shell_image
+from tests.helpers import blob, create, logs, response, run, stdout_of, wait_op, wait_status, zip_bytes
+
+pytestmark = [pytest.mark.e2e, pytest.mark.docker]
+
+
+def job_containers() -> list[str]:
+    return docker("ps", "-aq", "--filter", "label=dsjobs.job-id").stdout.split()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_container_left_behind():
+    yield
+    assert job_containers() == [], "a job container was left on the Docker engine"
+
+
+@pytest.fixture(scope="module")
+def image():
+    return shell_image()
+
+
+def in_image(image, **kw):
+    return jpb.Environment(docker_image_spec=jpb.DockerImageSpec(image_url=image), **kw)
+
+
+def test_spine_in_a_container(client, image):
+    greeting = blob(b"Hello", "greeting.txt", "GREETING")
+    data = blob(zip_bytes({"data/a.txt": b"alpha", "data/sub/b.txt": b"beta"}), "data", zipped=True)
+    cmd = ('echo "$(cat ${GREETING}), ${WHO} from $BASH_VERSION in $(pwd)" > ${OUT}; ls data data/sub; echo mood=$MOOD;'
+           ' mkdir -p report; echo r > report/r.txt; echo \'{"progress": 70, "message": "m"}\' >> $JOB_PROGRESS_FILENAME;'
+           ' echo oops >&2; exit 4')
+    p = jpb.JobParameters(cmd=cmd, output_files=[jpb.FileDesc(path="o.txt", var="OUT"), jpb.FileDesc(path="report"),
+                                                 jpb.FileDesc(path="missing.txt")],
+                          arguments=[jpb.Argument(name="WHO", value="world")], env=in_image(image, vars={"MOOD": "ok"}))
+    job_id, op = run(client, p, [greeting, data], timeout=120)
+    assert not op.HasField("error"), op.error.message
+    r = response(op)
+    assert r.result.return_code == 4
+    out = {f.file.desc.path: f for f in r.output_files}
+    assert requests.get(out["o.txt"].url).content.startswith(b"Hello, world from 5.")
+    assert b"in /job" in requests.get(out["o.txt"].url).content
+    assert zipfile.ZipFile(io.BytesIO(requests.get(out["report"].url).content)).read("report/r.txt") == b"r\n"
+    assert [e.output_file_desc.path for e in r.output_files_errors] == ["missing.txt"]
+    msgs = logs(client, job_id)[0]
+    text = stdout_of(msgs).decode()
+    assert "a.txt\nsub" in text and "mood=ok" in text
+    assert any(m.standard_stream == 2 and b"oops" in m.content for m in msgs)
+    job = client.get(job_id)
+    assert job.status == jpb.ERROR and job.actual_cloud_instance_type.name == "c1.4"
+    meta = spb.ExecuteProjectJobMetadata()
+    op.metadata.Unpack(meta)
+    assert meta.progress.progress == 70
+    system = b"".join(m.content for m in msgs if m.file_path == ".system.log").decode()
+    assert "capped at what this machine has" in system
+
+
+def test_image_ids_and_clear_errors(server, client, image):
+    _, op = run(client, jpb.JobParameters(cmd="true", env=jpb.Environment(docker_image_resource_id="b1gnope")))
+    assert op.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0] and "b1gnope" in op.error.message
+    Images(server.engine.cfg.data_dir).add("b1gshell", image)
+    _, op = run(client, jpb.JobParameters(cmd="echo via id", env=jpb.Environment(docker_image_resource_id="b1gshell")))
+    assert not op.HasField("error") and response(op).result.return_code == 0
+    _, op = run(client, jpb.JobParameters(cmd="true", env=in_image("127.0.0.1:1/none/such:1")), timeout=60)
+    assert op.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0] and "cannot pull image" in op.error.message
+
+
+def test_runs_as_the_owner_of_the_working_directory(tmp_path, image):
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chown(data, 1000, 1000)
+    s = Server(data)
+    try:
+        jid, op = run(s.client, jpb.JobParameters(cmd="id -u > uid.txt; echo x > made.txt",
+                                                  output_files=[jpb.FileDesc(path="uid.txt")], env=in_image(image)))
+        assert requests.get(response(op).output_files[0].url).content == b"1000\n"
+        made = s.engine.jobs.run_dir(jid) / "work" / "made.txt"
+        assert made.stat().st_uid == 1000 and made.stat().st_gid == 1000
+    finally:
+        s.stop()
+
+
+def test_memory_limit_enforced(tmp_path, image):
+    types = {"tiny.1": InstanceType("tiny.1", 1, 0.0625)}  # 64 MiB
+    s = Server(tmp_path / "data", instance_types=types, default_instance_type="tiny.1")
+    try:
+        jid, op = run(s.client, jpb.JobParameters(
+            cmd="x=$(head -c 300000000 /dev/zero | tr '\\0' 'x'); echo survived",
+            cloud_instance_types=[jpb.CloudInstanceType(name="tiny.1")], env=in_image(image)), timeout=120)
+        r = response(op)
+        assert r.result.return_code == 137
+        system = b"".join(m.content for m in logs(s.client, jid)[0] if m.file_path == ".system.log")
+        assert b"out of memory" in system
+    finally:
+        s.stop()
+
+
+def test_graceful_cancel_and_no_container_left(client, image):
+    cmd = "trap 'echo saving; echo ckpt > ckpt.txt; exit 0' TERM; echo up; while true; do sleep 0.1; done"
+    g = jpb.GracefulShutdownParameters(signal=15)
+    g.timeout.seconds = 10
+    jid = create(client, jpb.JobParameters(cmd=cmd, output_files=[jpb.FileDesc(path="ckpt.txt")],
+                                           graceful_shutdown_parameters=g, env=in_image(image)))
+    op = client.execute(jid)
+    wait_status(client, jid, {jpb.EXECUTING})
+    for _ in range(100):
+        if b"up" in stdout_of(logs_now(client, jid)):
+            break
+        time.sleep(0.05)
+    client.cancel(jid, graceful=True)
+    op = wait_op(client, op, 30)
+    assert op.error.code == grpc.StatusCode.CANCELLED.value[0]
+    job = client.get(jid)
+    assert job.status == jpb.CANCELLED and [f.desc.path for f in job.output_files] == ["ckpt.txt"]
+    assert not [c for c in job_containers() if jid in docker("inspect", c).stdout]
+    # Forced: an image job that ignores TERM is killed at once.
+    jid = create(client, jpb.JobParameters(cmd="trap '' TERM; sleep 600", env=in_image(image)))
+    op = client.execute(jid)
+    wait_status(client, jid, {jpb.EXECUTING})
+    t = time.monotonic()
+    client.cancel(jid)
+    wait_op(client, op, 30)
+    assert time.monotonic() - t < 5
+
+
+def logs_now(client, jid):
+    stream = client.jobs.ReadLogs(spb.ReadProjectJobLogsRequest(job_id=jid, offset=0))
+    try:
+        return list(next(iter(stream)).logs)
+    finally:
+        stream.cancel()
+
+
+def test_private_registry_with_a_project_secret(server, client, image, tmp_path):
+    reg = Registry(tmp_path / "registry", "puller", "pa55-w0rd-XYZ")
+    try:
+        ref = reg.push(image, "dsjobs/shell:7")
+        _, op = run(client, jpb.JobParameters(cmd="true", env=in_image(ref)), timeout=120)
+        assert op.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+        assert "credentials" in op.error.message
+        Secrets(server.engine.cfg.data_dir).set("p1", "REGISTRY_PASSWORD", "pa55-w0rd-XYZ")
+        env = jpb.Environment(docker_image_spec=jpb.DockerImageSpec(
+            image_url=ref, username="puller", password_ds_secret_name="REGISTRY_PASSWORD"))
+        jid = create(client, jpb.JobParameters(cmd="echo secret-is-$REGISTRY_PASSWORD; sleep 1", env=env))
+        op = client.execute(jid)
+        wait_status(client, jid, {jpb.EXECUTING})
+        time.sleep(0.3)
+        inspected = "".join(docker("inspect", c).stdout for c in job_containers())
+        op = wait_op(client, op, 120)
+        assert not op.HasField("error"), op.error.message
+        assert b"secret-is-pa55-w0rd-XYZ" in stdout_of(logs(client, jid)[0])  # exported, as the cloud does
+        assert "pa55-w0rd-XYZ" not in inspected
+        job_text = str(client.get(jid)) + str(client.list("p1"))
+        assert "pa55-w0rd-XYZ" not in job_text
+        secret_file = server.engine.cfg.data_dir / "secrets" / "p1" / "REGISTRY_PASSWORD"
+        assert secret_file.stat().st_mode & 0o777 == 0o600
+        system = "".join(open(p, errors="replace").read() for p in server.engine.cfg.data_dir.rglob("*.log"))
+        assert "pa55-w0rd-XYZ" not in system
+    finally:
+        docker("rmi", f"{reg.host}/dsjobs/shell:7", check=False)
+        reg.close()

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# What the test suite needs from the machine beyond Python: a running Docker Engine, static busybox and bash (a
+# shell image is made from them), Debian's registry and htpasswd (a private registry), debootstrap (a Python image).
+set -euo pipefail
+need=()
+[ -x /bin/busybox ] || need+=(busybox-static)
+[ -x /bin/bash-static ] || need+=(bash-static)
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v htpasswd >/dev/null || need+=(apache2-utils)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v dockerd >/dev/null || need+=(docker.io)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "test-deps: installing ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+exec "$(dirname "$0")/ensure-docker.sh"
