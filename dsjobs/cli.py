@@ -195,6 +195,7 @@ def cmd_serve(a) -> int:
     cfg.pip_index_url = a.pip_index_url or ""
     cfg.pip_extra_index_urls = tuple(a.pip_extra_index_url)
     cfg.env_installer = a.env_installer
+    cfg.docker_network = a.docker_network
     if a.max_job_duration:
         from engine.validation import parse_duration
         cfg.max_job_duration_s = parse_duration(a.max_job_duration)
@@ -330,6 +331,40 @@ def cmd_env(a) -> int:
     return 0
 
 
+def _data_dir(a) -> Path:
+    from engine.config import default_data_dir
+    return Path(a.data_dir) if a.data_dir else default_data_dir()
+
+
+def cmd_secret(a) -> int:
+    from engine.resources import Secrets
+    secrets = Secrets(_data_dir(a))
+    if a.secret_cmd == "set":
+        import getpass
+        value = sys.stdin.read().rstrip("\n") if not sys.stdin.isatty() else getpass.getpass(f"value of {a.name}: ")
+        secrets.set(a.project, a.name, value)
+        print(f"secret {a.name} set for project {a.project}", file=sys.stderr)
+    elif a.secret_cmd == "list":
+        for name in secrets.all(a.project):
+            print(name)  # names only: values never leave the file
+    else:
+        secrets.remove(a.project, a.name)
+    return 0
+
+
+def cmd_image(a) -> int:
+    from engine.resources import Images
+    images = Images(_data_dir(a))
+    if a.image_cmd == "add":
+        images.add(a.id, a.image)
+    elif a.image_cmd == "rm":
+        images.remove(a.id)
+    else:
+        for k, v in images.all().items():
+            print(f"{k}\t{v}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dsjobs", description="Run Yandex DataSphere Jobs locally.")
     p.add_argument("--endpoint", help=f"dsjobs server HOST:PORT (default: $DSJOBS_ENDPOINT or {DEFAULT_ENDPOINT})")
@@ -353,6 +388,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--pip-index-url", help="index for every job that does not name its own (a local mirror)")
     s.add_argument("--pip-extra-index-url", action="append", default=[])
     s.add_argument("--env-installer", choices=["auto", "uv", "pip"], default="auto")
+    s.add_argument("--docker-network", choices=["host", "none"], default="host")
     s.add_argument("--stop-jobs-on-exit", action="store_true", help="stop running jobs instead of leaving them")
     s.add_argument("--token", help="require `authorization: Bearer TOKEN` on every call (or $DSJOBS_TOKEN)")
     s.add_argument("--tokens-file", help="file of name:token lines; the name becomes the job's created_by")
@@ -369,6 +405,27 @@ def parser() -> argparse.ArgumentParser:
     ep.add_argument("--data-dir")
     ep.add_argument("--older-than", help="e.g. 7d, 12h")
     ep.set_defaults(func=cmd_env)
+
+    sec = sub.add_parser("secret", help="project secrets (exported to jobs; docker registry passwords)")
+    sec_sub = sec.add_subparsers(dest="secret_cmd", required=True)
+    for name in ("set", "list", "rm"):
+        x = sec_sub.add_parser(name)
+        x.add_argument("--project", default="local")
+        x.add_argument("--data-dir")
+        if name != "list":
+            x.add_argument("name")
+        x.set_defaults(func=cmd_secret)
+    img = sub.add_parser("image", help="map docker_image_resource_id values to local images")
+    img_sub = img.add_subparsers(dest="image_cmd", required=True)
+    x = img_sub.add_parser("add")
+    x.add_argument("id")
+    x.add_argument("image")
+    x2 = img_sub.add_parser("rm")
+    x2.add_argument("id")
+    x3 = img_sub.add_parser("list")
+    for x in (x, x2, x3):
+        x.add_argument("--data-dir")
+        x.set_defaults(func=cmd_image)
 
     proj = sub.add_parser("project").add_subparsers(dest="project_cmd", required=True)
     job = proj.add_parser("job").add_subparsers(dest="job_cmd", required=True)

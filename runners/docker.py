@@ -129,6 +129,10 @@ class DockerExecutor(Executor):
             memswap_limit=cs.memory_bytes or None,
         )
         sv.write_atomic(os.path.join(spec.run_dir, "container"), {"id": container.id}, durable=False)
+        # What a restarted engine needs to go on copying the logs (same keys as the process executor's spec).
+        sv.write_atomic(os.path.join(spec.run_dir, "spec"), {
+            "journal": spec.journal, "stdout": spec.stdout, "stderr": spec.stderr,
+            "log_limit_bytes": spec.log_limit_bytes}, durable=False)
         container.start()
         h = DockerHandle(spec.run_dir, container.id)
         self._follow(h, spec, since=None)

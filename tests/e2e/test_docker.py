@@ -178,3 +178,40 @@ def test_private_registry_with_a_project_secret(server, client, image, tmp_path)
     finally:
         docker("rmi", f"{reg.host}/dsjobs/shell:7", check=False)
         reg.close()
+
+
+def test_docker_job_survives_kill9_of_the_engine(tmp_path, image):
+    from tests.e2e.test_crash_recovery import Serve
+    release = tmp_path / "release"
+    release.mkdir()
+    srv = Serve(tmp_path / "data")
+    client = srv.start()
+    try:
+        # The job waits for a file the test creates through the project disk (a bind mount).
+        jid = create(client, jpb.JobParameters(
+            cmd="echo before; while [ ! -f ${DS_PROJECT_HOME}/go ]; do sleep 0.1; done; echo after; echo done > out.txt",
+            output_files=[jpb.FileDesc(path="out.txt")], attach_project_disk=True, env=in_image(image)))
+        op = client.execute(jid)
+        wait_status(client, jid, {jpb.EXECUTING})
+        time.sleep(0.5)
+        for _ in range(3):
+            client.close()
+            srv.kill9()
+            assert len(job_containers()) == 1  # the Docker Engine keeps it running
+            client = srv.start()
+            assert client.get(jid).status == jpb.EXECUTING
+        (tmp_path / "data" / "projects" / "p1" / "home" / "go").touch()
+        done = wait_op(client, client.get_operation(op.id), 60)
+        assert not done.HasField("error"), done.error.message
+        assert [f.file.desc.path for f in response(done).output_files] == ["out.txt"]
+        out = stdout_of(logs(client, jid)[0])
+        assert out.count(b"before") == 1 and b"after" in out  # never run twice, logs kept
+        for _ in range(50):
+            if not job_containers():
+                break
+            time.sleep(0.1)
+        assert job_containers() == []
+    finally:
+        client.close()
+        srv.proc.terminate()
+        srv.proc.wait(10)
