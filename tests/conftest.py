@@ -7,6 +7,8 @@ from engine.api.server import start_grpc
 from engine.app import build_engine
 from engine.config import EngineConfig
 
+pytest_plugins = ["pytester"]
+
 
 class Server:
     """A real engine with its real gRPC server on loopback, restartable on the same data dir."""
