@@ -4,8 +4,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
+# The official datasphere CLI, in an environment of its own (it carries its own generated protos).
+DSVENV := .venv-datasphere
+DSSTAMP := $(DSVENV)/.installed
 
-.PHONY: install run test test-deps proto proto-check bench clean
+.PHONY: install run test test-deps official-cli proto proto-check bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,7 +16,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
+$(DSSTAMP):
+	test -x $(DSVENV)/bin/python || $(PYTHON) -m venv $(DSVENV)
+	$(DSVENV)/bin/python -m pip install -q --disable-pip-version-check datasphere==0.10.0
+	touch $(DSSTAMP)
+
 install: $(STAMP)
+
+official-cli: $(DSSTAMP)
 
 run: install
 	cd examples/jobs/hello && ../../../$(BIN)/dsjobs run -c config.yaml
@@ -27,8 +37,8 @@ proto-check: install
 test-deps:
 	tools/test-deps.sh
 
-test: install proto-check test-deps
-	$(PY) -m pytest -q
+test: install proto-check test-deps official-cli
+	DSJOBS_DATASPHERE_PYTHON=$(CURDIR)/$(DSVENV)/bin/python $(PY) -m pytest -q
 
 bench: install test-deps
 	$(PY) bench/bench_spine.py
@@ -37,4 +47,4 @@ bench: install test-deps
 	$(PY) bench/bench_docker.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(DSVENV) build *.egg-info

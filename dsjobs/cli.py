@@ -365,6 +365,12 @@ def cmd_image(a) -> int:
     return 0
 
 
+def cmd_datasphere(a) -> int:
+    from dsjobs import official
+    endpoint = a.endpoint or os.environ.get("DSJOBS_ENDPOINT") or DEFAULT_ENDPOINT
+    return official.run(a.args, endpoint, a.datasphere_python)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dsjobs", description="Run Yandex DataSphere Jobs locally.")
     p.add_argument("--endpoint", help=f"dsjobs server HOST:PORT (default: $DSJOBS_ENDPOINT or {DEFAULT_ENDPOINT})")
@@ -405,6 +411,12 @@ def parser() -> argparse.ArgumentParser:
     ep.add_argument("--data-dir")
     ep.add_argument("--older-than", help="e.g. 7d, 12h")
     ep.set_defaults(func=cmd_env)
+
+    ds = sub.add_parser("datasphere", help="run the official datasphere CLI against dsjobs (ARGS as it takes them)")
+    ds.add_argument("--datasphere-python", help="python of the official CLI's environment "
+                                                "(default: $DSJOBS_DATASPHERE_PYTHON, or the one `datasphere` runs)")
+    ds.add_argument("args", nargs=argparse.REMAINDER)
+    ds.set_defaults(func=cmd_datasphere)
 
     sec = sub.add_parser("secret", help="project secrets (exported to jobs; docker registry passwords)")
     sec_sub = sec.add_subparsers(dest="secret_cmd", required=True)

@@ -135,6 +135,13 @@ class Store:
                        [s.name for s in statuses])
         return [from_dict(Job, json.loads(r[0])) for r in rows]
 
+    def project_created_at(self, project_id: str) -> float:
+        """When the project was first used; a project nobody used yet is created now (any id is accepted)."""
+        import time
+        with self.tx() as db:
+            db.execute("INSERT OR IGNORE INTO projects(id, created_at) VALUES (?, ?)", (project_id, time.time()))
+            return db.execute("SELECT created_at FROM projects WHERE id = ?", (project_id,)).fetchone()[0]
+
     def project_job_ids(self, project_id: str) -> list[str]:
         return [r[0] for r in self._q("SELECT id FROM jobs WHERE project_id = ?", (project_id,))]
 

@@ -9,7 +9,8 @@ import grpc
 from engine.api.auth import Auth, AuthInterceptor
 from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2_grpc as sgrpc
 from engine.api.pb.yandex.cloud.operation import operation_service_pb2_grpc as ogrpc
-from engine.api.servicers import OperationServicer, ProjectJobServicer
+from engine.api.pb.yandex.cloud.datasphere.v2 import project_service_pb2_grpc as pgrpc
+from engine.api.servicers import OperationServicer, ProjectJobServicer, ProjectServicer
 from engine.app import Engine
 
 MAX_MESSAGE = 4 * 1024 * 1024
@@ -33,6 +34,7 @@ def start_grpc(engine: Engine, listen: str, *, max_workers: int = 64, max_concur
     )
     sgrpc.add_ProjectJobServiceServicer_to_server(ProjectJobServicer(engine.jobs, auth), server)
     ogrpc.add_OperationServiceServicer_to_server(OperationServicer(engine.jobs), server)
+    pgrpc.add_ProjectServiceServicer_to_server(ProjectServicer(engine.jobs), server)
     port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")

@@ -9,6 +9,8 @@ from engine.api.auth import Auth
 from engine.api.errors import grpc_errors, grpc_stream_errors
 from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
 from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2_grpc as sgrpc
+from engine.api.pb.yandex.cloud.datasphere.v2 import project_pb2 as ppb
+from engine.api.pb.yandex.cloud.datasphere.v2 import project_service_pb2_grpc as pgrpc
 from engine.api.pb.yandex.cloud.operation import operation_service_pb2_grpc as ogrpc
 from engine.errors import InvalidArgument
 from engine.jobs import JobService
@@ -130,3 +132,18 @@ class OperationServicer(ogrpc.OperationServiceServicer):
             raise FailedPrecondition(f"operation {request.operation_id!r} ({op.kind}) cannot be cancelled")
         self.jobs.cancel(op.job_id, "operation cancelled", graceful=False)
         return _operation(self.jobs, request.operation_id)
+
+
+class ProjectServicer(pgrpc.ProjectServiceServicer):
+    """Projects exist locally as soon as a job names them; Get gives what the official client needs for its link."""
+
+    def __init__(self, jobs: JobService):
+        self.jobs = jobs
+
+    @grpc_errors
+    def Get(self, request, context):
+        if not request.project_id:
+            raise InvalidArgument("project_id is empty")
+        created = self.jobs.store.project_created_at(request.project_id)
+        return ppb.Project(id=request.project_id, name=request.project_id, community_id=self.jobs.cfg.community_id,
+                           created_at=cv.ts(created))

@@ -15,6 +15,7 @@ FILES = [
     "yandex/cloud/datasphere/v2/jobs/project_job_service.proto",
     "yandex/cloud/operation/operation.proto",
     "yandex/cloud/operation/operation_service.proto",
+    "yandex/cloud/datasphere/v2/project.proto",
 ]
 
 DUMP = r'''
@@ -63,3 +64,19 @@ def test_descriptors_match_official_yandexcloud():
     resp = ours["yandex.cloud.datasphere.v2.jobs.ExecuteProjectJobResponse"]["fields"]
     assert resp["output_files_errors"]["number"] == 4
     assert ours["yandex.cloud.datasphere.v2.jobs.LogMessage"]["oneofs"] == ["source"]
+
+
+@pytest.mark.e2e
+def test_project_service_get_matches_official():
+    """We serve only ProjectService.Get; its method and request must be the official ones."""
+    code = r'''
+import importlib, json, sys
+mod = importlib.import_module(sys.argv[1] + "yandex.cloud.datasphere.v2.project_service_pb2")
+s = mod.DESCRIPTOR.services_by_name["ProjectService"].methods_by_name["Get"]
+req = s.input_type
+print(json.dumps([s.full_name, s.input_type.full_name, s.output_type.full_name,
+                  {f.name: [f.number, f.type] for f in req.fields}]))
+'''
+    out = [subprocess.run([sys.executable, "-c", code, prefix], capture_output=True, text=True, check=True).stdout
+           for prefix in ("engine.api.pb.", "")]
+    assert out[0] == out[1] and "yandex.cloud.datasphere.v2.ProjectService.Get" in out[0]
