@@ -352,6 +352,19 @@ def cmd_secret(a) -> int:
     return 0
 
 
+def cmd_dirs(a) -> int:
+    from engine.resources import Directories
+    reg = Directories(_data_dir(a), a.kind)
+    if a.dirs_cmd == "add":
+        reg.add(a.id, a.dir)
+    elif a.dirs_cmd == "rm":
+        reg.remove(a.id)
+    else:
+        for k, v in reg.all().items():
+            print(f"{k}\t{v['dir']}\t{v.get('name', '')}")
+    return 0
+
+
 def cmd_image(a) -> int:
     from engine.resources import Images
     images = Images(_data_dir(a))
@@ -427,6 +440,19 @@ def parser() -> argparse.ArgumentParser:
         if name != "list":
             x.add_argument("name")
         x.set_defaults(func=cmd_secret)
+    for kind, helptext in (("mount", "S3 mounts: a resource id -> a local directory"),
+                           ("dataset", "datasets: a resource id -> a local directory")):
+        k = sub.add_parser(kind, help=helptext).add_subparsers(dest="dirs_cmd", required=True)
+        y = k.add_parser("add")
+        y.add_argument("id")
+        y.add_argument("dir")
+        y2 = k.add_parser("rm")
+        y2.add_argument("id")
+        y3 = k.add_parser("list")
+        for y in (y, y2, y3):
+            y.add_argument("--data-dir")
+            y.set_defaults(func=cmd_dirs, kind=kind)
+
     img = sub.add_parser("image", help="map docker_image_resource_id values to local images")
     img_sub = img.add_subparsers(dest="image_cmd", required=True)
     x = img_sub.add_parser("add")

@@ -85,3 +85,47 @@ class Images:
             raise FailedPrecondition(f"docker_image_resource_id {image_id!r} is not known to this engine "
                                      f"(map it to a local image: dsjobs image add {image_id} IMAGE)")
         return image
+
+
+RESOURCE_ID_RE = re.compile(r"[0-9a-z]{20}")
+
+
+class Directories:
+    """Resource id -> a local directory: S3 mounts (``dsjobs mount add``) and datasets (``dsjobs dataset add``).
+    A job refers to them as ``${<id>}``, as the cloud's client sends them."""
+
+    def __init__(self, data_dir: Path, kind: str):
+        self.kind = kind
+        self.path = Path(data_dir) / f"{kind}s.json"
+
+    def all(self) -> dict[str, dict]:
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+
+    def add(self, rid: str, directory: str | Path, **meta) -> None:
+        if not RESOURCE_ID_RE.fullmatch(rid):
+            raise InvalidArgument(f"{self.kind} id {rid!r} must be a resource id: 20 characters of [0-9a-z]")
+        d = Path(directory).resolve()
+        if not d.is_dir():
+            raise InvalidArgument(f"{self.kind} {rid}: {str(d)!r} is not a directory")
+        data = self.all()
+        data[rid] = {"dir": str(d), **meta}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, self.path)
+
+    def remove(self, rid: str) -> None:
+        data = self.all()
+        data.pop(rid, None)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, self.path)
+
+    def resolve(self, rid: str) -> str:
+        entry = self.all().get(rid)
+        if entry is None or not os.path.isdir(entry["dir"]):
+            raise FailedPrecondition(f"{self.kind} {rid!r} is not registered on this engine "
+                                     f"(dsjobs {self.kind} add {rid} DIR)")
+        return entry["dir"]

@@ -24,7 +24,7 @@ from engine.jobs import JobService
 from engine.cas import file_digest
 from engine.model import File, FileDesc, Job, OperationError
 from engine.state import JobStatus
-from engine.resources import Images, Secrets
+from engine.resources import Directories, Images, Secrets
 from engine.store import StaleWrite
 from engine.validation import MAX_DURATION_VAR, parse_duration
 from runners.base import ExitResult, Executor, Handle, RunSpec
@@ -53,6 +53,8 @@ class Scheduler:
         self.docker = docker
         self.secrets = Secrets(jobs.cfg.data_dir)
         self.images = Images(jobs.cfg.data_dir)
+        self.mounts = Directories(jobs.cfg.data_dir, "mount")
+        self.datasets = Directories(jobs.cfg.data_dir, "dataset")
         self.n_workers = max(1, workers)
         self._wake = threading.Condition()
         self._stopping = False
@@ -211,10 +213,16 @@ class Scheduler:
             return "python_env with a Docker image is not available in this dsjobs version yet (use the image's Python)"
         if p.spark_connector_id:
             return f"spark_parameters: Spark connector {p.spark_connector_id!r} is not available locally"
-        ids = p.s3_mount_ids + p.dataset_ids
-        if ids:
-            return f"s3 mounts and datasets are not registered on this engine: {', '.join(ids)}"
         return None
+
+    def _resources(self, job: Job) -> dict[str, tuple[str, str]]:
+        """${<id>} of s3 mounts and datasets -> (host dir, dir inside a container); unknown ids fail the job."""
+        out = {}
+        for rid in job.params.s3_mount_ids:
+            out[rid] = (self.mounts.resolve(rid), f"/dsjobs/s3/{rid}")
+        for rid in job.params.dataset_ids:
+            out[rid] = (self.datasets.resolve(rid), f"/dsjobs/datasets/{rid}")
+        return out
 
     def _instance(self, job: Job, note) -> "InstanceType":
         """The first requested type this machine can serve (GPUs are what it cannot fake)."""
@@ -228,7 +236,8 @@ class Scheduler:
         raise DockerError(f"none of the instance types {', '.join(names)} can run on this machine: "
                           f"it has no GPU", code="FAILED_PRECONDITION")
 
-    def _container(self, job: Job, run_dir: Path, work: Path, project_home: Optional[str], instance) -> ContainerSpec:
+    def _container(self, job: Job, run_dir: Path, work: Path, project_home: Optional[str], instance,
+                   resources: dict) -> ContainerSpec:
         jobs, cfg, p = self.jobs, self.jobs.cfg, job.params
         note = lambda m: jobs.system_log(job.id, m)  # noqa: E731
         if p.env.docker_image_resource_id:
@@ -250,6 +259,8 @@ class Scheduler:
                  str(jobs.progress_path(job.id).parent): {"bind": CONTAINER_PROGRESS, "mode": "rw"}}
         if project_home:
             binds[project_home] = {"bind": CONTAINER_PROJECT_HOME, "mode": "rw"}
+        for host, inside in resources.values():
+            binds[host] = {"bind": inside, "mode": "ro"}  # mounts and datasets are for reading
         secrets = self.secrets.all(job.project_id)
         if secrets:
             sdir = run_dir / "secrets"
@@ -273,11 +284,20 @@ class Scheduler:
         return ContainerSpec(image=image, job_id=job.id, project_id=job.project_id, binds=binds, user=user_spec,
                              network=cfg.docker_network, cpus=cpus, memory_bytes=memory)
 
-    def _to_job_path(self, job: Job, work: Path, project_home: Optional[str]):
+    def _check_storage(self, job: Job, work: Path) -> None:
+        ws = job.params.extended_working_storage
+        if ws is not None and ws.size_gb:
+            work.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(work).free
+            if free < ws.size_gb * (1 << 30):
+                self.jobs.system_log(job.id, f"warning: working storage of {ws.size_gb} GB was asked for; the disk "
+                                             f"holding the working directory has {free / (1 << 30):.1f} GB free")
+
+    def _to_job_path(self, job: Job, work: Path, project_home: Optional[str], resources: dict):
         if not _uses_docker(job):
             return lambda p: p
         progress = str(self.jobs.progress_path(job.id).parent)
-        table = [(str(work), JOB_DIR), (progress, CONTAINER_PROGRESS)]
+        table = [(str(work), JOB_DIR), (progress, CONTAINER_PROGRESS)] + list(resources.values())
         if project_home:
             table.append((project_home, CONTAINER_PROJECT_HOME))
 
@@ -312,8 +332,11 @@ class Scheduler:
                 os.makedirs(project_home, exist_ok=True)
             jobs.system_log(job.id, f"preparing: instance type {instance}, working directory {work}")
             venv = self._python_env(job, run_dir)
+            resources = self._resources(job)
+            self._check_storage(job, work)
             layout = materialise(job.params, work, lambda sha: str(jobs.blobs.path(sha)), project_home=project_home,
-                                 to_job_path=self._to_job_path(job, work, project_home))
+                                 mounts={rid: host for rid, (host, _) in resources.items()},
+                                 to_job_path=self._to_job_path(job, work, project_home, resources))
             (run_dir / "layout").write_text(_layout_text(layout))  # what a restarted engine needs to collect
             cmd = substitute(job.params.cmd, layout.vars)
             env = self._env(job, run_dir, layout, project_home, venv)
@@ -322,7 +345,8 @@ class Scheduler:
             spec = RunSpec(job_id=job.id, run_dir=str(run_dir), argv=["bash", "-c", cmd], cwd=str(work), env=env,
                            journal=journal, stdout=str(run_dir / "stdout.txt"), stderr=str(run_dir / "stderr.txt"),
                            log_limit_bytes=jobs.cfg.log_limit_bytes, max_duration_s=limit,
-                           container=self._container(job, run_dir, work, project_home, inst) if docker else None,
+                           container=self._container(job, run_dir, work, project_home, inst, resources)
+                           if docker else None,
                            deadline_stop={"signal": int(sig if sig != signal.SIGKILL else signal.SIGTERM),
                                           "timeout": float(grace or jobs.cfg.default_graceful_timeout_s),
                                           "reason": f"the job's maximum running time ({limit:g}s) was reached"
@@ -408,6 +432,7 @@ class Scheduler:
             "job stopped: maximum running time reached" if deadline else
             f"job finished with return code {result.return_code}")
         jobs.system_log(job_id, summary)
+        datasets = self._publish_datasets(job, layout) if final == S.SUCCESS and layout is not None else []
         log_files = self._store_logs(job_id, run_dir)
         diagnostics = []
         if (run_dir / "env_build.log").exists():
@@ -417,6 +442,7 @@ class Scheduler:
 
         def done(j: Job):
             j.output_files, j.file_errors, j.log_files = files, errors, log_files
+            j.output_datasets = datasets
             j.diagnostic_files = diagnostics
             j.data_size_bytes = sum(f.size_bytes for f in files + log_files)
             if result is not None:
@@ -431,6 +457,25 @@ class Scheduler:
                 elif final == S.ERROR:
                     j.status_details = f"program returned code {result.return_code}"
         jobs.update(job_id, done, to=final)
+
+    def _publish_datasets(self, job: Job, layout: Layout) -> list:
+        """After a successful run, each output dataset's directory becomes a new local dataset."""
+        from engine.jobs import new_id
+        from engine.model import OutputDataset
+        out = []
+        for desc in job.params.output_datasets:
+            rel = layout.output_datasets.get(desc.var)
+            if rel is None:
+                continue
+            rid = new_id("bt")
+            dest = self.jobs.cfg.data_dir / "datasets" / rid
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(layout.work / rel), dest)
+            self.datasets.add(rid, dest, name=desc.name, description=desc.description, labels=desc.labels,
+                              source_job=job.id)
+            self.jobs.system_log(job.id, f"dataset {desc.name!r} created: {rid}")
+            out.append(OutputDataset(desc=desc, id=rid))
+        return out
 
     def _store_logs(self, job_id: str, run_dir: Path) -> list[File]:
         """Describe the job's log files; their bytes enter the blob store only when someone downloads them."""

@@ -215,3 +215,18 @@ def test_docker_job_survives_kill9_of_the_engine(tmp_path, image):
         client.close()
         srv.proc.terminate()
         srv.proc.wait(10)
+
+
+def test_datasets_are_read_only_in_a_container(server, client, image, tmp_path):
+    from engine.resources import Directories
+    d = tmp_path / "ds"
+    d.mkdir()
+    (d / "x.txt").write_text("data\n")
+    os.chmod(d, 0o777)
+    rid = "bt0000000000datasetx"
+    Directories(server.engine.cfg.data_dir, "dataset").add(rid, d)
+    jid, op = run(client, jpb.JobParameters(
+        cmd=f"cat ${{{rid}}}/x.txt; echo no > ${{{rid}}}/y.txt && echo wrote || echo refused",
+        dataset_ids=[rid], env=in_image(image)))
+    out = stdout_of(logs(client, jid)[0])
+    assert out == b"data\nrefused\n" and not (d / "y.txt").exists()
