@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from runners import supervisor as sv
@@ -22,6 +22,7 @@ class ProcessHandle(Handle):
     pid: int
     start_time: int
     popen: Optional[subprocess.Popen] = None
+    done: threading.Event = field(default_factory=threading.Event)
 
     def alive(self) -> bool:
         if self.popen is not None:
@@ -104,7 +105,9 @@ class ProcessExecutor(Executor):
             try:
                 popen.stdin.write(f"{spec.run_dir}\n".encode())
                 popen.stdin.close()
-                return ProcessHandle(spec.run_dir, popen.pid, sv.proc_start_time(popen.pid), popen)
+                h = ProcessHandle(spec.run_dir, popen.pid, sv.proc_start_time(popen.pid), popen)
+                self._sample(h, spec.journal)
+                return h
             except (BrokenPipeError, OSError):
                 pass  # it died meanwhile: start one the slow way
         errlog = open(os.path.join(spec.run_dir, "supervisor.err"), "ab")
@@ -117,12 +120,58 @@ class ProcessExecutor(Executor):
             )
         return ProcessHandle(spec.run_dir, popen.pid, sv.proc_start_time(popen.pid), popen)
 
+    STATS_INTERVAL_S = 3.0
+
+    def _sample(self, h: ProcessHandle, journal: str) -> None:
+        """Resource stats of the job's process tree (psutil), in the format of the cloud's .docker_stats.tsv."""
+        import psutil
+        from runners.docker import STATS_HEADER
+
+        def loop():
+            path = os.path.join(h.run_dir, "docker_stats.tsv")
+            fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            procs: dict[int, psutil.Process] = {}
+            try:
+                with open(path, "a") as f:
+                    if f.tell() == 0:
+                        f.write(STATS_HEADER)
+                        sv.append_record(fd, sv.STATS, STATS_HEADER.encode())
+                    while not h.done.wait(self.STATS_INTERVAL_S):
+                        try:
+                            tree = psutil.Process(h.pid).children(recursive=True)
+                        except psutil.Error:
+                            continue
+                        cpu = mem = rd = wr = 0.0
+                        for p in tree:
+                            p = procs.setdefault(p.pid, p)
+                            try:
+                                cpu += p.cpu_percent(None)
+                                mem += p.memory_info().rss
+                                io = p.io_counters()
+                                rd, wr = rd + io.read_bytes, wr + io.write_bytes
+                            except psutil.Error:
+                                pass
+                        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+                        line = (f"{stamp}\t{cpu:.1f}\t{int(mem)}\t{psutil.virtual_memory().total}\t{int(rd)}\t"
+                                f"{int(wr)}\t{len(tree)}\n")
+                        f.write(line)
+                        f.flush()
+                        sv.append_record(fd, sv.STATS, line.encode())
+            finally:
+                os.close(fd)
+        threading.Thread(target=loop, daemon=True, name="dsjobs-stats").start()
+
     def adopt(self, run_dir: str) -> Optional[ProcessHandle]:
         info = sv.read_file(os.path.join(run_dir, "supervisor"))
         if not isinstance(info, dict):
             return None
         h = ProcessHandle(run_dir, info["pid"], info["start_time"])
-        return h if h.alive() else None
+        if not h.alive():
+            return None
+        spec = sv.read_file(os.path.join(run_dir, "spec"))
+        if isinstance(spec, dict):
+            self._sample(h, spec["journal"])
+        return h
 
     def wait(self, handle: ProcessHandle, timeout: Optional[float] = None) -> Optional[ExitResult]:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -131,11 +180,13 @@ class ProcessExecutor(Executor):
                 handle.popen.wait(timeout)
             except subprocess.TimeoutExpired:
                 return None
+            handle.done.set()
         else:
             while handle.alive():
                 if deadline is not None and time.monotonic() >= deadline:
                     return None
                 time.sleep(self.POLL_S)
+            handle.done.set()
         result = read_status(handle.run_dir)
         if result is None:
             try:

@@ -364,3 +364,12 @@ def test_janitor_clears_expired_data_and_unreferenced_blobs(tmp_path):
         assert c.get(jid).status == jpb.SUCCESS and not c.get(keep).data_cleared
     finally:
         s.stop()
+
+
+def test_process_jobs_stream_resource_stats(server, client):
+    server.engine.scheduler.executor.STATS_INTERVAL_S = 0.2
+    jid, op = run(client, jpb.JobParameters(cmd="python3 -c 'x = bytearray(50_000_000); import time; time.sleep(1)'"))
+    stats = [m.content.decode() for m in logs(client, jid)[0] if m.file_path == ".docker_stats.tsv"]
+    assert stats[0].startswith("time\tcpu_percent\tmemory_bytes")
+    rows = [line.split("\t") for line in stats[1:]]
+    assert rows and max(int(r[2]) for r in rows) > 50_000_000  # the job's memory, seen from outside
