@@ -201,6 +201,10 @@ def cmd_serve(a) -> int:
         cfg.max_job_duration_s = parse_duration(a.max_job_duration)
     from engine.api.auth import load_tokens
     tokens = load_tokens(a.token or os.environ.get("DSJOBS_TOKEN"), a.tokens_file)
+    # Handlers first: a SIGTERM that comes as soon as the endpoint is printed must still stop us cleanly.
+    stop = threading.Event()
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, lambda *_: stop.set())
     engine = build_engine(cfg).start()
     try:
         server, port = start_grpc(engine, a.listen, tokens=tokens, allow_insecure_remote=a.insecure_listen)
@@ -211,11 +215,12 @@ def cmd_serve(a) -> int:
     host = a.listen.rsplit(":", 1)[0]
     print(f"dsjobs serving the DataSphere Jobs API on {host}:{port} (files on {engine.files_url}), "
           f"data dir {cfg.data_dir}", flush=True)
-    stop = threading.Event()
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, lambda *_: stop.set())
-    stop.wait()
-    print("dsjobs: shutting down; running jobs keep running and are re-adopted at the next start", flush=True)
+    while not stop.wait(0.5):  # a timed wait, so signal handlers always get to run
+        pass
+    if a.stop_jobs_on_exit:
+        print("dsjobs: shutting down; stopping running jobs", flush=True)
+    else:
+        print("dsjobs: shutting down; running jobs keep running and are re-adopted at the next start", flush=True)
     server.stop(5).wait()
     engine.stop(stop_jobs=a.stop_jobs_on_exit)
     return 0

@@ -91,11 +91,19 @@ class Scheduler:
             self._stopping = True
             self._wake.notify_all()
         if stop_jobs:
-            for job_id in list(self._running):
+            # Every job this engine runs or prepares (one engine per data dir). Listing under the job lock means no
+            # worker is between "EXECUTING" and "handle registered", and a job still being prepared sees
+            # CANCELLING before it would start.
+            with self.jobs._mu:
+                active = [j.id for j in self.jobs.store.jobs_with_status(S.PREPARING, S.EXECUTING,
+                                                                         S.UPLOADING_OUTPUT)
+                          if j.status != S.PREPARING or j.attempt > 0]
+            log.info("stopping %d running job(s)", len(active))
+            for job_id in active:
                 try:
                     self.jobs.cancel(job_id, "engine shutting down", graceful=True)
                 except EngineError:
-                    pass
+                    log.exception("cannot stop job %s", job_id)
             deadline = time.monotonic() + timeout
             for t in self._threads:
                 t.join(max(0.0, deadline - time.monotonic()))

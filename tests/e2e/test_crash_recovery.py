@@ -26,7 +26,7 @@ class Serve:
 
     def start(self) -> Client:
         self.proc = subprocess.Popen([sys.executable, "-m", "dsjobs", "serve", "--listen", "127.0.0.1:0",
-                                      "--data-dir", str(self.data_dir), "--log-level", "warning", *self.extra],
+                                      "--data-dir", str(self.data_dir), "--log-level", os.environ.get("DSJOBS_TEST_LOG_LEVEL", "warning"), *self.extra],
                                      stdout=subprocess.PIPE, text=True)
         port = re.search(r"on 127\.0\.0\.1:(\d+)", self.proc.stdout.readline()).group(1)
         return Client(f"127.0.0.1:{port}")
@@ -82,37 +82,44 @@ def test_kill_engine_ten_times_during_a_job(tmp_path):
 def test_sigterm_leaves_jobs_running_and_stop_jobs_on_exit_stops_them(tmp_path):
     release = tmp_path / "release"
     srv = Serve(tmp_path / "data")
-    client = srv.start()
-    cmd = f"while [ ! -f {release} ]; do sleep 0.05; done; echo ok > out.txt"
-    jid = create(client, jpb.JobParameters(cmd=cmd, output_files=[jpb.FileDesc(path="out.txt")]))
-    op = client.execute(jid)
-    wait_status(client, jid, {jpb.EXECUTING})
-    client.close()
-    t = time.monotonic()
-    srv.proc.send_signal(signal.SIGTERM)
-    assert srv.proc.wait(15) == 0 and time.monotonic() - t < 10
-    release.touch()
-    client = srv.start()
-    done = wait_op(client, client.get_operation(op.id), 30)
-    assert not done.HasField("error") and [f.file.desc.path for f in response(done).output_files] == ["out.txt"]
-    # With --stop-jobs-on-exit, SIGTERM stops running jobs (gracefully) and no record is left unfinished.
-    client.close()
-    srv.proc.send_signal(signal.SIGTERM)
-    srv.proc.wait(15)
-    srv.extra = ["--stop-jobs-on-exit"]
-    client = srv.start()
-    jid2 = create(client, jpb.JobParameters(cmd="sleep 600"))
-    client.execute(jid2)
-    wait_status(client, jid2, {jpb.EXECUTING})
-    client.close()
-    srv.proc.send_signal(signal.SIGTERM)
-    assert srv.proc.wait(30) == 0
-    srv.extra = []
-    client = srv.start()
     try:
-        job = client.get(jid2)
-        assert job.status == jpb.CANCELLED and "shutting down" in job.status_details
-    finally:
+        client = srv.start()
+        cmd = f"while [ ! -f {release} ]; do sleep 0.05; done; echo ok > out.txt"
+        jid = create(client, jpb.JobParameters(cmd=cmd, output_files=[jpb.FileDesc(path="out.txt")]))
+        op = client.execute(jid)
+        wait_status(client, jid, {jpb.EXECUTING})
         client.close()
-        srv.proc.terminate()
-        srv.proc.wait(10)
+        t = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(15) == 0 and time.monotonic() - t < 10
+        release.touch()
+        client = srv.start()
+        done = wait_op(client, client.get_operation(op.id), 30)
+        assert not done.HasField("error") and [f.file.desc.path for f in response(done).output_files] == ["out.txt"]
+        # With --stop-jobs-on-exit, SIGTERM stops running jobs (gracefully) and no record is left unfinished.
+        client.close()
+        srv.proc.send_signal(signal.SIGTERM)
+        srv.proc.wait(15)
+        srv.extra = ["--stop-jobs-on-exit"]
+        client = srv.start()
+        jid2 = create(client, jpb.JobParameters(cmd="sleep 600"))
+        client.execute(jid2)
+        wait_status(client, jid2, {jpb.EXECUTING})
+        client.close()
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(30) == 0
+        srv.extra = []
+        client = srv.start()
+        try:
+            job = client.get(jid2)
+            assert job.status == jpb.CANCELLED and "shutting down" in job.status_details
+        finally:
+            client.close()
+            srv.proc.terminate()
+            srv.proc.wait(10)
+
+    finally:
+        release.touch()
+        if srv.proc is not None and srv.proc.poll() is None:
+            srv.proc.kill()
+            srv.proc.wait(10)
