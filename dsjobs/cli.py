@@ -46,6 +46,31 @@ class _Printer:
                     self.err.print(f"[SYS] {line}", style="dim", markup=False)
 
 
+class _ProgressBar:
+    """The job's own progress (JOB_PROGRESS_FILENAME), and the engine's (environment builds), as a rich bar."""
+
+    def __init__(self, console):
+        self.console, self.progress, self.task = console, None, None
+
+    def update(self, op) -> None:
+        from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+        meta = spb.ExecuteProjectJobMetadata()
+        if not op.metadata.Unpack(meta) or not meta.HasField("progress"):
+            return
+        if self.progress is None:
+            from rich.progress import BarColumn, Progress, TextColumn
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                     TextColumn("{task.percentage:>3.0f}%"), console=self.console, transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task("job", total=100)
+        self.progress.update(self.task, completed=meta.progress.progress,
+                             description=meta.progress.message or "job")
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
 def _ts(t) -> str:
     if not t.seconds and not t.nanos:
         return ""
@@ -99,15 +124,18 @@ def follow(client: Client, job_id: str, op, base: Path, *, graceful_cancel: bool
         except grpc.RpcError as e:
             printer.err.print(f"cancel failed: {e.details()}", style="red")
     old = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+    bar = _ProgressBar(printer.err) if sys.stderr.isatty() else None
     try:
         try:
-            op = client.wait_operation(op)
+            op = client.wait_operation(op, on_poll=bar.update if bar else (lambda op: None))
         except OperationFailed as e:
             logs_thread.join(5)
             printer.err.print(str(e), style="red", markup=False)
             return 1
         logs_thread.join(5)
     finally:
+        if bar:
+            bar.stop()
         if old is not None:
             signal.signal(signal.SIGINT, old)
     from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
@@ -259,13 +287,36 @@ def cmd_list(a) -> int:
 
 
 def cmd_get(a) -> int:
-    j = _client(a).get(a.id)
+    client = _client(a)
+    j = client.get(a.id)
+    d = _job_dict(j)
+    d["history"] = _history(client, a.id)
     if a.format == "json":
-        print(json.dumps(_job_dict(j), indent=2))
-    else:
-        for k, v in _job_dict(j).items():
+        print(json.dumps(d, indent=2))
+        return 0
+    for k, v in d.items():
+        if k == "history":
+            print(f"{'history':>16}:")
+            for line in v:
+                print(f"{'':>18}{line}")
+        else:
             print(f"{k:>16}: {v}")
     return 0
+
+
+def _history(client, job_id: str) -> list[str]:
+    """What happened to the job, from the engine's own log of it (what the cloud's job page shows)."""
+    from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+    out = []
+    for resp in client.jobs.ReadLogs(spb.ReadProjectJobLogsRequest(job_id=job_id, offset=0), timeout=10):
+        for m in resp.logs:
+            if m.file_path == ".system.log":
+                for line in m.content.decode(errors="replace").splitlines():
+                    out.append(f"{_ts(m.created_at)}  {line}")
+        j = client.get(job_id)
+        if j.status not in (4, 5, 6):
+            break  # a running job: what happened so far
+    return out
 
 
 def cmd_cancel(a) -> int:

@@ -43,7 +43,9 @@ def test_project_job_commands(tmp_path):
         jobs = json.loads(r.stdout)
         assert len(jobs) == 2 and jobs[0]["id"] == ids["job_id"] and {j["status"] for j in jobs} == {"SUCCESS"}
         r = cli(port, "project", "job", "get", "--id", ids["job_id"], "--format", "json", cwd=work)
-        assert json.loads(r.stdout)["instance_type"] == "c1.4"
+        got = json.loads(r.stdout)
+        assert got["instance_type"] == "c1.4" and got["outputs"]
+        assert any("job queued" in h for h in got["history"]) and "job completed" in got["history"][-1]
         dl = tmp_path / "dl"
         r = cli(port, "project", "job", "download-files", "--id", ids["job_id"], "--with-logs", "--output-dir",
                 str(dl), cwd=work)

@@ -45,3 +45,16 @@ def test_config_error_reported_before_anything_runs(tmp_path):
     assert res.returncode == 1
     assert "`cmd` contains variable not presented in config: NOPE" in res.stderr
     assert not (tmp_path / "ran.txt").exists()
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    """On a terminal, `dsjobs run` shows the job's progress (JOB_PROGRESS_FILENAME) as a bar."""
+    (tmp_path / "steps.sh").write_text('for i in 1 2 3; do echo "{\\"progress\\": $((i*30)), \\"message\\": '
+                                       '\\"step $i\\"}" >> $JOB_PROGRESS_FILENAME; sleep 0.4; done\n')
+    (tmp_path / "config.yaml").write_text("cmd: bash steps.sh\ninputs:\n  - steps.sh\n")
+    typescript = tmp_path / "typescript"
+    cmd = f"{sys.executable} -m dsjobs run -c config.yaml --data-dir {tmp_path / 'data'}"
+    subprocess.run(["script", "-qc", cmd, str(typescript)], cwd=tmp_path, capture_output=True, timeout=120,
+                   check=True)
+    screen = typescript.read_bytes().decode(errors="replace")
+    assert "step 3" in screen and "90%" in screen and "━" in screen
