@@ -65,3 +65,25 @@ def test_log_flood_is_capped_and_does_not_block(tmp_path):
         assert (s.engine.jobs.run_dir(jid) / "stderr.txt").read_bytes() == b"tail\n"
     finally:
         s.stop()
+
+
+def test_more_concurrent_calls_than_configured_get_resource_exhausted(server):
+    from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb2
+    srv, port = start_grpc(server.engine, "127.0.0.1:0", max_concurrent_rpcs=2)
+    c = Client(f"127.0.0.1:{port}")
+    try:
+        jid = create(c, jpb.JobParameters(cmd="sleep 5"))
+        c.execute(jid)
+        streams = [c.jobs.ReadLogs(spb2.ReadProjectJobLogsRequest(job_id=jid, offset=-1)) for _ in range(2)]
+        import time
+        time.sleep(0.3)  # both streams are now being served, and stay open while the job runs
+        with pytest.raises(grpc.RpcError) as e:
+            c.get(jid)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        for st in streams:
+            st.cancel()
+        time.sleep(0.5)  # the server notices the cancelled streams and frees their slots
+        c.get(jid)
+    finally:
+        c.close()
+        srv.stop(0)

@@ -123,3 +123,32 @@ def test_sigterm_leaves_jobs_running_and_stop_jobs_on_exit_stops_them(tmp_path):
         if srv.proc is not None and srv.proc.poll() is None:
             srv.proc.kill()
             srv.proc.wait(10)
+
+
+def test_queued_jobs_run_after_kill9(tmp_path):
+    release = tmp_path / "release"
+    srv = Serve(tmp_path / "data")
+    srv.extra = ["--max-concurrent-jobs", "1"]
+    client = srv.start()
+    try:
+        first = create(client, jpb.JobParameters(cmd=f"while [ ! -f {release} ]; do sleep 0.05; done"))
+        ops = [client.execute(first)]
+        wait_status(client, first, {jpb.EXECUTING})
+        queued = [create(client, jpb.JobParameters(cmd=f"echo queued-{i} > q.txt", output_files=[
+            jpb.FileDesc(path="q.txt")])) for i in range(2)]
+        ops += [client.execute(j) for j in queued]
+        assert all(client.get(j).status == jpb.PREPARING for j in queued)
+        client.close()
+        srv.kill9()
+        release.touch()
+        client = srv.start()
+        for op in ops:
+            done = wait_op(client, client.get_operation(op.id), 60)
+            assert not done.HasField("error"), done.error.message
+        assert [client.get(j).status for j in [first] + queued] == [jpb.SUCCESS] * 3
+    finally:
+        release.touch()
+        client.close()
+        if srv.proc.poll() is None:
+            srv.proc.terminate()
+            srv.proc.wait(10)
