@@ -559,6 +559,17 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "datasphere" in argv:
+        # Everything after `datasphere` belongs to the official CLI, its own options first included.
+        i = argv.index("datasphere")
+        head, tail = argv[:i], argv[i + 1:]
+        py = None
+        if tail[:1] == ["--datasphere-python"] and len(tail) > 1:
+            py, tail = tail[1], tail[2:]
+        a = parser().parse_args(head + ["datasphere"])
+        a.args, a.datasphere_python = tail, py
+        return a.func(a)
     a = parser().parse_args(argv)
     try:
         return a.func(a)

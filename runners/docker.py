@@ -152,10 +152,9 @@ class DockerExecutor(Executor):
 
         def pump(stream: int):
             try:
-                c = self.dc.containers.get(h.container_id)
                 kw = {"since": since} if since else {}
-                for chunk in c.logs(stdout=stream == sv.STDOUT, stderr=stream == sv.STDERR, stream=True,
-                                    follow=True, **kw):
+                for chunk in self.dc.api.logs(h.container_id, stdout=stream == sv.STDOUT,
+                                              stderr=stream == sv.STDERR, stream=True, follow=True, **kw):
                     with mu:
                         sink.feed(stream, chunk)
             except Exception as e:  # noqa: BLE001 - a broken stream must not hide the exit status
@@ -243,9 +242,9 @@ class DockerExecutor(Executor):
     def wait(self, handle: DockerHandle, timeout: Optional[float] = None) -> Optional[ExitResult]:
         import docker.errors
         import requests
+        api = self.dc.api  # the low-level client: no extra inspect per call on the way to the exit status
         try:
-            c = self.dc.containers.get(handle.container_id)
-            res = c.wait(timeout=timeout) if timeout else c.wait()
+            res = api.wait(handle.container_id, timeout=timeout) if timeout else api.wait(handle.container_id)
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
             return None
         except docker.errors.NotFound:
@@ -257,8 +256,7 @@ class DockerExecutor(Executor):
         code = res.get("StatusCode")
         note = None
         try:
-            c.reload()
-            if c.attrs["State"].get("OOMKilled"):
+            if api.inspect_container(handle.container_id)["State"].get("OOMKilled"):
                 note = "the container was killed: out of memory (the instance type's memory limit)"
         except docker.errors.NotFound:
             pass
@@ -271,16 +269,15 @@ class DockerExecutor(Executor):
             return
         handle.stop = {"signal": int(signal), "timeout": float(timeout_s), "reason": reason, "kind": kind}
         try:
-            c = self.dc.containers.get(handle.container_id)
             # Through the init process, which forwards the signal to the job's process group.
-            c.kill(signal=int(signal))
+            self.dc.api.kill(handle.container_id, signal=int(signal))
         except docker.errors.APIError:
             return
         if signal != 9 and timeout_s > 0:
             def escalate():
                 if not handle.done.wait(timeout_s):
                     try:
-                        self.dc.containers.get(handle.container_id).kill(signal=9)
+                        self.dc.api.kill(handle.container_id, signal=9)
                     except docker.errors.APIError:
                         pass
             threading.Thread(target=escalate, daemon=True, name="dsjobs-docker-kill").start()
@@ -288,7 +285,7 @@ class DockerExecutor(Executor):
     def cleanup(self, handle: DockerHandle) -> None:
         import docker.errors
         try:
-            self.dc.containers.get(handle.container_id).remove(force=True)
+            self.dc.api.remove_container(handle.container_id, force=True)
         except docker.errors.APIError:
             pass
 

@@ -120,3 +120,19 @@ def test_job_deadline_uses_the_graceful_path(client):
     with pytest.raises(grpc.RpcError) as e:
         create(client, jpb.JobParameters(cmd="true", env=jpb.Environment(vars={"DSJOBS_MAX_DURATION": "soon"})))
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "DSJOBS_MAX_DURATION" in e.value.details()
+
+
+def test_forced_cancel_during_a_graceful_wait_kills_at_once(client):
+    jid = create(client, jpb.JobParameters(cmd="trap '' TERM; echo up; sleep 300",
+                                           graceful_shutdown_parameters=graceful(15, 60)))
+    op = client.execute(jid)
+    wait_status(client, jid, {jpb.EXECUTING})
+    time.sleep(0.2)
+    client.cancel(jid, graceful=True)  # would wait 60 s
+    time.sleep(0.3)
+    assert client.get(jid).status == jpb.CANCELLING and survivors(jid)
+    t = time.monotonic()
+    client.cancel(jid, graceful=False)
+    wait_op(client, op, 10)
+    assert time.monotonic() - t < 2 and survivors(jid) == []
+    assert client.get(jid).status == jpb.CANCELLED

@@ -60,7 +60,11 @@ def tree(root: Path) -> dict:
 
 def test_execute_fork_list_get_ttl_download(engine, tmp_path):
     work = copy_example("hello", tmp_path)
-    res = ds(engine, "project", "job", "execute", "-p", "official", "-c", "config.yaml", cwd=work)
+    res = ds(engine, "--log-dir", str(tmp_path / "logs"), "project", "job", "execute", "-p", "official", "-c",
+             "config.yaml", cwd=work)
+    # The client appends the operation's progress to its job_progress.jsonl on every poll.
+    progress = [json.loads(x) for x in (tmp_path / "logs" / "job_progress.jsonl").read_text().splitlines()]
+    assert progress and progress[-1]["progress"] == 100
     assert "job completed successfully" in res.stdout + res.stderr
     assert "hello from job" in res.stdout + res.stderr
     mine = copy_example("hello", tmp_path / "mine")
