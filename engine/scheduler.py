@@ -160,6 +160,31 @@ class Scheduler:
         except EngineError:
             log.exception("cannot mark job %s failed", job_id)
 
+    def _image_python_env(self, job: Job, run_dir: Path, image: str) -> Optional[Path]:
+        """A job in a container: its python_version must be the image's, and its env is built with it."""
+        from runners import docker as rd
+        pe = job.params.env.python_env
+        have = rd.image_pythons(self.docker.dc, image)
+        version = pe.python_version or (have[-1] if have else "")
+        if version not in have:
+            raise EnvError(f"python_version {version or '(any)'} is not in image {image} "
+                           f"(it has: {', '.join('python' + v for v in have) or 'no python3.X'})")
+        spec = pyenv.install_spec(pe, self.jobs.cfg.pip_index_url, tuple(self.jobs.cfg.pip_extra_index_urls))
+        interp = pyenv.Interpreter(version, version, f"python{version}")
+        self._progress(self.jobs.progress_path(job.id), 0, "building python environment")
+        with open(run_dir / "env_build.log", "a") as build_log:
+            def log(line: str) -> None:
+                build_log.write(line + "\n")
+                build_log.flush()
+                self.jobs.system_log(job.id, line)
+            image_id = self.docker.dc.api.inspect_image(image)["Id"]
+            t = time.monotonic()
+            env_dir, built = self.envs.get(interp, spec, log, image=image_id, build=lambda d: rd.build_env_in_image(
+                self.docker.dc, image, version, str(d), spec, log, self.jobs.cfg.env_build_timeout_s))
+            self.jobs.system_log(job.id, f"python environment {'built' if built else 'taken from the cache'} in "
+                                         f"{time.monotonic() - t:.2f}s: python{version} of the image")
+        return env_dir
+
     def _python_env(self, job: Job, run_dir: Path) -> Optional[Path]:
         """Build (or take from the cache) the job's Python env and give the job its own thin layer over it."""
         pe = job.params.env.python_env
@@ -189,24 +214,25 @@ class Scheduler:
             f.write(json.dumps({"progress": progress, "message": message}) + "\n")
 
     def _env(self, job: Job, run_dir: Path, layout: Layout, project_home: Optional[str],
-             venv: Optional[Path] = None) -> dict[str, str]:
-        path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
-        if venv is not None:
-            base_bin = _base_of(venv) / "bin"
-            path = f"{layout.to_job_path(str(venv / 'bin'))}:{layout.to_job_path(str(base_bin))}:{path}"
-        env = {
-            "PATH": path,
-            "HOME": os.environ.get("HOME", str(layout.work)),
-            "LANG": os.environ.get("LANG", "C.UTF-8"),
-            "PYTHONUNBUFFERED": "1",  # logs stream live, as in the cloud
-        }
+             venv: Optional[Path] = None, image_env: Optional[Path] = None) -> dict[str, str]:
+        env = {"PYTHONUNBUFFERED": "1"}  # logs stream live, as in the cloud
+        if _uses_docker(job):
+            # The image's own PATH, HOME and locale, except for a python env built for it.
+            if image_env is not None:
+                env["PATH"] = f"{image_env}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+                env["VIRTUAL_ENV"] = str(image_env)
+        else:
+            path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+            if venv is not None:
+                path = f"{venv / 'bin'}:{_base_of(venv) / 'bin'}:{path}"
+                env["VIRTUAL_ENV"] = str(venv)
+            env.update(PATH=path, HOME=os.environ.get("HOME", str(layout.work)),
+                       LANG=os.environ.get("LANG", "C.UTF-8"))
         if not _uses_docker(job):
             env.update(self.secrets.all(job.project_id))  # as the cloud does; docker jobs read them from a file
         env.update(job.params.env.vars)
         env["JOB_PROGRESS_FILENAME"] = layout.to_job_path(str(self.jobs.progress_path(job.id)))
         env["DSJOBS_JOB_ID"] = job.id  # the marker every process of the job carries
-        if venv is not None:
-            env["VIRTUAL_ENV"] = layout.to_job_path(str(venv))
         if project_home is not None:
             env["DS_PROJECT_HOME"] = layout.to_job_path(project_home)
         return env
@@ -217,8 +243,6 @@ class Scheduler:
         p = job.params
         if p.env.python_env is not None and p.env.python_env.conda_yaml:
             return "python_env.conda_yaml: conda environments are not available locally (use pip requirements)"
-        if _uses_docker(job) and p.env.python_env is not None:
-            return "python_env with a Docker image is not available in this dsjobs version yet (use the image's Python)"
         if p.spark_connector_id:
             return f"spark_parameters: Spark connector {p.spark_connector_id!r} is not available locally"
         return None
@@ -339,7 +363,8 @@ class Scheduler:
                 project_home = str(jobs.cfg.data_dir / "projects" / job.project_id / "home")
                 os.makedirs(project_home, exist_ok=True)
             jobs.system_log(job.id, f"preparing: instance type {instance}, working directory {work}")
-            venv = self._python_env(job, run_dir)
+            venv = None if docker else self._python_env(job, run_dir)
+            image_env = None
             resources = self._resources(job)
             self._check_storage(job, work)
             layout = materialise(job.params, work, lambda sha: str(jobs.blobs.path(sha)), project_home=project_home,
@@ -347,14 +372,17 @@ class Scheduler:
                                  to_job_path=self._to_job_path(job, work, project_home, resources))
             (run_dir / "layout").write_text(_layout_text(layout))  # what a restarted engine needs to collect
             cmd = substitute(job.params.cmd, layout.vars)
-            env = self._env(job, run_dir, layout, project_home, venv)
+            container = self._container(job, run_dir, work, project_home, inst, resources) if docker else None
+            if container is not None and job.params.env.python_env is not None:
+                image_env = self._image_python_env(job, run_dir, container.image)
+                container.binds[str(image_env)] = {"bind": str(image_env), "mode": "ro"}  # the cache stays as built
+            env = self._env(job, run_dir, layout, project_home, venv, image_env)
             limit = self.max_duration(job)
             sig, grace = self.stop_params(job, graceful=True)
             spec = RunSpec(job_id=job.id, run_dir=str(run_dir), argv=["bash", "-c", cmd], cwd=str(work), env=env,
                            journal=journal, stdout=str(run_dir / "stdout.txt"), stderr=str(run_dir / "stderr.txt"),
                            log_limit_bytes=jobs.cfg.log_limit_bytes, max_duration_s=limit,
-                           container=self._container(job, run_dir, work, project_home, inst, resources)
-                           if docker else None,
+                           container=container,
                            deadline_stop={"signal": int(sig if sig != signal.SIGKILL else signal.SIGTERM),
                                           "timeout": float(grace or jobs.cfg.default_graceful_timeout_s),
                                           "reason": f"the job's maximum running time ({limit:g}s) was reached"

@@ -301,3 +301,67 @@ def _last_output_time(journal: str) -> Optional[float]:
             if r.stream in (sv.STDOUT, sv.STDERR):
                 last = r.created_at
         offset = nxt
+
+
+_PYTHONS: dict[str, list[str]] = {}
+
+
+def image_pythons(dc, image: str) -> list[str]:
+    """The python3.X interpreters an image has (major.minor), looked up once per image id."""
+    image_id = dc.api.inspect_image(image)["Id"]
+    if image_id not in _PYTHONS:
+        script = ("for d in /usr/local/bin /usr/bin /bin /opt/conda/bin; do ls $d 2>/dev/null; done | "
+                  "grep -E '^python3\\.[0-9]+$' | sort -u")
+        out = dc.containers.run(image, ["/bin/sh", "-c", script], remove=True, network_mode="none",
+                                stdout=True, stderr=False)
+        _PYTHONS[image_id] = sorted({x[len("python"):] for x in out.decode().split()},
+                                    key=lambda v: tuple(map(int, v.split("."))))
+    return _PYTHONS[image_id]
+
+
+def build_env_in_image(dc, image: str, version: str, env_dir: str, spec, log, timeout_s: float) -> None:
+    """Build a venv with the image's own Python, inside a container; ``env_dir`` is bind-mounted at the same path,
+    so the env's absolute paths are valid both for the builder and for the jobs that mount it later."""
+    import shlex as _sh
+    opts = []
+    if spec.index_url:
+        opts += ["--index-url", spec.index_url]
+    for u in spec.extra_index_urls:
+        opts += ["--extra-index-url", u]
+    for h in spec.trusted_hosts:
+        opts += ["--trusted-host", h]
+    if spec.no_deps:
+        opts.append("--no-deps")
+    steps = [f"python{version} -m venv {_sh.quote(env_dir)}"]
+    if spec.requirements:
+        reqs = " ".join(_sh.quote(r) for r in spec.requirements)
+        steps.append(f"{_sh.quote(env_dir)}/bin/python -m pip install --isolated --no-input "
+                     f"--disable-pip-version-check {' '.join(_sh.quote(o) for o in opts)} {reqs}")
+    script = "set -e; " + "; ".join(steps)
+    log(f"$ {script}")
+    c = dc.containers.run(image, ["/bin/sh", "-c", script], detach=True, network_mode="host",
+                          volumes={env_dir: {"bind": env_dir, "mode": "rw"}},
+                          environment={"PIP_CONFIG_FILE": "/dev/null", "PIP_NO_INPUT": "1"},
+                          labels={"dsjobs.env-build": "1"})
+    tail: list[str] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        for line in c.logs(stream=True, follow=True):
+            for text in line.decode(errors="replace").splitlines():
+                tail.append(text)
+                del tail[:-40]
+                log(text)
+            if time.monotonic() > deadline:
+                break
+        try:
+            code = c.wait(timeout=max(1.0, deadline - time.monotonic()))["StatusCode"]
+        except Exception:  # noqa: BLE001 - read timeout: the build overran its limit
+            c.kill()
+            from runners.pyenv import EnvError
+            raise EnvError(f"environment build took longer than its limit of {timeout_s:g}s",
+                           code="DEADLINE_EXCEEDED") from None
+    finally:
+        c.remove(force=True)
+    if code != 0:
+        from runners.pyenv import EnvError
+        raise EnvError("environment build in the image failed:\n" + "\n".join(tail[-20:]))

@@ -268,9 +268,11 @@ class EnvCache:
             self._run([str(d / "bin" / "python"), "-m", "pip", "install", "--isolated", "--no-input",
                        "--disable-pip-version-check", *opts, "-r", str(req)], log, deadline, tail)
 
-    def get(self, interp: Interpreter, spec: InstallSpec, log: Callable[[str], None]) -> tuple[Path, bool]:
-        """The env for this interpreter and spec, built if needed; returns (path, built_now)."""
-        key = env_key(interp, spec)
+    def get(self, interp: Interpreter, spec: InstallSpec, log: Callable[[str], None], *, image: str = "",
+            build: Optional[Callable[[Path], None]] = None) -> tuple[Path, bool]:
+        """The env for this interpreter and spec, built if needed; returns (path, built_now). With ``image`` the
+        env belongs to that image's Python and ``build`` makes it (inside a container)."""
+        key = env_key(interp, spec, image=image)
         d = self.root / key
         if (d / ".complete").exists():
             _touch(d)
@@ -281,9 +283,14 @@ class EnvCache:
                 _touch(d)
                 return d, False
             shutil.rmtree(d, ignore_errors=True)  # a build that was interrupted
-            log(f"building python environment {key[:12]} with {self.installer} (python {interp.full})")
+            log(f"building python environment {key[:12]} "
+                + (f"in image {image}" if image else f"with {self.installer}") + f" (python {interp.full})")
             try:
-                self._build(d, interp, spec, log)
+                if build is not None:
+                    d.mkdir(parents=True)
+                    build(d)
+                else:
+                    self._build(d, interp, spec, log)
             except BaseException:
                 shutil.rmtree(d, ignore_errors=True)  # nothing half-built stays in the cache
                 raise

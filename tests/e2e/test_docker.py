@@ -230,3 +230,30 @@ def test_datasets_are_read_only_in_a_container(server, client, image, tmp_path):
         dataset_ids=[rid], env=in_image(image)))
     out = stdout_of(logs(client, jid)[0])
     assert out == b"data\nrefused\n" and not (d / "y.txt").exists()
+
+
+def test_python_version_and_env_with_the_images_python(client, tmp_path):
+    from tests.dockerenv import python_image
+    from tests.pyindex import Index
+    py = python_image()  # Debian bookworm: python3.11
+    _, op = run(client, jpb.JobParameters(cmd="true", env=jpb.Environment(
+        docker_image_spec=jpb.DockerImageSpec(image_url=py), python_env=jpb.PythonEnv(python_version="3.12"))))
+    assert op.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    assert "3.12" in op.error.message and "python3.11" in op.error.message
+    idx = Index(tmp_path / "index")
+    idx.add("dsj-beta", "1.0")
+    try:
+        pe = jpb.PythonEnv(python_version="3.11", requirements=["dsj-beta"])
+        pe.pip_options.index_url = idx.url
+        params = jpb.JobParameters(
+            cmd="python -c 'import sys, dsj_beta; print(sys.version_info[:2], dsj_beta.VERSION)'; echo $VIRTUAL_ENV",
+            env=jpb.Environment(docker_image_spec=jpb.DockerImageSpec(image_url=py), python_env=pe))
+        first, op = run(client, params, timeout=300)
+        assert not op.HasField("error"), op.error.message
+        out = stdout_of(logs(client, first)[0]).decode()
+        assert out.startswith("(3, 11) 1.0")
+        second, op = run(client, params, timeout=120)
+        system = b"".join(m.content for m in logs(client, second)[0] if m.file_path == ".system.log").decode()
+        assert "taken from the cache" in system
+    finally:
+        idx.close()
