@@ -425,6 +425,10 @@ class Scheduler:
         result = executor.wait(handle)
         if result is not None and result.note:
             self.jobs.system_log(job_id, result.note)
+        if executor is self.docker and self.jobs.cfg.docker_run_as_root and layout is not None:
+            owner = os.stat(self.jobs.cfg.data_dir)
+            if owner.st_uid != 0:  # a root container: what it wrote goes back to the working directory's owner
+                _chown_tree(layout.work, owner.st_uid, owner.st_gid)
         try:
             # Outputs are collected before the container is removed (they are on the bind mount anyway).
             self._finish(job_id, layout, result)

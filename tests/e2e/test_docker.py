@@ -84,17 +84,21 @@ def test_image_ids_and_clear_errors(server, client, image):
     assert op.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0] and "cannot pull image" in op.error.message
 
 
-def test_runs_as_the_owner_of_the_working_directory(tmp_path, image):
+@pytest.mark.parametrize("as_root", [False, True])
+def test_runs_as_the_owner_of_the_working_directory(tmp_path, image, as_root):
     data = tmp_path / "data"
     data.mkdir()
     os.chown(data, 1000, 1000)
-    s = Server(data)
+    s = Server(data, docker_run_as_root=as_root)
     try:
-        jid, op = run(s.client, jpb.JobParameters(cmd="id -u > uid.txt; echo x > made.txt",
-                                                  output_files=[jpb.FileDesc(path="uid.txt")], env=in_image(image)))
-        assert requests.get(response(op).output_files[0].url).content == b"1000\n"
+        jid, op = run(s.client, jpb.JobParameters(cmd="id -u > uid.txt; echo x > made.txt; ln -s /etc/passwd leak",
+                                                  output_files=[jpb.FileDesc(path="uid.txt"), jpb.FileDesc(path="leak")],
+                                                  env=in_image(image)))
+        r = response(op)
+        assert requests.get(r.output_files[0].url).content == (b"0\n" if as_root else b"1000\n")
+        assert [e.output_file_desc.path for e in r.output_files_errors] == ["leak"]  # a symlink: not followed
         made = s.engine.jobs.run_dir(jid) / "work" / "made.txt"
-        assert made.stat().st_uid == 1000 and made.stat().st_gid == 1000
+        assert made.stat().st_uid == 1000 and made.stat().st_gid == 1000  # chowned back after a root container
     finally:
         s.stop()
 
