@@ -62,3 +62,4 @@ class EngineConfig:
     docker: bool = True  # run jobs that name an image in containers (the engine starts without Docker too)
     docker_network: str = "host"  # jobs have a network in the cloud too; "none" to cut it
     docker_run_as_root: bool = False
+    image_pull_timeout_s: float = 1800.0

@@ -280,7 +280,7 @@ class Scheduler:
             password = spec.password_plain_text or (
                 self.secrets.get(job.project_id, spec.password_ds_secret_name) if spec.password_ds_secret_name else "")
         from runners import docker as rd
-        rd.ensure_image(self.docker.dc, image, user, password, note=note)
+        rd.ensure_image(self.docker.dc, image, user, password, note=note, timeout_s=cfg.image_pull_timeout_s)
         ncpu, mem = os.cpu_count() or 1, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         cpus, memory = min(instance.cpus, ncpu), min(int(instance.memory_gb * (1 << 30)), mem)
         if cpus < instance.cpus or memory < instance.memory_gb * (1 << 30):

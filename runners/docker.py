@@ -48,8 +48,10 @@ def client():
                           "DOCKER_HOST", code="UNAVAILABLE") from None
 
 
-def ensure_image(dc, url: str, username: str = "", password: str = "", note=lambda m: None) -> None:
-    """Use the image if present, pull it otherwise (with credentials when given). The password is never logged."""
+def ensure_image(dc, url: str, username: str = "", password: str = "", note=lambda m: None,
+                 timeout_s: float = 1800.0) -> None:
+    """Use the image if present, pull it otherwise (with credentials when given), within ``timeout_s``.
+    The password is never logged."""
     import docker.errors
     try:
         dc.images.get(url)
@@ -59,8 +61,23 @@ def ensure_image(dc, url: str, username: str = "", password: str = "", note=lamb
     note(f"pulling image {url}" + (f" as {username}" if username else ""))
     repo, tag = _split(url)
     auth = {"username": username, "password": password} if username or password else None
+    outcome: list = []
+
+    def pull():
+        try:
+            dc.images.pull(repo, tag=tag, auth_config=auth)
+            outcome.append(None)
+        except Exception as e:  # noqa: BLE001 - handed to the waiting thread
+            outcome.append(e)
+    t = threading.Thread(target=pull, daemon=True, name="dsjobs-pull")
+    t.start()
+    t.join(timeout_s)
+    if not outcome:
+        raise DockerError(f"pulling image {url} took longer than its limit of {timeout_s:g}s",
+                          code="DEADLINE_EXCEEDED")
     try:
-        dc.images.pull(repo, tag=tag, auth_config=auth)
+        if outcome[0] is not None:
+            raise outcome[0]
     except docker.errors.APIError as e:
         text = str(e.explanation or e)
         if password:

@@ -87,3 +87,27 @@ def test_more_concurrent_calls_than_configured_get_resource_exhausted(server):
     finally:
         c.close()
         srv.stop(0)
+
+
+@pytest.mark.slow
+def test_one_gigabyte_flood_is_not_blocked_and_capped(tmp_path):
+    import resource
+    import time
+    from tests.conftest import Server
+    s = Server(tmp_path / "data", log_limit_bytes=1 << 20)
+    try:
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t = time.monotonic()
+        jid, op = run(s.client, jpb.JobParameters(cmd="head -c 1073741824 /dev/zero | tr '\\0' 'y' | fold -w 1000; echo done >&2"),
+                      timeout=300)
+        took = time.monotonic() - t
+        job = s.client.get(jid)
+        assert job.status == jpb.SUCCESS and took < 120
+        sizes = {f.desc.path.rsplit("/", 1)[1]: f.size_bytes for f in job.log_files}
+        assert sizes["stdout.txt"] <= (1 << 20) + 200 and sizes["stderr.txt"] == 5
+        journal = s.engine.jobs.run_dir(jid) / "journal"
+        assert journal.stat().st_size < 3 * (1 << 20)  # the disk is not filled either
+        # The engine never held the flood in memory (the supervisor drains it; the engine reads files).
+        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 200 * 1024
+    finally:
+        s.stop()

@@ -136,3 +136,21 @@ def test_forced_cancel_during_a_graceful_wait_kills_at_once(client):
     wait_op(client, op, 10)
     assert time.monotonic() - t < 2 and survivors(jid) == []
     assert client.get(jid).status == jpb.CANCELLED
+
+
+def test_cancel_touches_only_its_own_job(client, tmp_path):
+    other_out = tmp_path / "other"
+    cmd = "sleep 300 & setsid sleep 301 & wait"
+    victim = create(client, jpb.JobParameters(cmd=cmd))
+    other = create(client, jpb.JobParameters(cmd=f"sleep 1.5; echo alive > {other_out}"))
+    ops = [client.execute(victim), client.execute(other)]
+    wait_status(client, victim, {jpb.EXECUTING})
+    wait_status(client, other, {jpb.EXECUTING})
+    time.sleep(0.3)
+    before = survivors(other)
+    client.cancel(victim)
+    wait_op(client, ops[0], 10)
+    assert survivors(victim) == [] and set(before) <= set(survivors(other) + before)
+    done = wait_op(client, ops[1], 20)
+    assert not done.HasField("error") and client.get(other).status == jpb.SUCCESS
+    assert other_out.read_text() == "alive\n"

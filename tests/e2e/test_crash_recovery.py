@@ -152,3 +152,43 @@ def test_queued_jobs_run_after_kill9(tmp_path):
         if srv.proc.poll() is None:
             srv.proc.terminate()
             srv.proc.wait(10)
+
+
+def test_kill9_during_an_upload_leaves_nothing_under_the_digest(tmp_path):
+    import hashlib
+    import socket
+    from urllib.parse import urlsplit
+    from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+    srv = Serve(tmp_path / "data")
+    client = srv.start()
+    try:
+        data = b"z" * (4 << 20)
+        sha = hashlib.sha256(data).hexdigest()
+        f = jpb.File(desc=jpb.FileDesc(path="big.bin", var="BIG"), sha256=sha, size_bytes=len(data),
+                     compression_type=jpb.NONE)
+        op = client.jobs.Create(spb.CreateProjectJobRequest(project_id="p", job_parameters=jpb.JobParameters(
+            cmd="wc -c < ${BIG}", input_files=[f])))
+        r = spb.CreateProjectJobResponse()
+        op.response.Unpack(r)
+        url = urlsplit(r.upload_files[0].url)
+        sock = socket.create_connection((url.hostname, url.port))
+        sock.sendall(f"PUT {url.path}?{url.query} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+                     + data[: len(data) // 2])
+        time.sleep(0.5)  # half the body is in the engine's temp file
+        tmp_dir = tmp_path / "data" / "blobs" / "tmp"
+        assert any(tmp_dir.iterdir())
+        client.close()
+        srv.kill9()
+        sock.close()
+        assert not (tmp_path / "data" / "blobs" / "objects" / sha[:2] / sha[2:]).exists()
+        client = srv.start()
+        assert not any(tmp_dir.iterdir())  # swept at start
+        import grpc
+        with pytest.raises(grpc.RpcError) as e:
+            client.execute(r.job_id)
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "big.bin" in e.value.details()
+    finally:
+        client.close()
+        if srv.proc.poll() is None:
+            srv.proc.terminate()
+            srv.proc.wait(10)

@@ -261,3 +261,36 @@ def test_python_version_and_env_with_the_images_python(client, tmp_path):
         assert "taken from the cache" in system
     finally:
         idx.close()
+
+
+def test_image_pull_has_its_own_time_limit(tmp_path):
+    import socket
+    import threading
+    # A "registry" that accepts connections and never answers.
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    conns = []
+    stop = threading.Event()
+
+    def accept():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conns.append(srv.accept()[0])
+            except OSError:
+                pass
+    threading.Thread(target=accept, daemon=True).start()
+    s = Server(tmp_path / "data", image_pull_timeout_s=2)
+    try:
+        t = time.monotonic()
+        _, op = run(s.client, jpb.JobParameters(cmd="true", env=in_image(f"127.0.0.1:{srv.getsockname()[1]}/x/y:1")),
+                    timeout=60)
+        assert time.monotonic() - t < 15
+        assert op.error.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0] and "limit of 2s" in op.error.message
+    finally:
+        s.stop()
+        stop.set()
+        for c in conns:
+            c.close()
+        srv.close()
