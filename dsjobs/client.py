@@ -100,16 +100,20 @@ def build_params(c: Config, base: Path) -> Prepared:
             p.env.docker_image_spec.password_ds_secret_name = c.docker.password_secret
     if c.python is not None:
         py = c.python
-        if py.type == "auto" or py.version is None:
-            raise ConfigError("`python: auto` (and manual envs without `version`) need the local environment "
-                              "analysis of Python environments support, which this dsjobs version does not have "
-                              "yet; set `type: manual` with `version`, `requirements-file` and `local-paths`")
-        pe = p.env.python_env
-        pe.python_version = py.version
+        version, requirements, local_paths = py.version, None, py.local_paths
         if py.requirements_file:
             lines = (base / py.requirements_file).read_text().splitlines()
-            pe.requirements.extend(x.strip() for x in lines if x.strip())
-        for idx, lp in enumerate(py.local_paths or []):
+            requirements = [x.strip() for x in lines if x.strip()]
+        if not py.fully_manual:
+            from dsjobs.autoenv import derive
+            auto = derive(c, base)  # explicit manual values override the derived ones, as in the official client
+            version = version or auto["version"]
+            requirements = requirements if requirements is not None else auto["requirements"]
+            local_paths = local_paths or auto["local_paths"]
+        pe = p.env.python_env
+        pe.python_version = version
+        pe.requirements.extend(requirements or [])
+        for idx, lp in enumerate(local_paths or []):
             pe.local_modules.append(as_file(base / lp, jpb.FileDesc(path=lp, var=f"_LOCAL_MODULE_{idx}"),
                                             force_zip=True))
         if py.pip is not None:

@@ -83,7 +83,7 @@ class Config:
     output_datasets: list[OutputDataset] = field(default_factory=list)
     graceful_shutdown: Optional[tuple[int, Optional[float]]] = None  # (signal, timeout seconds or None)
     spark_connector: Optional[str] = None
-    python_root_modules: list[str] = field(default_factory=list)
+    python_root_modules: list[tuple[str, bool]] = field(default_factory=list)  # (path or name, is_name)
 
     @property
     def vars(self) -> list[str]:
@@ -416,7 +416,8 @@ def _check_nesting(paths: list[Path]) -> None:
                 raise ConfigError(f"Path '{p}' is included in path '{parent}'")
 
 
-def _python_main_module(cmd: str) -> Optional[str]:
+def _python_main_module(cmd: str) -> Optional[tuple[str, bool]]:
+    """(path, False) or (module name, True), as the official client finds the root module in cmd."""
     args = cmd.split()
     if not args:
         raise ConfigError("`cmd` is empty")
@@ -424,9 +425,9 @@ def _python_main_module(cmd: str) -> Optional[str]:
         if len(args) < 2:
             raise ConfigError(f"`{args[0]}` must be followed by other arguments")
         if "-m" in args:
-            return None  # a module by name: a library, not an input
-        return args[1]
-    return args[0] if args[0].endswith(".py") else None
+            return args[args.index("-m") + 1], True  # a module by name: a library, not an input
+        return args[1], False
+    return (args[0], False) if args[0].endswith(".py") else None
 
 
 def parse(text: str, base: Path | str = ".") -> Config:
@@ -471,11 +472,11 @@ def parse(text: str, base: Path | str = ".") -> Config:
         main = _python_main_module(c.cmd) if isinstance(c.cmd, str) else None
         if main:
             roots.add(main)
-        roots |= set(c.python.root_paths or [])
+        roots |= {(r, False) for r in (c.python.root_paths or [])}
         if not roots:
             raise ConfigError("Python root module(-s) was not found automatically or set in config")
-        c.python_root_modules = sorted(r for r in roots if not os.path.isabs(r))
-        c.inputs = list(c.inputs) + [VarPath(r) for r in c.python_root_modules]
+        c.python_root_modules = sorted(r for r in roots if not os.path.isabs(r[0]))
+        c.inputs = list(c.inputs) + [VarPath(r) for r, is_name in c.python_root_modules if not is_name]
     c.cmd = _process_cmd(c).strip()
     _check_nesting([(base / i.path).absolute() for i in c.inputs])
     outs = [Path(o.path) for o in c.outputs]

@@ -138,3 +138,27 @@ def test_python_env_and_docker_jobs(engine, tmp_path):
         f"outputs:\n  - where.txt\nenv:\n  docker:\n    image: {image}\n")
     ds(engine, "project", "job", "execute", "-p", "official", "-c", "config.yaml", cwd=tmp_path / "dk")
     assert (tmp_path / "dk" / "where.txt").read_text().startswith("in a container: 5.")
+
+
+def test_python_auto_gives_the_same_env_through_either_cli(engine, tmp_path):
+    work = tmp_path / "auto"
+    (work / "lib").mkdir(parents=True)
+    (work / "lib" / "__init__.py").write_text("")
+    (work / "lib" / "util.py").write_text("def shout(s):\n    return s.upper()\n")
+    (work / "main.py").write_text("import sys\nfrom lib.util import shout\n\nif __name__ == '__main__':\n"
+                                  "    print(shout('auto'), sys.version_info[:2])\n")
+    (work / "config.yaml").write_text("cmd: python main.py\nenv:\n  python: auto\n")
+    _, client = engine
+    ds(engine, "project", "job", "execute", "-p", "auto", "-c", "config.yaml", cwd=work)
+    env = dict(os.environ, DSJOBS_DATASPHERE_PYTHON=official_python(), DSJOBS_ENDPOINT=client.endpoint)
+    mine = subprocess.run([sys.executable, "-m", "dsjobs", "project", "job", "execute", "-p", "auto", "-c",
+                           "config.yaml"], cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert mine.returncode == 0, mine.stderr
+    assert "AUTO" in mine.stdout
+    ours, theirs = client.list("auto")[:2]
+
+    def shape(job):
+        pe = job.job_parameters.env.python_env
+        return (pe.python_version, list(pe.requirements), len(pe.local_modules),
+                sorted(f.desc.path for f in job.job_parameters.input_files))
+    assert shape(ours) == shape(theirs) and shape(ours)[0] and shape(ours)[2] == 1
