@@ -594,7 +594,12 @@ class Scheduler:
                     jobs.update(job.id, lambda j: None, to=S.EXECUTING)
                 self._finish(job.id, layout, result)
                 continue
-            self._fail(job.id, "the engine stopped during the run and the job's process is gone")
+            # The supervisor is gone without an exit status: nothing of the job may run on unsupervised.
+            from runners.supervisor import kill_marked
+            if kill_marked(job.id):
+                jobs.system_log(job.id, "engine restarted: the job's supervisor was gone; its processes were killed")
+            self._fail(job.id, "the engine stopped during the run and the job's supervisor is gone; "
+                               "the job did not finish")
 
 
 CONTAINER_PROGRESS = "/dsjobs/progress"

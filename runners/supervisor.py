@@ -85,6 +85,39 @@ def _children_map() -> dict:
     return kids
 
 
+def marked(job_id: str, exclude: int = 0) -> list:
+    """Processes whose environment carries the job's marker (DSJOBS_JOB_ID=<id>): the last net for anything that
+    left the supervisor's subtree (its supervisor died, say)."""
+    marker = f"DSJOBS_JOB_ID={job_id}".encode()
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == exclude:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if marker in f.read().split(b"\0"):
+                    out.append(int(name))
+        except OSError:
+            pass
+    return out
+
+
+def kill_marked(job_id: str, exclude: int = 0, rounds: int = 50) -> int:
+    killed = 0
+    for _ in range(rounds):
+        pids = marked(job_id, exclude)
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, 9)
+                killed += 1
+            except OSError:
+                pass
+        time.sleep(0.01)
+    return killed
+
+
 def _has_children(pid: int) -> bool:
     try:
         for tid in os.listdir(f"/proc/{pid}/task"):
@@ -212,15 +245,19 @@ class Supervisor:
                 self.main_status = status
 
     def kill_all(self) -> None:
-        """SIGKILL until nothing of the job is left; the subreaper role makes 'left' well defined."""
+        """SIGKILL until nothing of the job is left; the subreaper role makes 'left' well defined, and the marker
+        sweep catches whatever carries the job's id outside the subtree."""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self._signal_tree(signal.SIGKILL) == 0:
                 self._reap()
                 if not descendants(os.getpid()):
-                    return
+                    break
             time.sleep(0.01)
             self._reap()
+        job_id = self.spec.get("job_id")
+        if job_id and self.stopped is not None:
+            kill_marked(job_id, exclude=os.getpid())
 
     def _check_stop_request(self, req: dict = None) -> None:
         req = req if req is not None else read_file(os.path.join(self.run_dir, "stop"))

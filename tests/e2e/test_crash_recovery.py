@@ -192,3 +192,33 @@ def test_kill9_during_an_upload_leaves_nothing_under_the_digest(tmp_path):
         if srv.proc.poll() is None:
             srv.proc.terminate()
             srv.proc.wait(10)
+
+
+def test_supervisor_killed_with_the_engine_leaves_no_orphans(tmp_path):
+    from runners.supervisor import read_file
+    from tests.e2e.test_cancel import survivors
+    srv = Serve(tmp_path / "data")
+    client = srv.start()
+    try:
+        jid = create(client, jpb.JobParameters(cmd="sleep 300 & setsid sleep 301 & wait"))
+        client.execute(jid)
+        wait_status(client, jid, {jpb.EXECUTING})
+        for _ in range(50):
+            if len(survivors(jid)) >= 3:
+                break
+            time.sleep(0.05)
+        info = read_file(str(tmp_path / "data" / "jobs" / jid / "supervisor"))
+        client.close()
+        srv.kill9()
+        os.kill(info["pid"], signal.SIGKILL)  # no supervisor, no exit status: the job's processes are orphans
+        time.sleep(0.2)
+        assert survivors(jid)
+        client = srv.start()
+        job = client.get(jid)
+        assert job.status == jpb.ERROR and "supervisor is gone" in job.status_details
+        assert survivors(jid) == []
+    finally:
+        client.close()
+        if srv.proc.poll() is None:
+            srv.proc.terminate()
+            srv.proc.wait(10)

@@ -373,3 +373,38 @@ def test_process_jobs_stream_resource_stats(server, client):
     assert stats[0].startswith("time\tcpu_percent\tmemory_bytes")
     rows = [line.split("\t") for line in stats[1:]]
     assert rows and max(int(r[2]) for r in rows) > 50_000_000  # the job's memory, seen from outside
+
+
+def test_concurrent_clients_lose_nothing(client):
+    import threading
+    created, errors = [], []
+
+    def worker():
+        try:
+            for _ in range(20):
+                jid = create(client, jpb.JobParameters(cmd="true"), project="pconc")
+                client.execute(jid)
+                created.append(jid)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert errors == [] and len(set(created)) == 160
+    assert len(client.list("pconc")) == 160
+    for jid in created:
+        wait_status(client, jid, {jpb.SUCCESS}, timeout=120)
+
+
+def test_cloud_limits_are_enforced_with_clear_errors(client):
+    too_many = jpb.JobParameters(cmd="true", output_files=[jpb.FileDesc(path=f"o{i}") for i in range(101)])
+    big = jpb.JobParameters(cmd="cat ${B}", input_files=[jpb.File(
+        desc=jpb.FileDesc(path="b", var="B"), sha256="a" * 64, size_bytes=6 * (1 << 30), compression_type=jpb.NONE)])
+    total = jpb.JobParameters(cmd="true", input_files=[jpb.File(
+        desc=jpb.FileDesc(path=f"f{i}"), sha256=f"{i:064x}", size_bytes=4 * (1 << 30), compression_type=jpb.NONE)
+        for i in range(3)])
+    for params, needle in ((too_many, "101 entries"), (big, "over the limit of 5368709120"),
+                           (total, "total size 12884901888")):
+        with pytest.raises(grpc.RpcError) as e:
+            create(client, params)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and needle in e.value.details(), e.value.details()
