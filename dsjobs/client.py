@@ -18,7 +18,7 @@ import grpc
 import requests
 from google.protobuf import duration_pb2
 
-from dsjobs.jobconfig import Config, ConfigError, DockerImage
+from dsjobs.jobconfig import Config, DockerImage
 from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
 from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
 from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2_grpc as sgrpc

@@ -17,7 +17,7 @@ from engine.cas import BlobStore
 from engine.config import EngineConfig
 from engine.errors import FailedPrecondition, InvalidArgument, NotFound
 from engine.files import Signer
-from engine.model import File, FileDesc, Job, JobParameters, Operation, OperationError, Progress
+from engine.model import File, Job, JobParameters, Operation, OperationError, Progress
 from engine.state import JobStatus, check_transition
 from engine.store import Store
 from engine.validation import validate

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from engine import logs
+from engine.config import InstanceType
 from engine.errors import EngineError
 from engine.jobs import JobService
 from engine.cas import file_digest
@@ -256,7 +257,7 @@ class Scheduler:
             out[rid] = (self.datasets.resolve(rid), f"/dsjobs/datasets/{rid}")
         return out
 
-    def _instance(self, job: Job, note) -> "InstanceType":
+    def _instance(self, job: Job, note) -> InstanceType:
         """The first requested type this machine can serve (GPUs are what it cannot fake)."""
         cfg = self.jobs.cfg
         names = job.params.cloud_instance_types or [cfg.default_instance_type]

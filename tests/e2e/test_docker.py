@@ -3,9 +3,7 @@ users, limits and cleanup. `make test` starts dockerd; these tests never skip.""
 from __future__ import annotations
 
 import io
-import json
 import os
-import subprocess
 import time
 import zipfile
 

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import threading
-import time
 
 import grpc
 import pytest
@@ -130,7 +128,6 @@ def test_cache_hit_runs_no_installer(client, indexes):
     e = env("3.12", ["dsj-beta"], index=a.url)
     first, _ = ok(client, "true", e)
     assert "built in" in system(client, first)
-    t = time.monotonic()
     second, _ = ok(client, "python -c 'import dsj_beta'", e)
     log = system(client, second)
     assert "taken from the cache" in log and "$ " not in log  # no installer command ran
