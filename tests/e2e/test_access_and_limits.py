@@ -76,7 +76,7 @@ def test_more_concurrent_calls_than_configured_get_resource_exhausted(server):
         c.execute(jid)
         streams = [c.jobs.ReadLogs(spb2.ReadProjectJobLogsRequest(job_id=jid, offset=-1)) for _ in range(2)]
         import time
-        time.sleep(0.3)  # both streams are now being served, and stay open while the job runs
+        time.sleep(1.0)  # both streams are now being served, and stay open while the job runs
         with pytest.raises(grpc.RpcError) as e:
             c.get(jid)
         assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

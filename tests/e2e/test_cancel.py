@@ -97,7 +97,7 @@ def test_escalation_after_timeout_and_cancel_before_start(client):
     client.cancel(jid, graceful=True)  # twice: harmless
     wait_op(client, op, 10)
     took = time.monotonic() - t
-    assert 0.9 < took < 2.5, took
+    assert 0.9 < took < 4, took
     assert survivors(jid) == []
     never = create(client, jpb.JobParameters(cmd="true"))
     client.cancel(never)
@@ -134,7 +134,7 @@ def test_forced_cancel_during_a_graceful_wait_kills_at_once(client):
     t = time.monotonic()
     client.cancel(jid, graceful=False)
     wait_op(client, op, 10)
-    assert time.monotonic() - t < 2 and survivors(jid) == []
+    assert time.monotonic() - t < 3 and survivors(jid) == []
     assert client.get(jid).status == jpb.CANCELLED
 
 

@@ -61,7 +61,7 @@ def test_jobs_of_parallel_tests_do_not_interfere(project):
             [t.start() for t in threads]
             [t.join() for t in threads]
             pids = {results[i].outputs["pid.txt"].read_text() for i in range(2)}
-            assert len(pids) == 2 and all(r.duration < 5 for r in results.values())
+            assert len(pids) == 2 and all(r.duration < 20 for r in results.values())
             assert results[0].job_id != results[1].job_id
     """)
     project.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
