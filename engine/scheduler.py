@@ -7,6 +7,7 @@ rest ERROR with the reason.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -31,6 +32,7 @@ from engine.validation import MAX_DURATION_VAR, parse_duration
 from runners.base import ExitResult, Executor, Handle, RunSpec
 from runners import pyenv
 from runners.outputs import collect
+from runners.process import read_status
 from runners.docker import JOB_DIR, SECRETS_FILE, ContainerSpec, DockerError
 from runners.pyenv import EnvCache, EnvError
 from runners.supervisor import SYSTEM
@@ -210,7 +212,6 @@ class Scheduler:
 
     @staticmethod
     def _progress(path: Path, progress: int, message: str) -> None:
-        import json
         with open(path, "a") as f:
             f.write(json.dumps({"progress": progress, "message": message}) + "\n")
 
@@ -587,7 +588,6 @@ class Scheduler:
                 threading.Thread(target=self._wait_and_finish, args=(job.id, handle, layout, executor),
                                  name=f"dsjobs-adopted-{job.id}", daemon=True).start()
                 continue
-            from runners.process import read_status  # the exit status a supervisor left behind
             result = read_status(str(run_dir))
             if result is not None and layout is not None:
                 jobs.system_log(job.id, "engine restarted: the job finished while it was down")
@@ -631,14 +631,12 @@ def _base_of(venv: Path) -> Path:
 
 
 def _layout_text(layout: Layout) -> str:
-    import json
     return json.dumps({"work": str(layout.work),
                        "outputs": [[d.path, d.var, rel] for d, rel in layout.outputs],
                        "output_datasets": layout.output_datasets})
 
 
 def _read_layout(run_dir: Path) -> Optional[Layout]:
-    import json
     try:
         d = json.loads((run_dir / "layout").read_text())
     except (OSError, ValueError):
