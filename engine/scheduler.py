@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
-import shlex
 import shutil
 import signal
 import threading
@@ -20,20 +18,18 @@ from pathlib import Path
 from typing import Optional
 
 from engine import logs
-from engine.config import InstanceType
 from engine.errors import EngineError
 from engine.jobs import JobService
 from engine.cas import file_digest
 from engine.model import File, FileDesc, Job, OperationError
 from engine.state import JobStatus
-from engine.resources import Directories, Images, Secrets
+from engine.preparation import Preparation, chown_tree, uses_docker
 from engine.store import StaleWrite
 from engine.validation import MAX_DURATION_VAR, parse_duration
 from runners.base import ExitResult, Executor, Handle, RunSpec
-from runners import pyenv
 from runners.outputs import collect
 from runners.process import read_status
-from runners.docker import JOB_DIR, SECRETS_FILE, ContainerSpec, DockerError
+from runners.docker import DockerError
 from runners.pyenv import EnvCache, EnvError
 from runners.supervisor import SYSTEM
 from runners.workspace import Layout, materialise, substitute
@@ -54,10 +50,7 @@ class Scheduler:
         self.envs = envs
         self.executor = executor
         self.docker = docker
-        self.secrets = Secrets(jobs.cfg.data_dir)
-        self.images = Images(jobs.cfg.data_dir)
-        self.mounts = Directories(jobs.cfg.data_dir, "mount")
-        self.datasets = Directories(jobs.cfg.data_dir, "dataset")
+        self.prep = Preparation(jobs, envs, docker)
         self.n_workers = max(1, workers)
         self._wake = threading.Condition()
         self._stopping = False
@@ -163,188 +156,9 @@ class Scheduler:
         except EngineError:
             log.exception("cannot mark job %s failed", job_id)
 
-    def _image_python_env(self, job: Job, run_dir: Path, image: str) -> Optional[Path]:
-        """A job in a container: its python_version must be the image's, and its env is built with it."""
-        from runners import docker as rd
-        pe = job.params.env.python_env
-        have = rd.image_pythons(self.docker.dc, image)
-        version = pe.python_version or (have[-1] if have else "")
-        if version not in have:
-            raise EnvError(f"python_version {version or '(any)'} is not in image {image} "
-                           f"(it has: {', '.join('python' + v for v in have) or 'no python3.X'})")
-        spec = pyenv.install_spec(pe, self.jobs.cfg.pip_index_url, tuple(self.jobs.cfg.pip_extra_index_urls))
-        interp = pyenv.Interpreter(version, version, f"python{version}")
-        self._progress(self.jobs.progress_path(job.id), 0, "building python environment")
-        with open(run_dir / "env_build.log", "a") as build_log:
-            def log(line: str) -> None:
-                build_log.write(line + "\n")
-                build_log.flush()
-                self.jobs.system_log(job.id, line)
-            image_id = self.docker.dc.api.inspect_image(image)["Id"]
-            t = time.monotonic()
-            env_dir, built = self.envs.get(interp, spec, log, image=image_id, build=lambda d: rd.build_env_in_image(
-                self.docker.dc, image, version, str(d), spec, log, self.jobs.cfg.env_build_timeout_s))
-            self.jobs.system_log(job.id, f"python environment {'built' if built else 'taken from the cache'} in "
-                                         f"{time.monotonic() - t:.2f}s: python{version} of the image")
-        return env_dir
-
-    def _python_env(self, job: Job, run_dir: Path) -> Optional[Path]:
-        """Build (or take from the cache) the job's Python env and give the job its own thin layer over it."""
-        pe = job.params.env.python_env
-        if pe is None or self.envs is None:
-            return None
-        cfg = self.jobs.cfg
-        interp = pyenv.pick(pe.python_version, tuple(cfg.python_interpreters))
-        spec = pyenv.install_spec(pe, cfg.pip_index_url, tuple(cfg.pip_extra_index_urls))
-        self._progress(self.jobs.progress_path(job.id), 0, "building python environment")
-        build_log = open(run_dir / "env_build.log", "a")
-        with build_log:
-            def log(line: str) -> None:
-                build_log.write(line + "\n")
-                build_log.flush()
-                self.jobs.system_log(job.id, line)
-            t = time.monotonic()
-            base, built = self.envs.get(interp, spec, log)
-            self.jobs.system_log(job.id, f"python environment {'built' if built else 'taken from the cache'} in "
-                                         f"{time.monotonic() - t:.2f}s: python {interp.full}, "
-                                         f"{len(spec.requirements)} requirement(s)")
-        return pyenv.job_layer(base, run_dir / "venv")
-
-    @staticmethod
-    def _progress(path: Path, progress: int, message: str) -> None:
-        with open(path, "a") as f:
-            f.write(json.dumps({"progress": progress, "message": message}) + "\n")
-
-    def _env(self, job: Job, run_dir: Path, layout: Layout, project_home: Optional[str],
-             venv: Optional[Path] = None, image_env: Optional[Path] = None) -> dict[str, str]:
-        env = {"PYTHONUNBUFFERED": "1"}  # logs stream live, as in the cloud
-        if _uses_docker(job):
-            # The image's own PATH, HOME and locale, except for a python env built for it.
-            if image_env is not None:
-                env["PATH"] = f"{image_env}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-                env["VIRTUAL_ENV"] = str(image_env)
-        else:
-            path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
-            if venv is not None:
-                path = f"{venv / 'bin'}:{_base_of(venv) / 'bin'}:{path}"
-                env["VIRTUAL_ENV"] = str(venv)
-            env.update(PATH=path, HOME=os.environ.get("HOME", str(layout.work)),
-                       LANG=os.environ.get("LANG", "C.UTF-8"))
-        if not _uses_docker(job):
-            env.update(self.secrets.all(job.project_id))  # as the cloud does; docker jobs read them from a file
-        env.update(job.params.env.vars)
-        env["JOB_PROGRESS_FILENAME"] = layout.to_job_path(str(self.jobs.progress_path(job.id)))
-        env["DSJOBS_JOB_ID"] = job.id  # the marker every process of the job carries
-        if project_home is not None:
-            env["DS_PROJECT_HOME"] = layout.to_job_path(project_home)
-        return env
-
-    @staticmethod
-    def unsupported(job: Job) -> Optional[str]:
-        """What the job asks for that this engine cannot give yet: it fails clearly, never silently."""
-        p = job.params
-        if p.env.python_env is not None and p.env.python_env.conda_yaml:
-            return "python_env.conda_yaml: conda environments are not available locally (use pip requirements)"
-        if p.spark_connector_id:
-            return f"spark_parameters: Spark connector {p.spark_connector_id!r} is not available locally"
-        return None
-
-    def _resources(self, job: Job) -> dict[str, tuple[str, str]]:
-        """${<id>} of s3 mounts and datasets -> (host dir, dir inside a container); unknown ids fail the job."""
-        out = {}
-        for rid in job.params.s3_mount_ids:
-            out[rid] = (self.mounts.resolve(rid), f"/dsjobs/s3/{rid}")
-        for rid in job.params.dataset_ids:
-            out[rid] = (self.datasets.resolve(rid), f"/dsjobs/datasets/{rid}")
-        return out
-
-    def _instance(self, job: Job, note) -> InstanceType:
-        """The first requested type this machine can serve (GPUs are what it cannot fake)."""
-        cfg = self.jobs.cfg
-        names = job.params.cloud_instance_types or [cfg.default_instance_type]
-        for n in names:
-            t = cfg.instance_types[n]
-            if t.gpus <= _machine_gpus():
-                return t
-            note(f"instance type {n} needs {t.gpus} GPU(s); this machine has {_machine_gpus()}")
-        raise DockerError(f"none of the instance types {', '.join(names)} can run on this machine: "
-                          f"it has no GPU", code="FAILED_PRECONDITION")
-
-    def _container(self, job: Job, run_dir: Path, work: Path, project_home: Optional[str], instance,
-                   resources: dict) -> ContainerSpec:
-        jobs, cfg, p = self.jobs, self.jobs.cfg, job.params
-        note = lambda m: jobs.system_log(job.id, m)  # noqa: E731
-        if p.env.docker_image_resource_id:
-            image, user, password = self.images.resolve(p.env.docker_image_resource_id), "", ""
-        else:
-            spec = p.env.docker_image_spec
-            image, user = spec.image_url, spec.username
-            password = spec.password_plain_text or (
-                self.secrets.get(job.project_id, spec.password_ds_secret_name) if spec.password_ds_secret_name else "")
-        from runners import docker as rd
-        rd.ensure_image(self.docker.dc, image, user, password, note=note, timeout_s=cfg.image_pull_timeout_s)
-        ncpu, mem = os.cpu_count() or 1, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        cpus, memory = min(instance.cpus, ncpu), min(int(instance.memory_gb * (1 << 30)), mem)
-        if cpus < instance.cpus or memory < instance.memory_gb * (1 << 30):
-            note(f"instance type {instance.name} ({instance.cpus:g} vCPU, {instance.memory_gb:g} GB) capped at "
-                 f"what this machine has: {cpus:g} CPU(s), {memory / (1 << 30):.1f} GB")
-        owner = os.stat(cfg.data_dir)
-        binds = {str(work): {"bind": JOB_DIR, "mode": "rw"},
-                 str(jobs.progress_path(job.id).parent): {"bind": CONTAINER_PROGRESS, "mode": "rw"}}
-        if project_home:
-            binds[project_home] = {"bind": CONTAINER_PROJECT_HOME, "mode": "rw"}
-        for host, inside in resources.values():
-            binds[host] = {"bind": inside, "mode": "ro"}  # mounts and datasets are for reading
-        secrets = self.secrets.all(job.project_id)
-        if secrets:
-            sdir = run_dir / "secrets"
-            sdir.mkdir(mode=0o700, exist_ok=True)
-            lines = []
-            for name, value in secrets.items():
-                if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-                    lines.append(f"export {name}={shlex.quote(value)}\n")
-                else:
-                    note(f"secret {name!r} is not exported in a container: its name is not a shell variable name")
-            fd = os.open(sdir / "env", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write("".join(lines))
-            binds[str(sdir)] = {"bind": os.path.dirname(SECRETS_FILE), "mode": "ro"}
-        user_spec = None if cfg.docker_run_as_root or owner.st_uid == 0 else f"{owner.st_uid}:{owner.st_gid}"
-        if user_spec:
-            # Outputs are not left root-owned: the job runs as the owner of its working directory.
-            for d in [work, jobs.progress_path(job.id).parent, run_dir / "secrets"] + \
-                    ([Path(project_home)] if project_home else []):
-                _chown_tree(d, owner.st_uid, owner.st_gid)
-        return ContainerSpec(image=image, job_id=job.id, project_id=job.project_id, binds=binds, user=user_spec,
-                             network=cfg.docker_network, cpus=cpus, memory_bytes=memory)
-
-    def _check_storage(self, job: Job, work: Path) -> None:
-        ws = job.params.extended_working_storage
-        if ws is not None and ws.size_gb:
-            work.mkdir(parents=True, exist_ok=True)
-            free = shutil.disk_usage(work).free
-            if free < ws.size_gb * (1 << 30):
-                self.jobs.system_log(job.id, f"warning: working storage of {ws.size_gb} GB was asked for; the disk "
-                                             f"holding the working directory has {free / (1 << 30):.1f} GB free")
-
-    def _to_job_path(self, job: Job, work: Path, project_home: Optional[str], resources: dict):
-        if not _uses_docker(job):
-            return lambda p: p
-        progress = str(self.jobs.progress_path(job.id).parent)
-        table = [(str(work), JOB_DIR), (progress, CONTAINER_PROGRESS)] + list(resources.values())
-        if project_home:
-            table.append((project_home, CONTAINER_PROJECT_HOME))
-
-        def to_job(p: str) -> str:
-            for host, inside in table:
-                if p == host or p.startswith(host + "/"):
-                    return inside + p[len(host):]
-            return p
-        return to_job
-
     def run(self, job: Job) -> None:
         jobs = self.jobs
-        why = self.unsupported(job)
+        why = self.prep.unsupported(job)
         if why:
             self._fail(job.id, why, code="FAILED_PRECONDITION")
             return
@@ -354,10 +168,10 @@ class Scheduler:
         jobs.progress_path(job.id).parent.mkdir(exist_ok=True)
         journal = jobs.journal(job.id)
         try:
-            docker = _uses_docker(job)
+            docker = uses_docker(job)
             if docker and self.docker is None:
                 raise DockerError("this engine runs without Docker", code="FAILED_PRECONDITION")
-            inst = self._instance(job, lambda m: jobs.system_log(job.id, m)) if docker else None
+            inst = self.prep.instance(job, lambda m: jobs.system_log(job.id, m)) if docker else None
             instance = inst.name if inst else (job.params.cloud_instance_types[0] if job.params.cloud_instance_types
                                                else jobs.cfg.default_instance_type)
             project_home = None
@@ -365,20 +179,20 @@ class Scheduler:
                 project_home = str(jobs.cfg.data_dir / "projects" / job.project_id / "home")
                 os.makedirs(project_home, exist_ok=True)
             jobs.system_log(job.id, f"preparing: instance type {instance}, working directory {work}")
-            venv = None if docker else self._python_env(job, run_dir)
+            venv = None if docker else self.prep.python_env(job, run_dir)
             image_env = None
-            resources = self._resources(job)
-            self._check_storage(job, work)
+            resources = self.prep.resources(job)
+            self.prep.check_storage(job, work)
             layout = materialise(job.params, work, lambda sha: str(jobs.blobs.path(sha)), project_home=project_home,
                                  mounts={rid: host for rid, (host, _) in resources.items()},
-                                 to_job_path=self._to_job_path(job, work, project_home, resources))
+                                 to_job_path=self.prep.to_job_path(job, work, project_home, resources))
             (run_dir / "layout").write_text(_layout_text(layout))  # what a restarted engine needs to collect
             cmd = substitute(job.params.cmd, layout.vars)
-            container = self._container(job, run_dir, work, project_home, inst, resources) if docker else None
+            container = self.prep.container(job, run_dir, work, project_home, inst, resources) if docker else None
             if container is not None and job.params.env.python_env is not None:
-                image_env = self._image_python_env(job, run_dir, container.image)
+                image_env = self.prep.image_python_env(job, run_dir, container.image)
                 container.binds[str(image_env)] = {"bind": str(image_env), "mode": "ro"}  # the cache stays as built
-            env = self._env(job, run_dir, layout, project_home, venv, image_env)
+            env = self.prep.env(job, run_dir, layout, project_home, venv, image_env)
             limit = self.max_duration(job)
             sig, grace = self.stop_params(job, graceful=True)
             spec = RunSpec(job_id=job.id, run_dir=str(run_dir), argv=["bash", "-c", cmd], cwd=str(work), env=env,
@@ -430,7 +244,7 @@ class Scheduler:
         if executor is self.docker and self.jobs.cfg.docker_run_as_root and layout is not None:
             owner = os.stat(self.jobs.cfg.data_dir)
             if owner.st_uid != 0:  # a root container: what it wrote goes back to the working directory's owner
-                _chown_tree(layout.work, owner.st_uid, owner.st_gid)
+                chown_tree(layout.work, owner.st_uid, owner.st_gid)
         try:
             # Outputs are collected before the container is removed (they are on the bind mount anyway).
             self._finish(job_id, layout, result)
@@ -513,7 +327,7 @@ class Scheduler:
             dest = self.jobs.cfg.data_dir / "datasets" / rid
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(layout.work / rel), dest)
-            self.datasets.add(rid, dest, name=desc.name, description=desc.description, labels=desc.labels,
+            self.prep.datasets.add(rid, dest, name=desc.name, description=desc.description, labels=desc.labels,
                               source_job=job.id)
             self.jobs.system_log(job.id, f"dataset {desc.name!r} created: {rid}")
             out.append(OutputDataset(desc=desc, id=rid))
@@ -555,7 +369,7 @@ class Scheduler:
         if handle is None:
             return  # still preparing: the worker sees CANCELLING before it starts the program
         sig, timeout = self.stop_params(job, graceful)
-        (self.docker if _uses_docker(job) else self.executor).stop(handle, sig, timeout,
+        (self.docker if uses_docker(job) else self.executor).stop(handle, sig, timeout,
                                                                     job.status_details or "cancelled")
 
     # --- recovery ----------------------------------------------------------------------------------------------
@@ -575,7 +389,7 @@ class Scheduler:
                     jobs.update(job.id, requeue)
                 continue
             layout = _read_layout(run_dir)
-            executor = self.docker if _uses_docker(job) else self.executor
+            executor = self.docker if uses_docker(job) else self.executor
             try:
                 handle = executor.adopt(str(run_dir)) if executor is not None else None
             except DockerError as e:
@@ -601,33 +415,6 @@ class Scheduler:
                 jobs.system_log(job.id, "engine restarted: the job's supervisor was gone; its processes were killed")
             self._fail(job.id, "the engine stopped during the run and the job's supervisor is gone; "
                                "the job did not finish")
-
-
-CONTAINER_PROGRESS = "/dsjobs/progress"
-CONTAINER_PROJECT_HOME = "/dsjobs/project"
-
-
-def _uses_docker(job: Job) -> bool:
-    return bool(job.params.env.docker_image_resource_id or job.params.env.docker_image_spec is not None)
-
-
-def _machine_gpus() -> int:
-    return len([d for d in os.listdir("/dev") if re.fullmatch(r"nvidia\d+", d)]) if os.path.isdir("/dev") else 0
-
-
-def _chown_tree(root: Path, uid: int, gid: int) -> None:
-    for d, dirs, files in os.walk(root):
-        for name in [d] + [os.path.join(d, x) for x in dirs + files]:
-            try:
-                os.lchown(name, uid, gid)
-            except OSError:
-                pass
-
-
-def _base_of(venv: Path) -> Path:
-    """The cached env a job layer sits on (named in its .pth)."""
-    pth = next((venv / "lib").glob("python*/site-packages/_dsjobs_base.pth"))
-    return Path(pth.read_text().splitlines()[0]).parent.parent.parent  # <base>/lib/pythonX.Y/site-packages
 
 
 def _layout_text(layout: Layout) -> str:

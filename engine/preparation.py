@@ -1,0 +1,240 @@
+"""Everything a job needs before it starts, besides its files: its Python env, the environment variables, the
+instance type, the container (image, mounts, user, limits, secrets), mounts and datasets, and how host paths look
+from inside the job."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import time
+from pathlib import Path
+from typing import Optional
+
+from engine.config import InstanceType
+from engine.jobs import JobService
+from engine.model import Job
+from engine.resources import Directories, Images, Secrets
+from runners import pyenv
+from runners.base import Executor
+from runners.docker import JOB_DIR, SECRETS_FILE, ContainerSpec, DockerError
+from runners.pyenv import EnvCache, EnvError
+from runners.workspace import Layout
+
+
+class Preparation:
+    def __init__(self, jobs: JobService, envs: Optional[EnvCache], docker: Optional[Executor]):
+        self.jobs = jobs
+        self.envs = envs
+        self.docker = docker
+        self.secrets = Secrets(jobs.cfg.data_dir)
+        self.images = Images(jobs.cfg.data_dir)
+        self.mounts = Directories(jobs.cfg.data_dir, "mount")
+        self.datasets = Directories(jobs.cfg.data_dir, "dataset")
+
+    def image_python_env(self, job: Job, run_dir: Path, image: str) -> Optional[Path]:
+        """A job in a container: its python_version must be the image's, and its env is built with it."""
+        from runners import docker as rd
+        pe = job.params.env.python_env
+        have = rd.image_pythons(self.docker.dc, image)
+        version = pe.python_version or (have[-1] if have else "")
+        if version not in have:
+            raise EnvError(f"python_version {version or '(any)'} is not in image {image} "
+                           f"(it has: {', '.join('python' + v for v in have) or 'no python3.X'})")
+        spec = pyenv.install_spec(pe, self.jobs.cfg.pip_index_url, tuple(self.jobs.cfg.pip_extra_index_urls))
+        interp = pyenv.Interpreter(version, version, f"python{version}")
+        self._progress(self.jobs.progress_path(job.id), 0, "building python environment")
+        with open(run_dir / "env_build.log", "a") as build_log:
+            def log(line: str) -> None:
+                build_log.write(line + "\n")
+                build_log.flush()
+                self.jobs.system_log(job.id, line)
+            image_id = self.docker.dc.api.inspect_image(image)["Id"]
+            t = time.monotonic()
+            env_dir, built = self.envs.get(interp, spec, log, image=image_id, build=lambda d: rd.build_env_in_image(
+                self.docker.dc, image, version, str(d), spec, log, self.jobs.cfg.env_build_timeout_s))
+            self.jobs.system_log(job.id, f"python environment {'built' if built else 'taken from the cache'} in "
+                                         f"{time.monotonic() - t:.2f}s: python{version} of the image")
+        return env_dir
+
+    def python_env(self, job: Job, run_dir: Path) -> Optional[Path]:
+        """Build (or take from the cache) the job's Python env and give the job its own thin layer over it."""
+        pe = job.params.env.python_env
+        if pe is None or self.envs is None:
+            return None
+        cfg = self.jobs.cfg
+        interp = pyenv.pick(pe.python_version, tuple(cfg.python_interpreters))
+        spec = pyenv.install_spec(pe, cfg.pip_index_url, tuple(cfg.pip_extra_index_urls))
+        self._progress(self.jobs.progress_path(job.id), 0, "building python environment")
+        build_log = open(run_dir / "env_build.log", "a")
+        with build_log:
+            def log(line: str) -> None:
+                build_log.write(line + "\n")
+                build_log.flush()
+                self.jobs.system_log(job.id, line)
+            t = time.monotonic()
+            base, built = self.envs.get(interp, spec, log)
+            self.jobs.system_log(job.id, f"python environment {'built' if built else 'taken from the cache'} in "
+                                         f"{time.monotonic() - t:.2f}s: python {interp.full}, "
+                                         f"{len(spec.requirements)} requirement(s)")
+        return pyenv.job_layer(base, run_dir / "venv")
+
+    @staticmethod
+    def _progress(path: Path, progress: int, message: str) -> None:
+        with open(path, "a") as f:
+            f.write(json.dumps({"progress": progress, "message": message}) + "\n")
+
+    def env(self, job: Job, run_dir: Path, layout: Layout, project_home: Optional[str],
+             venv: Optional[Path] = None, image_env: Optional[Path] = None) -> dict[str, str]:
+        env = {"PYTHONUNBUFFERED": "1"}  # logs stream live, as in the cloud
+        if uses_docker(job):
+            # The image's own PATH, HOME and locale, except for a python env built for it.
+            if image_env is not None:
+                env["PATH"] = f"{image_env}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+                env["VIRTUAL_ENV"] = str(image_env)
+        else:
+            path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+            if venv is not None:
+                path = f"{venv / 'bin'}:{_base_of(venv) / 'bin'}:{path}"
+                env["VIRTUAL_ENV"] = str(venv)
+            env.update(PATH=path, HOME=os.environ.get("HOME", str(layout.work)),
+                       LANG=os.environ.get("LANG", "C.UTF-8"))
+        if not uses_docker(job):
+            env.update(self.secrets.all(job.project_id))  # as the cloud does; docker jobs read them from a file
+        env.update(job.params.env.vars)
+        env["JOB_PROGRESS_FILENAME"] = layout.to_job_path(str(self.jobs.progress_path(job.id)))
+        env["DSJOBS_JOB_ID"] = job.id  # the marker every process of the job carries
+        if project_home is not None:
+            env["DS_PROJECT_HOME"] = layout.to_job_path(project_home)
+        return env
+
+    @staticmethod
+    def unsupported(job: Job) -> Optional[str]:
+        """What the job asks for that this engine cannot give yet: it fails clearly, never silently."""
+        p = job.params
+        if p.env.python_env is not None and p.env.python_env.conda_yaml:
+            return "python_env.conda_yaml: conda environments are not available locally (use pip requirements)"
+        if p.spark_connector_id:
+            return f"spark_parameters: Spark connector {p.spark_connector_id!r} is not available locally"
+        return None
+
+    def resources(self, job: Job) -> dict[str, tuple[str, str]]:
+        """${<id>} of s3 mounts and datasets -> (host dir, dir inside a container); unknown ids fail the job."""
+        out = {}
+        for rid in job.params.s3_mount_ids:
+            out[rid] = (self.mounts.resolve(rid), f"/dsjobs/s3/{rid}")
+        for rid in job.params.dataset_ids:
+            out[rid] = (self.datasets.resolve(rid), f"/dsjobs/datasets/{rid}")
+        return out
+
+    def instance(self, job: Job, note) -> InstanceType:
+        """The first requested type this machine can serve (GPUs are what it cannot fake)."""
+        cfg = self.jobs.cfg
+        names = job.params.cloud_instance_types or [cfg.default_instance_type]
+        for n in names:
+            t = cfg.instance_types[n]
+            if t.gpus <= _machine_gpus():
+                return t
+            note(f"instance type {n} needs {t.gpus} GPU(s); this machine has {_machine_gpus()}")
+        raise DockerError(f"none of the instance types {', '.join(names)} can run on this machine: "
+                          f"it has no GPU", code="FAILED_PRECONDITION")
+
+    def container(self, job: Job, run_dir: Path, work: Path, project_home: Optional[str], instance,
+                   resources: dict) -> ContainerSpec:
+        jobs, cfg, p = self.jobs, self.jobs.cfg, job.params
+        note = lambda m: jobs.system_log(job.id, m)  # noqa: E731
+        if p.env.docker_image_resource_id:
+            image, user, password = self.images.resolve(p.env.docker_image_resource_id), "", ""
+        else:
+            spec = p.env.docker_image_spec
+            image, user = spec.image_url, spec.username
+            password = spec.password_plain_text or (
+                self.secrets.get(job.project_id, spec.password_ds_secret_name) if spec.password_ds_secret_name else "")
+        from runners import docker as rd
+        rd.ensure_image(self.docker.dc, image, user, password, note=note, timeout_s=cfg.image_pull_timeout_s)
+        ncpu, mem = os.cpu_count() or 1, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        cpus, memory = min(instance.cpus, ncpu), min(int(instance.memory_gb * (1 << 30)), mem)
+        if cpus < instance.cpus or memory < instance.memory_gb * (1 << 30):
+            note(f"instance type {instance.name} ({instance.cpus:g} vCPU, {instance.memory_gb:g} GB) capped at "
+                 f"what this machine has: {cpus:g} CPU(s), {memory / (1 << 30):.1f} GB")
+        owner = os.stat(cfg.data_dir)
+        binds = {str(work): {"bind": JOB_DIR, "mode": "rw"},
+                 str(jobs.progress_path(job.id).parent): {"bind": CONTAINER_PROGRESS, "mode": "rw"}}
+        if project_home:
+            binds[project_home] = {"bind": CONTAINER_PROJECT_HOME, "mode": "rw"}
+        for host, inside in resources.values():
+            binds[host] = {"bind": inside, "mode": "ro"}  # mounts and datasets are for reading
+        secrets = self.secrets.all(job.project_id)
+        if secrets:
+            sdir = run_dir / "secrets"
+            sdir.mkdir(mode=0o700, exist_ok=True)
+            lines = []
+            for name, value in secrets.items():
+                if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                    lines.append(f"export {name}={shlex.quote(value)}\n")
+                else:
+                    note(f"secret {name!r} is not exported in a container: its name is not a shell variable name")
+            fd = os.open(sdir / "env", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write("".join(lines))
+            binds[str(sdir)] = {"bind": os.path.dirname(SECRETS_FILE), "mode": "ro"}
+        user_spec = None if cfg.docker_run_as_root or owner.st_uid == 0 else f"{owner.st_uid}:{owner.st_gid}"
+        if user_spec:
+            # Outputs are not left root-owned: the job runs as the owner of its working directory.
+            for d in [work, jobs.progress_path(job.id).parent, run_dir / "secrets"] + \
+                    ([Path(project_home)] if project_home else []):
+                chown_tree(d, owner.st_uid, owner.st_gid)
+        return ContainerSpec(image=image, job_id=job.id, project_id=job.project_id, binds=binds, user=user_spec,
+                             network=cfg.docker_network, cpus=cpus, memory_bytes=memory)
+
+    def check_storage(self, job: Job, work: Path) -> None:
+        ws = job.params.extended_working_storage
+        if ws is not None and ws.size_gb:
+            work.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(work).free
+            if free < ws.size_gb * (1 << 30):
+                self.jobs.system_log(job.id, f"warning: working storage of {ws.size_gb} GB was asked for; the disk "
+                                             f"holding the working directory has {free / (1 << 30):.1f} GB free")
+
+    def to_job_path(self, job: Job, work: Path, project_home: Optional[str], resources: dict):
+        if not uses_docker(job):
+            return lambda p: p
+        progress = str(self.jobs.progress_path(job.id).parent)
+        table = [(str(work), JOB_DIR), (progress, CONTAINER_PROGRESS)] + list(resources.values())
+        if project_home:
+            table.append((project_home, CONTAINER_PROJECT_HOME))
+
+        def to_job(p: str) -> str:
+            for host, inside in table:
+                if p == host or p.startswith(host + "/"):
+                    return inside + p[len(host):]
+            return p
+        return to_job
+
+
+CONTAINER_PROGRESS = "/dsjobs/progress"
+CONTAINER_PROJECT_HOME = "/dsjobs/project"
+
+
+def uses_docker(job: Job) -> bool:
+    return bool(job.params.env.docker_image_resource_id or job.params.env.docker_image_spec is not None)
+
+
+def _machine_gpus() -> int:
+    return len([d for d in os.listdir("/dev") if re.fullmatch(r"nvidia\d+", d)]) if os.path.isdir("/dev") else 0
+
+
+def chown_tree(root: Path, uid: int, gid: int) -> None:
+    for d, dirs, files in os.walk(root):
+        for name in [d] + [os.path.join(d, x) for x in dirs + files]:
+            try:
+                os.lchown(name, uid, gid)
+            except OSError:
+                pass
+
+
+def _base_of(venv: Path) -> Path:
+    """The cached env a job layer sits on (named in its .pth)."""
+    pth = next((venv / "lib").glob("python*/site-packages/_dsjobs_base.pth"))
+    return Path(pth.read_text().splitlines()[0]).parent.parent.parent  # <base>/lib/pythonX.Y/site-packages
