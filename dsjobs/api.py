@@ -10,7 +10,7 @@ import atexit
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field  # noqa: F401
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 

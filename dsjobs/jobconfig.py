@@ -161,7 +161,7 @@ def _var_path(value, validator) -> VarPath:
     return vp
 
 
-def _var_paths(d: dict, key: str, validator, base: Path) -> list[VarPath]:
+def _var_paths(d: dict, key: str, validator) -> list[VarPath]:
     values = d.get(key, [])
     if not isinstance(values, list):
         raise ConfigError(f"`{key}` should be a list")
@@ -455,10 +455,10 @@ def parse(text: str, base: Path | str = ".") -> Config:
     env = env or {}
     c = Config(
         name=d.get("name"), desc=d.get("desc"), cmd=d["cmd"], args=args,
-        inputs=_var_paths(d, "inputs", _validate_path(base, True), base),
-        outputs=_var_paths(d, "outputs", _validate_path(base, False), base),
-        s3_mounts=_var_paths(d, "s3-mounts", _validate_resource_id, base),
-        datasets=_var_paths(d, "datasets", _validate_resource_id, base),
+        inputs=_var_paths(d, "inputs", _validate_path(base, True)),
+        outputs=_var_paths(d, "outputs", _validate_path(base, False)),
+        s3_mounts=_var_paths(d, "s3-mounts", _validate_resource_id),
+        datasets=_var_paths(d, "datasets", _validate_resource_id),
         env_vars=_env_vars(env), docker=_docker(env), python=_python(env, base),
         cloud_instance_types=_instance_types(d), attach_project_disk="attach-project-disk" in flags,
         content=text, working_storage_gb=_working_storage(d), output_datasets=_output_datasets(d),

@@ -72,6 +72,7 @@ def build_engine(cfg: EngineConfig, *, executor: Optional[Executor] = None) -> E
     os.chmod(cfg.data_dir, 0o700)  # job data and the signing key are the user's alone
     store = Store(cfg.data_dir / "dsjobs.db")
     blobs = BlobStore(cfg.data_dir / "blobs")
+    # The URLs' base needs the port the file server got, so the server is bound first and given its signer after.
     files = FileServer((cfg.files_host, cfg.files_port), blobs, Signer(b"", ""))
     base = cfg.files_url or f"http://{cfg.files_host}:{files.server_address[1]}"
     signer = Signer(load_key(cfg.data_dir / "signing.key"), base, cfg.url_ttl_s)

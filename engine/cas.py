@@ -112,9 +112,6 @@ class BlobStore:
     def put_stream(self, stream: BinaryIO) -> tuple[str, int]:
         return self.write(iter(lambda: stream.read(CHUNK), b""))
 
-    def put_bytes(self, data: bytes) -> tuple[str, int]:
-        return self.write(iter([data]))
-
     def put_file(self, path: str | Path, expect_sha: str | None = None) -> tuple[str, int]:
         with open(path, "rb") as f:
             return self.write(iter(lambda: f.read(CHUNK), b""), expect_sha=expect_sha)

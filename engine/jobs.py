@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import datetime
 import json
 import re
 import secrets
@@ -376,7 +377,6 @@ class JobService:
             ts = None
             if d.get("create_time"):
                 try:
-                    from datetime import datetime
                     ts = datetime.fromisoformat(str(d["create_time"])).timestamp()
                 except ValueError:
                     ts = None

@@ -159,9 +159,6 @@ class Store:
             return [s for s in shas
                     if db.execute("SELECT 1 FROM blob_refs WHERE sha256 = ? LIMIT 1", (s,)).fetchone() is None]
 
-    def referenced(self, sha: str) -> bool:
-        return bool(self._q("SELECT 1 FROM blob_refs WHERE sha256 = ? LIMIT 1", (sha,)))
-
     # --- operations ------------------------------------------------------------------------------------------
 
     @staticmethod

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
+from runners import stats
 from runners import supervisor as sv
 from runners.base import ExitResult, Executor, Handle, RunSpec
 
@@ -26,7 +27,6 @@ SECRETS_FILE = "/dsjobs/secrets/env"
 # Project secrets come from a mounted file, not the container's environment, so `docker inspect` never shows them.
 SHELL_WRAPPER = (f'if [ -r {SECRETS_FILE} ]; then . {SECRETS_FILE}; fi; '
                  'if [ -x /bin/bash ]; then exec /bin/bash -c "$0"; else exec /bin/sh -c "$0"; fi')
-STATS_HEADER = "time\tcpu_percent\tmemory_bytes\tmemory_limit_bytes\tblock_read_bytes\tblock_write_bytes\tpids\n"
 
 
 class DockerError(Exception):
@@ -184,31 +184,13 @@ class DockerExecutor(Executor):
                         sink.flush_partial()
                         sink.close()
 
-        def stats():
-            path = os.path.join(spec.run_dir, "docker_stats.tsv")
-            fd = os.open(spec.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                new = not os.path.exists(path)
-                with open(path, "a") as f:
-                    if new:
-                        f.write(STATS_HEADER)
-                        sv.append_record(fd, sv.STATS, STATS_HEADER.encode())
-                    while not h.done.wait(self.STATS_INTERVAL_S):
-                        line = self._stats_line(h.container_id)
-                        if line:
-                            f.write(line)
-                            f.flush()
-                            sv.append_record(fd, sv.STATS, line.encode())
-            finally:
-                os.close(fd)
-
-        for target, args in ((pump, (sv.STDOUT,)), (pump, (sv.STDERR,)), (stats, ())):
-            t = threading.Thread(target=target, args=args, daemon=True, name="dsjobs-docker-follow")
+        for stream in (sv.STDOUT, sv.STDERR):
+            t = threading.Thread(target=pump, args=(stream,), daemon=True, name="dsjobs-docker-logs")
             t.start()
-            if target is pump:
-                h.threads.append(t)
+            h.threads.append(t)
+        stats.start(spec.run_dir, spec.journal, h.done, self.STATS_INTERVAL_S, lambda: self._stats(h.container_id))
 
-    def _stats_line(self, cid: str) -> Optional[str]:
+    def _stats(self, cid: str) -> Optional[stats.Sample]:
         try:
             s = self.dc.api.stats(cid, stream=False)
         except Exception:  # noqa: BLE001 - the container may have just ended
@@ -228,8 +210,7 @@ class DockerExecutor(Executor):
                 elif e.get("op", "").lower() == "write":
                     wr += e.get("value", 0)
             pids = s.get("pids_stats", {}).get("current", 0)
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-            return f"{stamp}\t{pct:.1f}\t{mem.get('usage', 0)}\t{mem.get('limit', 0)}\t{rd}\t{wr}\t{pids}\n"
+            return pct, mem.get("usage", 0), mem.get("limit", 0), rd, wr, pids
         except (KeyError, TypeError, ZeroDivisionError):
             return None
 

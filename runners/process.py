@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
+from runners import stats
 from runners import supervisor as sv
 from runners.base import ExitResult, Executor, Handle, RunSpec
 
@@ -123,43 +124,27 @@ class ProcessExecutor(Executor):
     STATS_INTERVAL_S = 3.0
 
     def _sample(self, h: ProcessHandle, journal: str) -> None:
-        """Resource stats of the job's process tree (psutil), in the format of the cloud's .docker_stats.tsv."""
+        """Resource stats of the job's process tree (psutil), as the cloud's .docker_stats.tsv."""
         import psutil
-        from runners.docker import STATS_HEADER
+        procs: dict[int, psutil.Process] = {}  # kept, so cpu_percent measures since the previous sample
 
-        def loop():
-            path = os.path.join(h.run_dir, "docker_stats.tsv")
-            fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            procs: dict[int, psutil.Process] = {}
+        def sample():
             try:
-                with open(path, "a") as f:
-                    if f.tell() == 0:
-                        f.write(STATS_HEADER)
-                        sv.append_record(fd, sv.STATS, STATS_HEADER.encode())
-                    while not h.done.wait(self.STATS_INTERVAL_S):
-                        try:
-                            tree = psutil.Process(h.pid).children(recursive=True)
-                        except psutil.Error:
-                            continue
-                        cpu = mem = rd = wr = 0.0
-                        for p in tree:
-                            p = procs.setdefault(p.pid, p)
-                            try:
-                                cpu += p.cpu_percent(None)
-                                mem += p.memory_info().rss
-                                io = p.io_counters()
-                                rd, wr = rd + io.read_bytes, wr + io.write_bytes
-                            except psutil.Error:
-                                pass
-                        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-                        line = (f"{stamp}\t{cpu:.1f}\t{int(mem)}\t{psutil.virtual_memory().total}\t{int(rd)}\t"
-                                f"{int(wr)}\t{len(tree)}\n")
-                        f.write(line)
-                        f.flush()
-                        sv.append_record(fd, sv.STATS, line.encode())
-            finally:
-                os.close(fd)
-        threading.Thread(target=loop, daemon=True, name="dsjobs-stats").start()
+                tree = psutil.Process(h.pid).children(recursive=True)
+            except psutil.Error:
+                return None
+            cpu = mem = rd = wr = 0
+            for p in tree:
+                p = procs.setdefault(p.pid, p)
+                try:
+                    cpu += p.cpu_percent(None)
+                    mem += p.memory_info().rss
+                    io = p.io_counters()
+                    rd, wr = rd + io.read_bytes, wr + io.write_bytes
+                except psutil.Error:
+                    pass
+            return cpu, mem, psutil.virtual_memory().total, rd, wr, len(tree)
+        stats.start(h.run_dir, journal, h.done, self.STATS_INTERVAL_S, sample)
 
     def adopt(self, run_dir: str) -> Optional[ProcessHandle]:
         info = sv.read_file(os.path.join(run_dir, "supervisor"))

@@ -205,7 +205,6 @@ class Supervisor:
                             int(self.spec.get("log_limit_bytes") or 0))
         self.journal = self.logs.journal
         self.pid = None
-        self.stop_signal_sent_at = None
         self.kill_at = None
         self.stopped = None  # the stop request that ended the job, if any
         # A limit on running time is enforced here, not in the engine, so it holds while the engine is down.
@@ -333,7 +332,6 @@ class Supervisor:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         # SIGTERM to the supervisor itself (e.g. from a service manager) means: stop the job now.
         signal.signal(signal.SIGTERM, lambda *_: None)
-        self._sigterm = False
 
         started = time.time()
         spec = self.spec

@@ -14,7 +14,6 @@ from engine.jobs import ExecuteView, UploadUrl
 from engine.model import (NONE, ZIP, Argument, DockerImageSpec, Environment, ExtendedWorkingStorage, File, FileDesc,
                           FileError, GracefulShutdown, Job, JobParameters, Operation, OutputDataset,
                           OutputDatasetDesc, PipOptions, Progress, PythonEnv)
-from engine.state import JobStatus
 from runners.supervisor import STDERR, STDOUT
 
 _COMPRESSION = {jpb.NONE: NONE, jpb.ZIP: ZIP, jpb.FILE_COMPRESSION_TYPE_UNSPECIFIED: NONE}
@@ -257,7 +256,3 @@ def std_log_pb(r: logs.LogRecord) -> Optional[spb.StdLog]:
     if r.stream == STDERR:
         return spb.StdLog(content=r.content, type=spb.StdLog.ERR)
     return None
-
-
-def status_name(v: int) -> JobStatus:
-    return JobStatus(v)

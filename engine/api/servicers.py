@@ -12,7 +12,7 @@ from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb
 from engine.api.pb.yandex.cloud.datasphere.v2 import project_pb2 as ppb
 from engine.api.pb.yandex.cloud.datasphere.v2 import project_service_pb2_grpc as pgrpc
 from engine.api.pb.yandex.cloud.operation import operation_service_pb2_grpc as ogrpc
-from engine.errors import InvalidArgument
+from engine.errors import FailedPrecondition, InvalidArgument
 from engine.jobs import JobService
 
 
@@ -128,7 +128,6 @@ class OperationServicer(ogrpc.OperationServiceServicer):
     def Cancel(self, request, context):
         op, _ = self.jobs.operation(request.operation_id)
         if op.kind != "execute":
-            from engine.errors import FailedPrecondition
             raise FailedPrecondition(f"operation {request.operation_id!r} ({op.kind}) cannot be cancelled")
         self.jobs.cancel(op.job_id, "operation cancelled", graceful=False)
         return _operation(self.jobs, request.operation_id)

@@ -1,0 +1,44 @@
+"""Resource stats of a running job, in the layout of the cloud's `.docker_stats.tsv`: one writer loop for every
+executor, which only says how to take a sample."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Callable, Optional
+
+from runners import supervisor as sv
+
+HEADER = "time\tcpu_percent\tmemory_bytes\tmemory_limit_bytes\tblock_read_bytes\tblock_write_bytes\tpids\n"
+# (cpu percent, memory bytes, memory limit bytes, block read bytes, block write bytes, pids)
+Sample = tuple[float, int, int, int, int, int]
+
+
+def start(run_dir: str, journal: str, done: threading.Event, interval_s: float,
+          sample: Callable[[], Optional[Sample]]) -> threading.Thread:
+    """Every ``interval_s`` until ``done``: append a row to run_dir/docker_stats.tsv and stream it as
+    `.docker_stats.tsv` in the job's journal."""
+
+    def loop():
+        fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            with open(os.path.join(run_dir, "docker_stats.tsv"), "a") as f:
+                if f.tell() == 0:
+                    f.write(HEADER)
+                    sv.append_record(fd, sv.STATS, HEADER.encode())
+                while not done.wait(interval_s):
+                    row = sample()
+                    if row is None:
+                        continue
+                    cpu, mem, limit, rd, wr, pids = row
+                    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+                    line = f"{stamp}\t{cpu:.1f}\t{int(mem)}\t{int(limit)}\t{int(rd)}\t{int(wr)}\t{int(pids)}\n"
+                    f.write(line)
+                    f.flush()
+                    sv.append_record(fd, sv.STATS, line.encode())
+        finally:
+            os.close(fd)
+
+    t = threading.Thread(target=loop, daemon=True, name="dsjobs-stats")
+    t.start()
+    return t
