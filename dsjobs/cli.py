@@ -224,6 +224,20 @@ def cmd_serve(a) -> int:
     cfg.pip_extra_index_urls = tuple(a.pip_extra_index_url)
     cfg.env_installer = a.env_installer
     cfg.docker_network = a.docker_network
+    cfg.files_host = a.files_host
+    cfg.backend = a.backend
+    for pin in a.project_backend:
+        project, _, backend = pin.partition("=")
+        if backend not in ("local", "ray"):
+            print(f"error: --project-backend {pin!r}: expected PROJECT=local or PROJECT=ray", file=sys.stderr)
+            return 2
+        cfg.project_backends[project] = backend
+    cfg.ray_address = a.ray_address or os.environ.get("DSJOBS_RAY_ADDRESS", "")
+    if a.ray_token_file:
+        cfg.ray_token = Path(a.ray_token_file).read_text().strip()
+    cfg.ray_agent_python = a.ray_agent_python or cfg.ray_agent_python
+    cfg.ray_engine_url = a.ray_engine_url or ""
+    cfg.ray_node_dir = a.ray_node_dir or cfg.ray_node_dir
     if a.max_job_duration:
         from engine.validation import parse_duration
         cfg.max_job_duration_s = parse_duration(a.max_job_duration)
@@ -468,6 +482,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--token", help="require `authorization: Bearer TOKEN` on every call (or $DSJOBS_TOKEN)")
     s.add_argument("--tokens-file", help="file of name:token lines; the name becomes the job's created_by")
     s.add_argument("--insecure-listen", action="store_true", help="allow a non-loopback address without a token")
+    s.add_argument("--files-host", default="127.0.0.1", help="address of the file endpoint (agents on Ray nodes "
+                                                               "must reach it)")
+    s.add_argument("--backend", choices=["local", "ray"], default="local", help="where jobs run (default: local)")
+    s.add_argument("--project-backend", action="append", default=[], metavar="PROJECT=BACKEND",
+                   help="pin one project's jobs to a backend, over --backend")
+    s.add_argument("--ray-address", help="the Ray head's dashboard URL, e.g. http://HEAD:8265")
+    s.add_argument("--ray-token-file", help="file holding the Ray cluster's auth token (RAY_AUTH_MODE=token)")
+    s.add_argument("--ray-agent-python", help="Python with dsjobs installed on the Ray nodes (default: python3)")
+    s.add_argument("--ray-engine-url", help="how agents on the nodes reach this engine (default: the files URL)")
+    s.add_argument("--ray-node-dir", help="working dirs and caches of the agents on each node")
     s.add_argument("--log-level", default="info")
     s.set_defaults(func=cmd_serve)
 

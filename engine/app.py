@@ -12,6 +12,7 @@ from engine.config import EngineConfig
 from engine.errors import FailedPrecondition
 from engine.files import FileServer, Signer, load_key
 from engine.jobs import JobService
+from engine.remote import RayBackend
 from engine.scheduler import Scheduler
 from engine.store import Store
 from runners.base import Executor
@@ -43,6 +44,8 @@ class Engine:
 
     def stop(self, stop_jobs: bool = False) -> None:
         self.scheduler.shutdown(stop_jobs=stop_jobs)
+        if self.scheduler.remote is not None:
+            self.scheduler.remote.close()
         self.scheduler.executor.close()
         if self.scheduler.docker is not None:
             self.scheduler.docker.close()
@@ -82,4 +85,9 @@ def build_engine(cfg: EngineConfig, *, executor: Optional[Executor] = None) -> E
                     size_limit_bytes=cfg.env_cache_limit_bytes, uv_cache=cfg.uv_cache_dir)
     scheduler = Scheduler(jobs, executor or ProcessExecutor(), cfg.max_concurrent_jobs, envs,
                           docker=DockerExecutor() if cfg.docker else None)
+    if cfg.backend == "ray" or "ray" in cfg.project_backends.values():
+        if not cfg.ray_address:
+            raise FailedPrecondition("the ray backend needs the address of the cluster's dashboard (ray_address)")
+        scheduler.remote = RayBackend(scheduler, cfg)
+        files.channel = scheduler.remote.channel
     return Engine(cfg, store, blobs, files, jobs, scheduler, lock_fd)

@@ -63,3 +63,16 @@ class EngineConfig:
     docker_network: str = "host"  # jobs have a network in the cloud too; "none" to cut it
     docker_run_as_root: bool = False
     image_pull_timeout_s: float = 1800.0
+    # Backends: "local" runs jobs on this machine; "ray" sends them to a Ray cluster (engine/remote.py).
+    backend: str = "local"
+    project_backends: dict = field(default_factory=dict)  # project id -> backend, over `backend`
+    ray_address: str = ""  # the head's dashboard, e.g. http://HEAD:8265
+    ray_token: str = ""  # RAY_AUTH_MODE=token
+    ray_agent_python: str = "python3"  # a Python on the nodes with dsjobs installed
+    ray_engine_url: str = ""  # how agents on the nodes reach this engine's file endpoint; default its own URL
+    ray_node_dir: str = "/var/tmp/dsjobs-node"  # the agent's working dirs and caches on each node
+    ray_poll_s: float = 0.5
+    ray_result_grace_s: float = 3.0  # Ray says the attempt ended: how long its result may still be on its way
+    ray_pending_timeout_s: float = 120.0
+    ray_lost_after_s: float = 120.0  # Ray unreachable and the agent silent this long: the attempt is lost
+    ray_backstop_margin_s: float = 30.0  # after the graceful timeout, before Ray's own stop

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import os
 import secrets
@@ -81,6 +82,53 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def reply_json(self, code: int, obj: dict) -> None:
+        body = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def body_chunks(self):
+        self.body_taken = True
+        return self._body()
+
+    def read_body(self, limit: int) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > limit:
+            raise ValueError(f"body of {length} bytes is over the limit of {limit}")
+        self.body_taken = True
+        return self.rfile.read(length) if length else b""
+
+    def drain(self) -> None:
+        """Consume a body nobody read, so the connection stays usable for the next request."""
+        if self.body_taken:
+            return
+        self.body_taken = True
+        length = int(self.headers.get("Content-Length") or 0)
+        while length > 0:
+            chunk = self.rfile.read(min(length, 1 << 20))
+            if not chunk:
+                break
+            length -= len(chunk)
+
+    def _runner(self, method: str) -> bool:
+        url = urlsplit(self.path)
+        if not url.path.startswith("/runner/"):
+            return False
+        self.body_taken = False
+        if self.server.channel is None:
+            self.drain()
+            self._reply(404, "this engine has no remote backend")
+        else:
+            self.server.channel.handle(self, method, url.path.split("/"), url.query)
+        return True
+
+    def do_POST(self):
+        if not self._runner("POST"):
+            self._reply(405, "method not allowed")
+
     def _target(self, method: str):
         url = urlsplit(self.path)
         parts = url.path.split("/")
@@ -116,6 +164,8 @@ class _Handler(BaseHTTPRequestHandler):
             yield chunk
 
     def do_PUT(self):
+        if self._runner("PUT"):
+            return
         target = self._target("PUT")
         if target is None:
             return
@@ -135,6 +185,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(201)
 
     def do_GET(self):
+        if self._runner("GET"):
+            return
         target = self._target("GET")
         if target is None:
             return
@@ -161,8 +213,15 @@ class FileServer(ThreadingHTTPServer):
     def __init__(self, addr: tuple[str, int], blobs: BlobStore, signer: Signer):
         self.blobs = blobs
         self.signer = signer
+        self.channel = None  # engine/channel.py RunnerChannel, when a remote backend is configured
         super().__init__(addr, _Handler)
         self._thread: threading.Thread | None = None
+
+    def handle_error(self, request, client_address) -> None:
+        import sys
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return  # the other side went away (an agent that exited during its long poll): nothing to tell
+        super().handle_error(request, client_address)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.serve_forever, name="dsjobs-files", daemon=True)

@@ -348,9 +348,10 @@ class JobService:
             except NotFound:
                 return  # deleted while streaming
             recs, nxt = logs.read(path, offset)
-            if recs:
+            if nxt != offset:
                 offset = nxt
-                yield recs, offset
+                if recs:
+                    yield recs, offset
                 continue
             if finished:
                 return

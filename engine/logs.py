@@ -5,7 +5,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from runners.supervisor import HEADER, PROGRESS, STATS, STDERR, STDOUT, SYSTEM, append_record
+from runners.supervisor import HEADER, MARK, PROGRESS, STATS, STDERR, STDOUT, SYSTEM, append_record
 
 STREAM_NAMES = {STDOUT: "stdout", STDERR: "stderr", SYSTEM: ".system.log", PROGRESS: "job_progress.jsonl",
                 STATS: ".docker_stats.tsv"}
@@ -40,7 +40,8 @@ def read(path: str, offset: int, max_bytes: int = MAX_READ) -> tuple[list[LogRec
         end = pos + HEADER.size + n
         if end > len(data):
             break
-        out.append(LogRecord(stream, ts, data[pos + HEADER.size:end]))
+        if stream != MARK:  # the engine's own bookkeeping (engine/channel.py), not the job's output
+            out.append(LogRecord(stream, ts, data[pos + HEADER.size:end]))
         pos = end
     return out, offset + pos
 
@@ -66,4 +67,16 @@ def extract_stream(path: str, stream: int, dest: str) -> None:
                     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.created_at)).encode()
                     for line in r.content.splitlines():
                         out.write(stamp + b"  " + line + b"\n")
+            offset = nxt
+
+
+def extract_raw(path: str, stream: int, dest: str) -> None:
+    """One stream's bytes as the job wrote them (stdout.txt / stderr.txt of a job that ran on a remote node)."""
+    offset = 0
+    with open(dest, "wb") as out:
+        while True:
+            recs, nxt = read(path, offset)
+            if nxt == offset:
+                break
+            out.write(b"".join(r.content for r in recs if r.stream == stream))
             offset = nxt

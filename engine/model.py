@@ -229,3 +229,25 @@ def from_dict(cls, data: dict):
     hints = _hints(cls)
     kwargs = {f.name: _build(hints[f.name], data[f.name]) for f in dataclasses.fields(cls) if f.name in data}
     return cls(**kwargs)
+
+
+@dataclass
+class Attempt:
+    """One run of a job on a remote backend (a Ray job): the unit that is fenced when the engine declares it lost.
+
+    state: SUBMITTED (handed to the backend) -> RUNNING (its agent fetched the spec) -> DONE (result stored) or
+    LOST (the engine gave up on it; every later write from its agent is refused)."""
+
+    id: str
+    job_id: str
+    backend: str
+    state: str = "SUBMITTED"
+    spec_token_sha: str = ""  # one-time token the entrypoint carries
+    token_sha: str = ""  # the agent's token for every later call
+    instance: str = ""
+    node_id: str = ""
+    shape: dict = field(default_factory=dict)  # {"cpus", "gpus", "memory"} reserved on node_id
+    submitted_at: float = 0.0
+    result: Optional[dict] = None
+    reason: str = ""
+    ray_deleted: bool = False

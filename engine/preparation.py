@@ -20,7 +20,7 @@ from runners import pyenv
 from runners.base import Executor
 from runners.docker import JOB_DIR, SECRETS_FILE, ContainerSpec, DockerError
 from runners.pyenv import EnvCache, EnvError
-from runners.workspace import Layout
+from runners.workspace import Layout, process_env
 
 
 class Preparation:
@@ -86,25 +86,23 @@ class Preparation:
             f.write(json.dumps({"progress": progress, "message": message}) + "\n")
 
     def env(self, job: Job, run_dir: Path, layout: Layout, project_home: Optional[str],
-             venv: Optional[Path] = None, image_env: Optional[Path] = None) -> dict[str, str]:
-        env = {"PYTHONUNBUFFERED": "1"}  # logs stream live, as in the cloud
-        if uses_docker(job):
-            # The image's own PATH, HOME and locale, except for a python env built for it.
+            venv: Optional[Path] = None, image_env: Optional[Path] = None) -> dict[str, str]:
+        progress = layout.to_job_path(str(self.jobs.progress_path(job.id)))
+        if not uses_docker(job):
+            bins = [str(venv / "bin"), str(pyenv.layer_base(venv) / "bin")] if venv is not None else []
+            env = process_env(layout.work, bins, self.secrets.all(job.project_id), job.params.env.vars, progress,
+                              job.id)
+            if venv is not None:
+                env["VIRTUAL_ENV"] = str(venv)
+        else:
+            env = {"PYTHONUNBUFFERED": "1"}
+            # The image's own PATH, HOME and locale, except for a python env built for it; secrets come from a file.
             if image_env is not None:
                 env["PATH"] = f"{image_env}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
                 env["VIRTUAL_ENV"] = str(image_env)
-        else:
-            path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
-            if venv is not None:
-                path = f"{venv / 'bin'}:{_base_of(venv) / 'bin'}:{path}"
-                env["VIRTUAL_ENV"] = str(venv)
-            env.update(PATH=path, HOME=os.environ.get("HOME", str(layout.work)),
-                       LANG=os.environ.get("LANG", "C.UTF-8"))
-        if not uses_docker(job):
-            env.update(self.secrets.all(job.project_id))  # as the cloud does; docker jobs read them from a file
-        env.update(job.params.env.vars)
-        env["JOB_PROGRESS_FILENAME"] = layout.to_job_path(str(self.jobs.progress_path(job.id)))
-        env["DSJOBS_JOB_ID"] = job.id  # the marker every process of the job carries
+            env.update(job.params.env.vars)
+            env["JOB_PROGRESS_FILENAME"] = progress
+            env["DSJOBS_JOB_ID"] = job.id
         if project_home is not None:
             env["DS_PROJECT_HOME"] = layout.to_job_path(project_home)
         return env
@@ -232,9 +230,3 @@ def chown_tree(root: Path, uid: int, gid: int) -> None:
                 os.lchown(name, uid, gid)
             except OSError:
                 pass
-
-
-def _base_of(venv: Path) -> Path:
-    """The cached env a job layer sits on (named in its .pth)."""
-    pth = next((venv / "lib").glob("python*/site-packages/_dsjobs_base.pth"))
-    return Path(pth.read_text().splitlines()[0]).parent.parent.parent  # <base>/lib/pythonX.Y/site-packages

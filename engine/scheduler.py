@@ -51,6 +51,7 @@ class Scheduler:
         self.executor = executor
         self.docker = docker
         self.prep = Preparation(jobs, envs, docker)
+        self.remote = None  # engine/remote.py RayBackend, when jobs (or some projects' jobs) go to a Ray cluster
         self.n_workers = max(1, workers)
         self._wake = threading.Condition()
         self._stopping = False
@@ -64,6 +65,8 @@ class Scheduler:
 
     def start(self) -> None:
         self.recover()
+        if self.remote is not None:
+            self.remote.sweep()
         for i in range(self.n_workers):
             t = threading.Thread(target=self._loop, name=f"dsjobs-worker-{i}", daemon=True)
             t.start()
@@ -162,6 +165,9 @@ class Scheduler:
         if why:
             self._fail(job.id, why, code="FAILED_PRECONDITION")
             return
+        if self.remote is not None and self.remote.wants(job):
+            self.remote.run(job)
+            return
         run_dir = jobs.run_dir(job.id)
         work = run_dir / "work"
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -254,7 +260,9 @@ class Scheduler:
             executor.cleanup(handle)
             shutil.rmtree(self.jobs.run_dir(job_id) / "secrets", ignore_errors=True)
 
-    def _finish(self, job_id: str, layout: Optional[Layout], result: Optional[ExitResult]) -> None:
+    def _finish(self, job_id: str, layout: Optional[Layout], result: Optional[ExitResult],
+                collected: Optional[tuple[list, list]] = None) -> None:
+        """The final state; outputs are collected from ``layout`` here, or were by a remote agent (``collected``)."""
         jobs = self.jobs
         run_dir = jobs.run_dir(job_id)
         job = jobs.store.get_job(job_id)
@@ -268,11 +276,11 @@ class Scheduler:
                 jobs.system_log(job_id, f"program exited with return code {result.return_code}")
         if job.status == S.EXECUTING:
             job = jobs.update(job_id, lambda j: None, to=S.UPLOADING_OUTPUT)
-        files, errors = [], []
+        files, errors = collected or ([], [])
         if layout is not None:
-            collected = collect(layout.work, layout.outputs, jobs.blobs.put_stream, str(jobs.blobs.tmp),
+            got = collect(layout.work, layout.outputs, jobs.blobs.put_stream, str(jobs.blobs.tmp),
                                 note=lambda m: jobs.system_log(job_id, m))
-            files, errors = collected.files, collected.errors
+            files, errors = got.files, got.errors
         ok = result is not None and result.error is None
         deadline = result is not None and (result.stopped or {}).get("kind") == "deadline"
         if cancelled:
@@ -364,6 +372,10 @@ class Scheduler:
         return min(limits) if limits else None
 
     def stop_job(self, job: Job, graceful: bool) -> None:
+        if self.remote is not None:
+            sig, timeout = self.stop_params(job, graceful)
+            if self.remote.stop(job, sig, timeout, job.status_details or "cancelled"):
+                return
         with self._running_mu:
             handle = self._running.get(job.id)
         if handle is None:
@@ -378,6 +390,8 @@ class Scheduler:
         jobs = self.jobs
         jobs.blobs.sweep_tmp()
         for job in jobs.store.jobs_with_status(S.PREPARING, S.EXECUTING, S.UPLOADING_OUTPUT, S.CANCELLING):
+            if self.remote is not None and self.remote.adopt(job):
+                continue
             run_dir = jobs.run_dir(job.id)
             if job.status == S.PREPARING and not (run_dir / "supervisor").exists():
                 if job.attempt:  # claimed, but the program never started: prepare it again from scratch

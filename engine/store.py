@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from engine.errors import NotFound
-from engine.model import Job, Operation, from_dict, to_dict
+from engine.model import Attempt, Job, Operation, from_dict, to_dict
 from engine.state import JobStatus
 
 SCHEMA = """
@@ -39,6 +39,13 @@ CREATE TABLE IF NOT EXISTS blob_refs (
     PRIMARY KEY (job_id, sha256)
 );
 CREATE INDEX IF NOT EXISTS blob_refs_by_sha ON blob_refs(sha256);
+CREATE TABLE IF NOT EXISTS attempts (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_by_job ON attempts(job_id);
 CREATE TABLE IF NOT EXISTS projects (
     id TEXT PRIMARY KEY,
     created_at REAL NOT NULL
@@ -175,3 +182,29 @@ class Store:
         if not rows:
             raise NotFound(f"operation {op_id!r} not found")
         return from_dict(Operation, json.loads(rows[0][0]))
+
+    # --- remote attempts -------------------------------------------------------------------------------------
+
+    def put_attempt(self, a: Attempt, *, expect: Optional[str] = None) -> None:
+        """Insert or write an attempt; with ``expect``, only if its stored state is still that one."""
+        with self.tx() as db:
+            if expect is not None:
+                row = db.execute("SELECT state FROM attempts WHERE id = ?", (a.id,)).fetchone()
+                if row is None or row[0] != expect:
+                    raise StaleWrite(f"attempt {a.id} is {row[0] if row else 'absent'}, expected {expect}")
+            db.execute("INSERT OR REPLACE INTO attempts(id, job_id, state, data) VALUES (?, ?, ?, ?)",
+                       (a.id, a.job_id, a.state, json.dumps(to_dict(a))))
+
+    def get_attempt(self, attempt_id: str) -> Optional[Attempt]:
+        rows = self._q("SELECT data FROM attempts WHERE id = ?", (attempt_id,))
+        return from_dict(Attempt, json.loads(rows[0][0])) if rows else None
+
+    def attempts(self, *, job_id: str = "", states: tuple = (), ray_undeleted: bool = False) -> list[Attempt]:
+        sql, args = "SELECT data FROM attempts WHERE 1=1", []
+        if job_id:
+            sql, args = sql + " AND job_id = ?", args + [job_id]
+        if states:
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            args += list(states)
+        out = [from_dict(Attempt, json.loads(r[0])) for r in self._q(sql + " ORDER BY rowid", args)]
+        return [a for a in out if not a.ray_deleted] if ray_undeleted else out

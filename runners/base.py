@@ -20,6 +20,7 @@ class RunSpec:
     max_duration_s: Optional[float] = None
     deadline_stop: dict = field(default_factory=lambda: {"signal": 15, "timeout": 10.0})  # the graceful path
     container: Optional[object] = None  # runners.docker.ContainerSpec for the docker executor
+    owner_pid: Optional[int] = None  # the job is killed when this process (a node's agent) is gone
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,7 @@ class ProcessExecutor(Executor):
             "argv": spec.argv, "cwd": spec.cwd, "env": spec.env, "journal": spec.journal,
             "stdout": spec.stdout, "stderr": spec.stderr, "log_limit_bytes": spec.log_limit_bytes,
             "job_id": spec.job_id, "max_duration_s": spec.max_duration_s, "deadline_stop": spec.deadline_stop,
+            "owner_pid": spec.owner_pid,
         }, durable=False)
         popen = self._take_standby()
         if popen is not None:
@@ -119,7 +120,9 @@ class ProcessExecutor(Executor):
                 start_new_session=True,  # the supervisor outlives the engine and the engine's terminal
                 close_fds=True,
             )
-        return ProcessHandle(spec.run_dir, popen.pid, sv.proc_start_time(popen.pid), popen)
+        h = ProcessHandle(spec.run_dir, popen.pid, sv.proc_start_time(popen.pid), popen)
+        self._sample(h, spec.journal)
+        return h
 
     STATS_INTERVAL_S = 3.0
 

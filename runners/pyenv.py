@@ -406,3 +406,9 @@ def job_layer(base: Path, dest: Path) -> Path:
                           "sys.exit(main())\n")
         script.chmod(0o755)
     return dest
+
+
+def layer_base(layer: Path) -> Path:
+    """The cached env a job layer sits on (named in its .pth)."""
+    pth = next((layer / "lib").glob("python*/site-packages/_dsjobs_base.pth"))
+    return Path(pth.read_text().splitlines()[0]).parent.parent.parent  # <base>/lib/pythonX.Y/site-packages

@@ -4,7 +4,7 @@ It is started as ``python -I -S supervisor.py RUN_DIR`` in a session of its own,
 it imports only light built-in modules (it starts in ~25 ms; ``json``, ``subprocess`` and ``signal`` alone would
 double that). Its whole channel to the engine is files in RUN_DIR, in ``marshal`` format (plain dicts):
 
-- ``spec`` (in): argv, cwd, env, log paths and limits;
+- ``spec`` (in): argv, cwd, env, log paths and limits, and optionally the pid of an owner whose death stops the job;
 - ``supervisor`` (out): its pid and start time, so a restarted engine can re-adopt it safely;
 - ``stop`` (in, then SIGUSR1): a stop request ``{"signal": N, "timeout": seconds, "reason": str}``;
 - ``status`` (out, written last, atomically): the job's exit status, even if the engine is down by then.
@@ -25,6 +25,7 @@ import time
 # Journal record: stream id (1 byte), unix time (8-byte float), payload length (4 bytes), payload.
 HEADER = struct.Struct(">BdI")
 STDOUT, STDERR, SYSTEM, PROGRESS, STATS = 1, 2, 3, 4, 5
+MARK = 6  # engine-internal: how much of a remote node's journal is stored (engine/channel.py); never shown
 MAX_RECORD = 64 * 1024
 PR_SET_CHILD_SUBREAPER = 36
 TRUNCATED = b"[dsjobs] log limit reached: further output of this stream is dropped\n"
@@ -354,6 +355,8 @@ class Supervisor:
         for fd in streams:
             os.set_blocking(fd, False)
         main_done_at = None
+        # On a remote node the agent owns the job: if it dies (killed with its node's Ray worker), so does the job.
+        owner = spec.get("owner_pid")
         while True:
             timeout = self.POLL_S
             if self.kill_at is not None:
@@ -387,6 +390,10 @@ class Supervisor:
                     os.close(fd)
                     del streams[fd]
             self._reap()
+            if owner and self.main_status is None and os.getppid() != owner and self.kill_at is None:
+                self.system("stop: the agent that owned the job is gone; SIGKILL to the whole job")
+                self.stopped = {"signal": signal.SIGKILL, "reason": "the agent that owned the job is gone"}
+                self.kill_at = time.monotonic()
             now = time.monotonic()
             if self.kill_at is not None and now >= self.kill_at and self.main_status is None:
                 self.system("stop: timeout reached, SIGKILL to whatever is left")

@@ -118,3 +118,16 @@ def materialise(
     if project_home is not None:
         layout.vars[DS_PROJECT_HOME] = q(project_home)
     return layout
+
+
+def process_env(work: Path, venv_bin: list[str], secrets: dict[str, str], variables: dict[str, str],
+                progress_file: str, job_id: str) -> dict[str, str]:
+    """The environment of a job run as a process on the host (the engine's or a node's)."""
+    env = {"PYTHONUNBUFFERED": "1"}  # logs stream live, as in the cloud
+    env.update(PATH=":".join(venv_bin + [os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")]),
+               HOME=os.environ.get("HOME", str(work)), LANG=os.environ.get("LANG", "C.UTF-8"))
+    env.update(secrets)  # as the cloud does
+    env.update(variables)
+    env["JOB_PROGRESS_FILENAME"] = progress_file
+    env["DSJOBS_JOB_ID"] = job_id  # the marker every process of the job carries
+    return env

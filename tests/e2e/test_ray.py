@@ -1,0 +1,282 @@
+"""The ray backend on a real two-node Ray cluster on loopback (tests/raycluster.py): the spine's end-to-end
+scenarios, placement by instance type, cancel, node loss, an engine kill -9, a head restart and the official CLI.
+
+The scenarios the local backend passes are run unchanged against an engine whose jobs all go to Ray."""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+import requests
+
+from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
+from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+from engine.resources import Secrets
+from tests.conftest import Server
+from tests.e2e import test_cancel, test_jobs_api, test_python_env
+from tests.e2e.test_cancel import graceful, survivors
+from tests.e2e.test_crash_recovery import Serve
+from tests.e2e.test_official_cli import copy_example, official_python
+from tests.e2e.test_python_env import indexes  # noqa: F401 - a fixture the reused scenarios need
+from tests.helpers import create, logs, response, run, stdout_of, wait_op, wait_status
+from tests.raycluster import RayCluster, free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    cluster = RayCluster(tmp_path_factory.mktemp("ray")).start()
+    yield cluster
+    cluster.stop()
+
+
+def ray_cfg(cluster: RayCluster, tmp_path) -> dict:
+    return dict(backend="ray", ray_address=cluster.address, ray_token=cluster.token, ray_agent_python=sys.executable,
+                ray_node_dir=str(tmp_path / "node"), ray_poll_s=0.2, max_concurrent_jobs=4)
+
+
+@pytest.fixture
+def server(ray_cluster, tmp_path):
+    s = Server(tmp_path / "data", **ray_cfg(ray_cluster, tmp_path))
+    yield s
+    s.stop()
+    # Harvested and deleted from Ray (the engine's shutdown finishes pending deletions): Ray's job table does not
+    # grow with dsjobs's history.
+    left = [(j["submission_id"], j["status"], j["message"]) for j in ray_cluster.jobs()
+            if str(j.get("submission_id")).startswith("dsjobs-")]
+    assert not left, f"Ray jobs left behind: {left}"
+
+
+@pytest.fixture
+def client(server):
+    return server.client
+
+
+SPINE = [
+    test_jobs_api.test_vars_args_env_dirs_and_outputs,
+    test_jobs_api.test_missing_output_and_nonzero_exit,
+    test_jobs_api.test_zip_slip_input_is_refused,
+    test_jobs_api.test_output_symlinks_are_not_followed,
+    test_jobs_api.test_logs_from_zero_resumed_and_now,
+    test_jobs_api.test_set_data_ttl_and_download_job_files,
+    test_cancel.test_graceful_cancel_keeps_checkpoint,
+    test_cancel.test_forced_cancel_kills_setsid_and_double_forked,
+    test_cancel.test_escalation_after_timeout_and_cancel_before_start,
+    test_cancel.test_job_deadline_uses_the_graceful_path,
+    test_cancel.test_forced_cancel_during_a_graceful_wait_kills_at_once,
+    test_python_env.test_requirements_installed_and_python_version_used,
+    test_python_env.test_no_deps_option_and_line,
+    test_python_env.test_local_modules_importable,
+]
+
+
+@pytest.mark.parametrize("scenario", SPINE, ids=[f.__name__.removeprefix("test_") for f in SPINE])
+def test_spine_scenario_on_ray(scenario, client, server, tmp_path, request):
+    wanted = inspect.signature(scenario).parameters
+    available = {"client": client, "server": server, "tmp_path": tmp_path}
+    if "indexes" in wanted:
+        available["indexes"] = request.getfixturevalue("indexes")
+    scenario(**{k: available[k] for k in wanted})
+    for job in client.list("p1"):
+        if job.status == jpb.SUCCESS:
+            assert server.engine.store.attempts(job_id=job.id)[0].backend == "ray"  # it did run on Ray
+
+
+def types(*names):
+    return [jpb.CloudInstanceType(name=n) for n in names]
+
+
+def attempts(server, job_id):
+    return server.engine.store.attempts(job_id=job_id)
+
+
+def test_instance_types_choose_the_node(client, server, ray_cluster):
+    jid, op = run(client, jpb.JobParameters(cmd="echo on g1", cloud_instance_types=types("g1.1")))
+    assert response(op).result.return_code == 0
+    assert client.get(jid).actual_cloud_instance_type.name == "g1.1"
+    assert [a.node_id for a in attempts(server, jid)] == [ray_cluster.worker_id]  # the only node that has it
+    # In order: no node can ever serve g2.1 (28 CPUs), so the next type is taken.
+    jid, op = run(client, jpb.JobParameters(cmd="true", cloud_instance_types=types("g2.1", "c1.4")))
+    assert client.get(jid).actual_cloud_instance_type.name == "c1.4"
+    assert [a.node_id for a in attempts(server, jid)] == [ray_cluster.head_id]
+
+
+def test_a_type_no_node_has_fails_at_once_and_never_reaches_ray(client, server, ray_cluster):
+    t = time.monotonic()
+    jid, op = run(client, jpb.JobParameters(cmd="true", cloud_instance_types=types("c1.32", "g2.1")))
+    assert time.monotonic() - t < 3
+    assert op.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    assert "c1.32 or g2.1" in op.error.message
+    assert attempts(server, jid) == []
+    assert not any(jid in json.dumps(j) for j in ray_cluster.jobs())
+
+
+def test_cancel_while_waiting_for_room_never_reaches_ray(client, server, ray_cluster):
+    busy = create(client, jpb.JobParameters(cmd="sleep 300", cloud_instance_types=types("g1.1")))
+    busy_op = client.execute(busy)
+    wait_status(client, busy, {jpb.EXECUTING}, timeout=60)
+    queued = create(client, jpb.JobParameters(cmd="echo never", cloud_instance_types=types("g1.1")))
+    op = client.execute(queued)
+    deadline = time.monotonic() + 10
+    while "waiting for a free node of type g1.1" not in client.get(queued).status_details:
+        assert time.monotonic() < deadline, client.get(queued).status_details
+        time.sleep(0.1)
+    client.cancel(queued)
+    op = wait_op(client, op, 10)
+    assert client.get(queued).status == jpb.CANCELLED
+    assert attempts(server, queued) == []
+    assert not any(queued in json.dumps(j) for j in ray_cluster.jobs())
+    client.cancel(busy)
+    wait_op(client, busy_op, 20)
+    assert client.get(busy).status == jpb.CANCELLED and survivors(busy) == []
+
+
+def test_secrets_reach_the_job_but_never_ray(client, server, ray_cluster, tmp_path):
+    Secrets(tmp_path / "data").set("p1", "DB_PASSWORD", "s3cr3t-value")
+    jid = create(client, jpb.JobParameters(cmd='printf %s "$DB_PASSWORD" | sha256sum; sleep 2'))
+    op = client.execute(jid)
+    wait_status(client, jid, {jpb.EXECUTING}, timeout=60)
+    (a,) = attempts(server, jid)
+    info = ray_cluster.api(f"/api/jobs/{a.id}")
+    assert "s3cr3t-value" not in json.dumps(info)
+    token = info["entrypoint"].split()[-1]  # the one-time token is spent: it is worth nothing in the dashboard
+    r = requests.get(f"{server.engine.files_url}/runner/{a.id}/spec", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 410
+    wait_op(client, op, 60)
+    assert stdout_of(logs(client, jid)[0]).split()[0].decode() == hashlib.sha256(b"s3cr3t-value").hexdigest()
+
+
+def test_node_lost_during_a_job_is_a_truthful_error_and_never_a_second_run(client, server, ray_cluster, tmp_path):
+    starts = tmp_path / "starts"
+    jid = create(client, jpb.JobParameters(cmd=f"echo run >> {starts}; while true; do echo beat; sleep 0.2; done",
+                                           cloud_instance_types=types("g1.1")))
+    op = client.execute(jid)
+    wait_status(client, jid, {jpb.EXECUTING}, timeout=60)
+    time.sleep(0.5)
+    assert survivors(jid)
+    try:
+        ray_cluster.kill_worker()
+        op = wait_op(client, op, 90)
+        job = client.get(jid)
+        assert job.status == jpb.ERROR and "lost" in job.status_details, job.status_details
+        assert op.error.code == grpc.StatusCode.UNAVAILABLE.value[0]
+        # Fenced: the agent's next call is refused and it kills the job's tree.
+        deadline = time.monotonic() + 30
+        while survivors(jid):
+            assert time.monotonic() < deadline, "the job's processes outlived the lost attempt"
+            time.sleep(0.2)
+        assert starts.read_text() == "run\n" and len(attempts(server, jid)) == 1
+        assert attempts(server, jid)[0].state == "LOST"
+    finally:
+        ray_cluster.restart_worker()
+
+
+def test_engine_kill9_mid_job_then_the_job_finishes_once(ray_cluster, tmp_path):
+    srv = Serve(tmp_path / "data")
+    files_port = free_port()
+    srv.extra = ["--backend", "ray", "--ray-address", ray_cluster.address, "--ray-agent-python", sys.executable,
+                 "--ray-node-dir", str(tmp_path / "node"), "--files-port", str(files_port),
+                 "--ray-token-file", str(_token_file(ray_cluster, tmp_path))]
+    client = srv.start()
+    try:
+        cmd = "for i in $(seq 1 40); do echo line$i; sleep 0.1; done; echo done > out.txt"
+        jid = create(client, jpb.JobParameters(cmd=cmd, output_files=[jpb.FileDesc(path="out.txt")]))
+        client.execute(jid)
+        wait_status(client, jid, {jpb.EXECUTING}, timeout=60)
+        time.sleep(1)
+        client.close()
+        srv.kill9()
+        time.sleep(2)  # the agent keeps running and retries its calls meanwhile
+        client = srv.start()
+        job = wait_status(client, jid, {jpb.SUCCESS, jpb.ERROR}, timeout=60)
+        assert job.status == jpb.SUCCESS, job.status_details
+        out = stdout_of(logs(client, jid)[0]).decode()
+        assert out == "".join(f"line{i}\n" for i in range(1, 41))  # contiguous: nothing lost, nothing twice
+        assert [f.desc.path for f in job.output_files] == ["out.txt"]
+    finally:
+        client.close()
+        srv.proc.terminate()
+        srv.proc.wait(10)
+
+
+def _token_file(cluster, tmp_path):
+    p = tmp_path / "ray.token"
+    p.write_text(cluster.token)
+    p.chmod(0o600)
+    return p
+
+
+def test_official_cli_runs_a_job_on_ray(ray_cluster, tmp_path):
+    srv = Serve(tmp_path / "data")
+    srv.extra = ["--backend", "ray", "--ray-address", ray_cluster.address, "--ray-agent-python", sys.executable,
+                 "--ray-node-dir", str(tmp_path / "node"), "--ray-token-file", str(_token_file(ray_cluster, tmp_path))]
+    client = srv.start()
+    try:
+        work = copy_example("hello", tmp_path)
+        env = dict(os.environ, DSJOBS_DATASPHERE_PYTHON=official_python(), DSJOBS_ENDPOINT=client.endpoint)
+        res = subprocess.run([sys.executable, "-m", "dsjobs", "datasphere", "project", "job", "execute", "-p", "off",
+                              "-c", "config.yaml"], cwd=work, env=env, capture_output=True, text=True, timeout=180)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "hello from job" in res.stdout + res.stderr
+        assert (work / "out" / "result.txt").read_text().startswith("Hello, DataSphere")
+        (job,) = client.list("off")
+        assert job.status == jpb.SUCCESS
+        events = stdout_of(logs(client, job.id)[0])
+        assert b"hello from job" in events
+        sys_log = b"".join(m.content for m in logs(client, job.id)[0] if m.file_path == ".system.log")
+        assert b"submitting attempt" in sys_log and b"on node" in sys_log
+    finally:
+        client.close()
+        srv.proc.terminate()
+        srv.proc.wait(10)
+
+
+def test_head_restart_keeps_dsjobs_history(client, server, ray_cluster, tmp_path):
+    done_id, op = run(client, jpb.JobParameters(cmd="echo kept > k.txt; echo history",
+                                                output_files=[jpb.FileDesc(path="k.txt")]))
+    assert response(op).result.return_code == 0
+    running = create(client, jpb.JobParameters(cmd="while true; do sleep 0.2; done"))
+    run_op = client.execute(running)
+    wait_status(client, running, {jpb.EXECUTING}, timeout=60)
+    ray_cluster.restart()
+    run_op = wait_op(client, run_op, 90)
+    job = client.get(running)
+    assert job.status == jpb.ERROR and "lost" in job.status_details, job.status_details
+    deadline = time.monotonic() + 30
+    while survivors(running):
+        assert time.monotonic() < deadline, "the job's processes outlived the cluster"
+        time.sleep(0.2)
+    # dsjobs's record of the finished job is whole: status, logs and files.
+    assert client.get(done_id).status == jpb.SUCCESS
+    assert stdout_of(logs(client, done_id)[0]) == b"history\n"
+    files = client.jobs.DownloadJobFiles(spb.DownloadProjectJobFilesRequest(
+        job_id=done_id, files=list(client.get(done_id).output_files))).download_files
+    assert requests.get(files[0].url).content == b"kept\n"
+    assert not any(str(j.get("submission_id")).startswith("dsjobs-") for j in ray_cluster.jobs())
+    # And the restarted cluster takes new jobs.
+    _, op = run(client, jpb.JobParameters(cmd="echo again"), timeout=90)
+    assert response(op).result.return_code == 0
+
+
+def test_signal_of_a_graceful_cancel_comes_through_the_agent(client, tmp_path):
+    got = tmp_path / "got"
+    jid = create(client, jpb.JobParameters(
+        cmd=f"trap 'date +%s.%N > {got}; exit 0' HUP; echo up; while true; do sleep 0.05; done",
+        graceful_shutdown_parameters=graceful(int(signal.SIGHUP), 5)))
+    op = client.execute(jid)
+    wait_status(client, jid, {jpb.EXECUTING}, timeout=60)
+    time.sleep(0.5)
+    t = time.time()
+    client.cancel(jid, graceful=True)
+    wait_op(client, op, 20)
+    assert float(got.read_text()) - t < 1.0  # SIGHUP, not Ray's TERM, and promptly
+    assert client.get(jid).status == jpb.CANCELLED

@@ -1,0 +1,117 @@
+"""A real two-node Ray cluster on loopback for the ray backend's tests: a head shaped and labelled as c1.4 and a
+second node shaped and labelled as g1.1 (its GPU is declared; Ray's resources are logical), with token auth on."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+GIB = 1 << 30
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RayCluster:
+    def __init__(self, root: Path):
+        self.root = root
+        self.token = secrets.token_hex(16)
+        self.gcs_port, self.dash_port = free_port(), free_port()
+        self.address = f"http://127.0.0.1:{self.dash_port}"
+        self.env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, RAY_USAGE_STATS_ENABLED="0")
+        self.head_id = self.worker_id = ""
+
+    def _ray(self, *args, timeout=180) -> None:
+        res = subprocess.run([RAY, *args], env=self.env, capture_output=True, text=True, timeout=timeout,
+                             cwd=self.root)
+        if res.returncode != 0:
+            raise RuntimeError(f"ray {' '.join(args)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+
+    def start_head(self) -> None:
+        self._ray("start", "--head", "--port", str(self.gcs_port), "--node-ip-address", "127.0.0.1",
+                  "--dashboard-host", "127.0.0.1", "--dashboard-port", str(self.dash_port),
+                  "--ray-client-server-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port()),
+                  "--num-cpus", "4", "--memory", str(32 * GIB), "--labels", "dsjobs-instance=c1.4",
+                  "--disable-usage-stats")
+
+    def start_worker(self) -> None:
+        self._ray("start", "--address", f"127.0.0.1:{self.gcs_port}", "--node-ip-address", "127.0.0.1",
+                  "--dashboard-agent-listen-port", str(free_port()), "--num-cpus", "8", "--num-gpus", "1",
+                  "--memory", str(48 * GIB), "--labels", "dsjobs-instance=g1.1", "--disable-usage-stats")
+
+    def api(self, path: str, method: str = "GET"):
+        req = urllib.request.Request(self.address + path, method=method,
+                                     headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    def nodes(self) -> list[dict]:
+        try:
+            res = self.api("/api/v0/nodes?detail=1")["data"]["result"]["result"]
+        except OSError:
+            return []
+        return [n for n in res if n["state"] == "ALIVE"]
+
+    def wait_nodes(self, n: int, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            alive = self.nodes()
+            if len(alive) == n:
+                for node in alive:
+                    kind = node["labels"].get("dsjobs-instance")
+                    if kind == "c1.4":
+                        self.head_id = node["node_id"]
+                    elif kind == "g1.1":
+                        self.worker_id = node["node_id"]
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"the Ray cluster did not get {n} alive nodes in {timeout}s: {self.nodes()}")
+
+    def start(self) -> "RayCluster":
+        self.start_head()
+        self.start_worker()
+        self.wait_nodes(2)
+        return self
+
+    def stop(self) -> None:
+        self._ray("stop", "--force")
+
+    def jobs(self) -> list[dict]:
+        return self.api("/api/jobs/")
+
+    def kill_worker(self) -> None:
+        """kill -9 of the second node's raylet: the node is lost, as when a machine dies."""
+        for pid in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if argv and argv[0].endswith(b"/raylet") and f"--node_id={self.worker_id}".encode() in argv:
+                os.kill(int(pid), signal.SIGKILL)
+                return
+        raise RuntimeError("the second node's raylet is not running")
+
+    def restart_worker(self) -> None:
+        self.start_worker()
+        self.wait_nodes(2)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def ray_available() -> bool:
+    return shutil.which(RAY) is not None or os.path.exists(RAY)
