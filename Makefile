@@ -45,6 +45,7 @@ bench: install test-deps
 	$(PY) bench/bench_cancel.py
 	$(PY) bench/bench_pyenv.py
 	$(PY) bench/bench_docker.py
+	$(PY) bench/bench_ray.py
 
 clean:
 	rm -rf $(VENV) $(DSVENV) build *.egg-info

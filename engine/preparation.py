@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import shutil
 import time
 from pathlib import Path
@@ -18,7 +17,8 @@ from engine.model import Job
 from engine.resources import Directories, Images, Secrets
 from runners import pyenv
 from runners.base import Executor
-from runners.docker import JOB_DIR, SECRETS_FILE, ContainerSpec, DockerError
+from runners.docker import (CONTAINER_PROGRESS, CONTAINER_PROJECT_HOME, JOB_DIR, ContainerSpec, DockerError,
+                            job_path_mapper)
 from runners.pyenv import EnvCache, EnvError
 from runners.workspace import Layout, process_env
 
@@ -138,24 +138,24 @@ class Preparation:
         raise DockerError(f"none of the instance types {', '.join(names)} can run on this machine: "
                           f"it has no GPU", code="FAILED_PRECONDITION")
 
+    def image(self, job: Job) -> tuple[str, str, str]:
+        """(image, registry username, password) of a Docker job; an unknown image id or secret fails it."""
+        p = job.params
+        if p.env.docker_image_resource_id:
+            return self.images.resolve(p.env.docker_image_resource_id), "", ""
+        spec = p.env.docker_image_spec
+        password = spec.password_plain_text or (
+            self.secrets.get(job.project_id, spec.password_ds_secret_name) if spec.password_ds_secret_name else "")
+        return spec.image_url, spec.username, password
+
     def container(self, job: Job, run_dir: Path, work: Path, project_home: Optional[str], instance,
                    resources: dict) -> ContainerSpec:
-        jobs, cfg, p = self.jobs, self.jobs.cfg, job.params
+        jobs, cfg = self.jobs, self.jobs.cfg
         note = lambda m: jobs.system_log(job.id, m)  # noqa: E731
-        if p.env.docker_image_resource_id:
-            image, user, password = self.images.resolve(p.env.docker_image_resource_id), "", ""
-        else:
-            spec = p.env.docker_image_spec
-            image, user = spec.image_url, spec.username
-            password = spec.password_plain_text or (
-                self.secrets.get(job.project_id, spec.password_ds_secret_name) if spec.password_ds_secret_name else "")
+        image, user, password = self.image(job)
         from runners import docker as rd
         rd.ensure_image(self.docker.dc, image, user, password, note=note, timeout_s=cfg.image_pull_timeout_s)
-        ncpu, mem = os.cpu_count() or 1, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        cpus, memory = min(instance.cpus, ncpu), min(int(instance.memory_gb * (1 << 30)), mem)
-        if cpus < instance.cpus or memory < instance.memory_gb * (1 << 30):
-            note(f"instance type {instance.name} ({instance.cpus:g} vCPU, {instance.memory_gb:g} GB) capped at "
-                 f"what this machine has: {cpus:g} CPU(s), {memory / (1 << 30):.1f} GB")
+        cpus, memory = rd.capped(instance.cpus, int(instance.memory_gb * (1 << 30)), note, instance.name)
         owner = os.stat(cfg.data_dir)
         binds = {str(work): {"bind": JOB_DIR, "mode": "rw"},
                  str(jobs.progress_path(job.id).parent): {"bind": CONTAINER_PROGRESS, "mode": "rw"}}
@@ -163,20 +163,7 @@ class Preparation:
             binds[project_home] = {"bind": CONTAINER_PROJECT_HOME, "mode": "rw"}
         for host, inside in resources.values():
             binds[host] = {"bind": inside, "mode": "ro"}  # mounts and datasets are for reading
-        secrets = self.secrets.all(job.project_id)
-        if secrets:
-            sdir = run_dir / "secrets"
-            sdir.mkdir(mode=0o700, exist_ok=True)
-            lines = []
-            for name, value in secrets.items():
-                if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-                    lines.append(f"export {name}={shlex.quote(value)}\n")
-                else:
-                    note(f"secret {name!r} is not exported in a container: its name is not a shell variable name")
-            fd = os.open(sdir / "env", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write("".join(lines))
-            binds[str(sdir)] = {"bind": os.path.dirname(SECRETS_FILE), "mode": "ro"}
+        binds.update(rd.secrets_bind(str(run_dir / "secrets"), self.secrets.all(job.project_id), note))
         user_spec = None if cfg.docker_run_as_root or owner.st_uid == 0 else f"{owner.st_uid}:{owner.st_gid}"
         if user_spec:
             # Outputs are not left root-owned: the job runs as the owner of its working directory.
@@ -202,17 +189,7 @@ class Preparation:
         table = [(str(work), JOB_DIR), (progress, CONTAINER_PROGRESS)] + list(resources.values())
         if project_home:
             table.append((project_home, CONTAINER_PROJECT_HOME))
-
-        def to_job(p: str) -> str:
-            for host, inside in table:
-                if p == host or p.startswith(host + "/"):
-                    return inside + p[len(host):]
-            return p
-        return to_job
-
-
-CONTAINER_PROGRESS = "/dsjobs/progress"
-CONTAINER_PROJECT_HOME = "/dsjobs/project"
+        return job_path_mapper(table)
 
 
 def uses_docker(job: Job) -> bool:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shlex
-import sys
 import threading
 import time
 from typing import Optional
@@ -19,7 +17,7 @@ from typing import Optional
 from engine import logs
 from engine.channel import RunnerChannel
 from engine.config import EngineConfig
-from engine.errors import EngineError, FailedPrecondition
+from engine.errors import EngineError
 from engine.model import Attempt, File, FileError, Job, to_dict, from_dict
 from engine.preparation import uses_docker
 from engine.ray import TERMINAL, RayClient, RayError, place, shape
@@ -31,6 +29,7 @@ from runners.supervisor import STDERR, STDOUT
 log = logging.getLogger(__name__)
 S = JobStatus
 ACTIVE = ("SUBMITTED", "RUNNING")
+NODES_TTL_S = 1.0
 RAY_SETTLE_S = 3.0  # Ray's job monitor notices the supervisor actor's exit within this after the job ends
 
 
@@ -45,6 +44,8 @@ class RayBackend:
         self.channel = RunnerChannel(self.jobs, self._spec)
         self.secrets = Secrets(cfg.data_dir)
         self._closing = threading.Event()
+        self._room = threading.Condition()  # notified when an attempt ends: jobs waiting for room try again
+        self._nodes: tuple[float, list] = (0.0, [])
         self._mu = threading.Lock()  # placement: choosing a node and reserving room on it is one step
 
     # --- which jobs -------------------------------------------------------------------------------------------
@@ -55,7 +56,8 @@ class RayBackend:
     def unsupported(self, job: Job) -> Optional[str]:
         p = job.params
         what = [name for name, used in [
-            ("a Docker image", uses_docker(job)), ("s3 mounts", p.s3_mount_ids), ("datasets", p.dataset_ids),
+            ("a python_env in a Docker image", uses_docker(job) and p.env.python_env is not None),
+            ("s3 mounts", p.s3_mount_ids), ("datasets", p.dataset_ids),
             ("output datasets", p.output_datasets), ("the project disk", p.attach_project_disk)] if used]
         if what:
             return (f"{', '.join(what)}: not available on the ray backend yet (they need the engine's disk); "
@@ -77,18 +79,27 @@ class RayBackend:
         why = self.unsupported(job)
         if why:
             return self.sched._fail(job.id, why, code="FAILED_PRECONDITION")
+        if uses_docker(job):
+            try:
+                self.sched.prep.image(job)  # an unknown image id or secret fails now, not on the node
+            except EngineError as e:
+                return self.sched._fail(job.id, e.message, code=e.code)
         names = job.params.cloud_instance_types or [self.cfg.default_instance_type]
         types = [self.cfg.instance_types[n] for n in names]
         waiting_for = None
         while True:
             with self._mu:
                 try:
-                    nodes = self.ray.nodes()
+                    nodes = self._alive_nodes()
                     t, node, could = place(types, nodes, self._used())
                 except RayError as e:
                     t = node = could = None
                     nodes = None
                     err = e
+                if nodes is None and err.status in (401, 403):
+                    return self.sched._fail(job.id, f"the Ray cluster refused the engine's credentials (is "
+                                                    f"ray_token set to the cluster's token?): {err}",
+                                            code="FAILED_PRECONDITION")
                 if t is not None:
                     a, token = self.channel.new_attempt(job.id, "ray", instance=t.name, node_id=node.id,
                                                         shape=shape(t))
@@ -106,7 +117,8 @@ class RayBackend:
                 jobs.system_log(job.id, msg)
                 jobs.update(job.id, lambda j: setattr(j, "status_details", msg))
                 waiting_for = msg
-            time.sleep(self.cfg.ray_poll_s)
+            with self._room:
+                self._room.wait(NODES_TTL_S)
         with jobs._mu:
             if jobs.store.get_job(job.id).status != S.PREPARING:
                 self.channel.fence(a.id, "cancelled before it was submitted")
@@ -119,6 +131,14 @@ class RayBackend:
             return self.sched._fail(job.id, f"cannot submit the job to Ray: {e}", code="UNAVAILABLE")
         # The worker is free for the next job: how many run at once is the cluster's capacity, not the engine's.
         threading.Thread(target=self.watch, args=(job.id, a.id), daemon=True, name=f"dsjobs-ray-{job.id}").start()
+
+    def _alive_nodes(self) -> list:
+        """The node list, read at most once a second however many jobs wait for room (the dashboard is slow)."""
+        at, nodes = self._nodes
+        if time.monotonic() - at > NODES_TTL_S:
+            nodes = self.ray.nodes()
+            self._nodes = (time.monotonic(), nodes)
+        return nodes
 
     def _submit(self, job: Job, a: Attempt, token: str, t) -> None:
         g = job.params.graceful_shutdown
@@ -150,7 +170,15 @@ class RayBackend:
             "pip_index_url": cfg.pip_index_url, "pip_extra_index_urls": list(cfg.pip_extra_index_urls),
             "python_interpreters": list(cfg.python_interpreters), "env_installer": cfg.env_installer,
             "env_build_timeout_s": cfg.env_build_timeout_s, "env_cache_limit_bytes": cfg.env_cache_limit_bytes,
+            "docker": self._docker(job, a) if uses_docker(job) else None,
         }
+
+    def _docker(self, job: Job, a: Attempt) -> dict:
+        image, user, password = self.sched.prep.image(job)  # the password travels only over the channel
+        t = self.cfg.instance_types[a.instance]
+        return {"image": image, "username": user, "password": password, "network": self.cfg.docker_network,
+                "cpus": t.cpus, "memory_bytes": int(t.memory_gb * (1 << 30)), "instance": t.name,
+                "pull_timeout_s": self.cfg.image_pull_timeout_s, "run_as_root": self.cfg.docker_run_as_root}
 
     def watch(self, job_id: str, attempt_id: str) -> None:
         """Wait for the agent's result; meanwhile watch Ray for an attempt that died without one."""
@@ -237,6 +265,8 @@ class RayBackend:
                 files = [from_dict(File, f) for f in r.get("files", [])]
                 errors = [from_dict(FileError, e) for e in r.get("errors", [])]
                 self.sched._finish(a.job_id, None, result, collected=(files, errors))
+        with self._room:
+            self._room.notify_all()
         threading.Thread(target=self._delete, args=(a.id,), daemon=True, name="dsjobs-ray-delete").start()
 
     def _delete(self, attempt_id: str, tries: int = 60) -> None:

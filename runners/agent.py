@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Optional
 
 from engine.model import JobParameters, from_dict, to_dict
+from runners import docker as rd
 from runners import pyenv
 from runners.base import ExitResult, RunSpec
+from runners.docker import DockerExecutor
 from runners.outputs import collect
 from runners.process import ProcessExecutor
 from runners.supervisor import HEADER, SYSTEM, append_record, kill_marked
@@ -248,7 +250,31 @@ class Agent:
                         f"{len(ispec.requirements)} requirement(s)")
         return pyenv.job_layer(base, self.run_dir / "venv")
 
+    def prepare_container(self):
+        """A Docker job on the node's Docker Engine: as the local Docker runner does it."""
+        d = self.spec["docker"]
+        self.executor = DockerExecutor()
+        note = self.system
+        rd.ensure_image(self.executor.dc, d["image"], d["username"], d["password"], note=note,
+                        timeout_s=d["pull_timeout_s"])
+        progress = str(self.progress.parent)
+        to_job = rd.job_path_mapper([(str(self.work), rd.JOB_DIR), (progress, rd.CONTAINER_PROGRESS)])
+        layout = materialise(self.params, self.work, self.fetch, to_job_path=to_job)
+        cpus, memory = rd.capped(d["cpus"], d["memory_bytes"], note, d["instance"])
+        binds = {str(self.work): {"bind": rd.JOB_DIR, "mode": "rw"}, progress: {"bind": rd.CONTAINER_PROGRESS,
+                                                                              "mode": "rw"}}
+        binds.update(rd.secrets_bind(str(self.run_dir / "secrets"), self.spec["secrets"], note))
+        owner = os.stat(self.node_dir)
+        user = None if d["run_as_root"] or owner.st_uid == 0 else f"{owner.st_uid}:{owner.st_gid}"
+        container = rd.ContainerSpec(image=d["image"], job_id=self.job_id, project_id="", binds=binds, user=user,
+                                     network=d["network"], cpus=cpus, memory_bytes=memory)
+        env = {"PYTHONUNBUFFERED": "1", **self.params.env.vars,
+               "JOB_PROGRESS_FILENAME": to_job(str(self.progress)), "DSJOBS_JOB_ID": self.job_id}
+        return layout, env, container
+
     def prepare(self):
+        if self.spec.get("docker"):
+            return self.prepare_container()
         layout = materialise(self.params, self.work, self.fetch)
         venv = self.python_env()
         bins = []
@@ -258,13 +284,15 @@ class Agent:
                           self.job_id)
         if venv is not None:
             env["VIRTUAL_ENV"] = str(venv)
-        return layout, env
+        return layout, env, None
 
     def run(self) -> dict:
         self.system(f"attempt {self.spec['attempt']} on node {socket.gethostname()}: "
                     f"working directory {self.work}")
         try:
-            layout, env = self.prepare()
+            layout, env, container = self.prepare()
+        except rd.DockerError as e:
+            return {"prepare_error": str(e), "code": e.code}
         except ValueError as e:
             return {"prepare_error": str(e), "code": "INVALID_ARGUMENT"}
         except pyenv.EnvError as e:
@@ -276,7 +304,8 @@ class Agent:
         spec = RunSpec(job_id=self.job_id, run_dir=str(self.run_dir), argv=["bash", "-c", cmd], cwd=str(self.work),
                        env=env, journal=self.journal, stdout=str(self.run_dir / "stdout.txt"),
                        stderr=str(self.run_dir / "stderr.txt"), log_limit_bytes=s["log_limit_bytes"],
-                       max_duration_s=s["max_duration_s"], deadline_stop=s["deadline_stop"], owner_pid=os.getpid())
+                       max_duration_s=s["max_duration_s"], deadline_stop=s["deadline_stop"], owner_pid=os.getpid(),
+                       container=container)
         with self._mu:
             if self.fenced is not None:
                 raise Fenced(self.fenced)
@@ -293,6 +322,7 @@ class Agent:
                                        self.stop_req.get("reason", ""))
             result = self.executor.wait(self.handle)
             self.handle.done.set()
+            self.executor.cleanup(self.handle)
         if self.fenced is not None:
             raise Fenced(self.fenced)
         self.ch.call("POST", "state", json.dumps({"status": "UPLOADING_OUTPUT"}).encode())

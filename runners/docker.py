@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shlex
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +29,48 @@ SECRETS_FILE = "/dsjobs/secrets/env"
 # Project secrets come from a mounted file, not the container's environment, so `docker inspect` never shows them.
 SHELL_WRAPPER = (f'if [ -r {SECRETS_FILE} ]; then . {SECRETS_FILE}; fi; '
                  'if [ -x /bin/bash ]; then exec /bin/bash -c "$0"; else exec /bin/sh -c "$0"; fi')
+
+
+CONTAINER_PROGRESS = "/dsjobs/progress"
+CONTAINER_PROJECT_HOME = "/dsjobs/project"
+
+
+def job_path_mapper(table: list[tuple[str, str]]):
+    """Host path -> the path a container sees, from (host dir, dir inside) pairs; other paths are unchanged."""
+    def to_job(p: str) -> str:
+        for host, inside in table:
+            if p == host or p.startswith(host + "/"):
+                return inside + p[len(host):]
+        return p
+    return to_job
+
+
+def secrets_bind(sdir: str, secrets: dict[str, str], note) -> dict[str, dict]:
+    """Project secrets as a shell file (0600) the container sources (runners/docker.py SHELL_WRAPPER), so they never
+    show in `docker inspect`; returns the bind mount for it, or nothing when there are no secrets."""
+    if not secrets:
+        return {}
+    lines = []
+    for name, value in secrets.items():
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            lines.append(f"export {name}={shlex.quote(value)}\n")
+        else:
+            note(f"secret {name!r} is not exported in a container: its name is not a shell variable name")
+    os.makedirs(sdir, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(sdir, "env"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(lines))
+    return {sdir: {"bind": os.path.dirname(SECRETS_FILE), "mode": "ro"}}
+
+
+def capped(cpus: float, memory_bytes: int, note, name: str) -> tuple[float, int]:
+    """An instance type's CPU and memory, capped at what this machine has (and said so)."""
+    ncpu, mem = os.cpu_count() or 1, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    c, m = min(cpus, ncpu), min(memory_bytes, mem)
+    if c < cpus or m < memory_bytes:
+        note(f"instance type {name} ({cpus:g} vCPU, {memory_bytes / (1 << 30):g} GB) capped at what this machine "
+             f"has: {c:g} CPU(s), {m / (1 << 30):.1f} GB")
+    return c, m
 
 
 class DockerError(Exception):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -112,6 +111,3 @@ class RayCluster:
         self.stop()
         self.start()
 
-
-def ray_available() -> bool:
-    return shutil.which(RAY) is not None or os.path.exists(RAY)

@@ -26,6 +26,7 @@ from tests.e2e.test_cancel import graceful, survivors
 from tests.e2e.test_crash_recovery import Serve
 from tests.e2e.test_official_cli import copy_example, official_python
 from tests.e2e.test_python_env import indexes  # noqa: F401 - a fixture the reused scenarios need
+from tests.dockerenv import Registry, docker, shell_image
 from tests.helpers import create, logs, response, run, stdout_of, wait_op, wait_status
 from tests.raycluster import RayCluster, free_port
 
@@ -280,3 +281,53 @@ def test_signal_of_a_graceful_cancel_comes_through_the_agent(client, tmp_path):
     wait_op(client, op, 20)
     assert float(got.read_text()) - t < 1.0  # SIGHUP, not Ray's TERM, and promptly
     assert client.get(jid).status == jpb.CANCELLED
+
+
+@pytest.mark.docker
+def test_docker_job_on_a_node_with_a_registry_password_that_never_reaches_ray(client, server, ray_cluster,
+                                                                              tmp_path):
+    reg = Registry(tmp_path / "registry", "puller", "pa55-w0rd-RAY")
+    try:
+        ref = reg.push(shell_image(), "dsjobs/shell:ray")
+        Secrets(tmp_path / "data").set("p1", "REGISTRY_PASSWORD", "pa55-w0rd-RAY")
+        env = jpb.Environment(docker_image_spec=jpb.DockerImageSpec(
+            image_url=ref, username="puller", password_ds_secret_name="REGISTRY_PASSWORD"))
+        jid = create(client, jpb.JobParameters(
+            cmd="echo in-container $(id -u); test -f /.dockerenv && echo docker; sleep 2; echo made > ${OUT}",
+            env=env, output_files=[jpb.FileDesc(path="o.txt", var="OUT")], cloud_instance_types=types("g1.1")))
+        op = client.execute(jid)
+        wait_status(client, jid, {jpb.EXECUTING}, timeout=120)
+        (a,) = attempts(server, jid)
+        assert a.node_id == ray_cluster.worker_id
+        info = ray_cluster.api(f"/api/jobs/{a.id}")
+        op = wait_op(client, op, 120)
+        assert not op.HasField("error"), op.error.message
+        out = stdout_of(logs(client, jid)[0])
+        assert b"in-container" in out and b"docker" in out
+        files = response(op).output_files
+        assert requests.get(files[0].url).content == b"made\n"
+        assert "pa55-w0rd-RAY" not in json.dumps(info) + str(client.get(jid))
+        assert not any(c for c in docker("ps", "-aq", "--filter", f"label=dsjobs.job-id={jid}").stdout.split())
+    finally:
+        docker("rmi", f"{reg.host}/dsjobs/shell:ray", check=False)
+        reg.close()
+
+
+def test_projects_pinned_to_a_backend_and_a_wrong_token(ray_cluster, tmp_path):
+    cfg = dict(ray_cfg(ray_cluster, tmp_path), backend="local", project_backends={"big": "ray"})
+    s = Server(tmp_path / "data", **cfg)
+    try:
+        local, op = run(s.client, jpb.JobParameters(cmd="echo here"))
+        assert response(op).result.return_code == 0 and attempts(s, local) == []
+        remote, op = run(s.client, jpb.JobParameters(cmd="echo there"), project="big")
+        assert response(op).result.return_code == 0 and attempts(s, remote)[0].backend == "ray"
+    finally:
+        s.stop()
+    s = Server(tmp_path / "data2", **dict(ray_cfg(ray_cluster, tmp_path), ray_token="not-the-token"))
+    try:
+        jid, op = run(s.client, jpb.JobParameters(cmd="true"))
+        assert op.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+        assert "refused the engine's credentials" in op.error.message
+        assert "not-the-token" not in op.error.message
+    finally:
+        s.stop()
