@@ -54,29 +54,30 @@ def append_system(path: str, message: str) -> None:
         os.close(fd)
 
 
+def records(path: str):
+    """Every record of the journal, from the start."""
+    offset = 0
+    while True:
+        recs, nxt = read(path, offset)
+        if nxt == offset:
+            return
+        yield from recs
+        offset = nxt
+
+
 def extract_stream(path: str, stream: int, dest: str) -> None:
     """Write one stream of the journal to a plain file (the downloadable .system.log)."""
-    offset = 0
     with open(dest, "wb") as out:
-        while True:
-            recs, nxt = read(path, offset)
-            if nxt == offset:
-                break
-            for r in recs:
-                if r.stream == stream:
-                    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.created_at)).encode()
-                    for line in r.content.splitlines():
-                        out.write(stamp + b"  " + line + b"\n")
-            offset = nxt
+        for r in records(path):
+            if r.stream == stream:
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.created_at)).encode()
+                for line in r.content.splitlines():
+                    out.write(stamp + b"  " + line + b"\n")
 
 
 def extract_raw(path: str, stream: int, dest: str) -> None:
     """One stream's bytes as the job wrote them (stdout.txt / stderr.txt of a job that ran on a remote node)."""
-    offset = 0
     with open(dest, "wb") as out:
-        while True:
-            recs, nxt = read(path, offset)
-            if nxt == offset:
-                break
-            out.write(b"".join(r.content for r in recs if r.stream == stream))
-            offset = nxt
+        for r in records(path):
+            if r.stream == stream:
+                out.write(r.content)

@@ -69,6 +69,7 @@ SPINE = [
     test_jobs_api.test_output_symlinks_are_not_followed,
     test_jobs_api.test_logs_from_zero_resumed_and_now,
     test_jobs_api.test_set_data_ttl_and_download_job_files,
+    test_jobs_api.test_restart_keeps_jobs_and_logs,
     test_cancel.test_graceful_cancel_keeps_checkpoint,
     test_cancel.test_forced_cancel_kills_setsid_and_double_forked,
     test_cancel.test_escalation_after_timeout_and_cancel_before_start,
@@ -87,7 +88,7 @@ def test_spine_scenario_on_ray(scenario, client, server, tmp_path, request):
     if "indexes" in wanted:
         available["indexes"] = request.getfixturevalue("indexes")
     scenario(**{k: available[k] for k in wanted})
-    for job in client.list("p1"):
+    for job in server.client.list("p1"):  # the scenario may have restarted the engine
         if job.status == jpb.SUCCESS:
             assert server.engine.store.attempts(job_id=job.id)[0].backend == "ray"  # it did run on Ray
 
@@ -331,3 +332,19 @@ def test_projects_pinned_to_a_backend_and_a_wrong_token(ray_cluster, tmp_path):
         assert "not-the-token" not in op.error.message
     finally:
         s.stop()
+
+
+def test_progress_and_resource_stats_come_from_the_node(client, server):
+    jid = create(client, jpb.JobParameters(
+        cmd='echo \'{"progress": 42, "message": "half"}\' >> $JOB_PROGRESS_FILENAME; sleep 4'))
+    op = client.execute(jid)
+    meta = spb.ExecuteProjectJobMetadata()
+    deadline = time.monotonic() + 60
+    while meta.progress.progress != 42:
+        assert time.monotonic() < deadline, "the job's progress never reached the operation"
+        time.sleep(0.1)
+        client.get_operation(op.id).metadata.Unpack(meta)
+    assert meta.progress.message == "half"
+    wait_op(client, op, 60)
+    stats = [m for m in logs(client, jid)[0] if m.file_path == ".docker_stats.tsv"]
+    assert stats and stats[0].content.startswith(b"time\tcpu_percent")
