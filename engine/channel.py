@@ -88,6 +88,10 @@ class RunnerChannel:
             self._stops[attempt_id] = {"signal": int(sig), "timeout": float(timeout_s), "reason": reason}
             self._cv.notify_all()
 
+    def stop_request(self, attempt_id: str) -> Optional[dict]:
+        with self._cv:
+            return self._stops.get(attempt_id)
+
     def fence(self, attempt_id: str, reason: str) -> bool:
         """Declare the attempt lost; False when its result arrived first (then the result stands)."""
         with self._cv:

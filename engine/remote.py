@@ -191,7 +191,7 @@ class RayBackend:
                 break
             job = self.jobs.store.get_job(job_id)
             if job.status == S.CANCELLING and backstop_at is None:
-                stop = self.channel._stops.get(attempt_id) or {"timeout": 0}
+                stop = self.channel.stop_request(attempt_id) or {"timeout": 0}
                 backstop_at = time.monotonic() + stop["timeout"] + self.cfg.ray_backstop_margin_s
             try:
                 info = self.ray.job(attempt_id)
