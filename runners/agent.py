@@ -27,10 +27,7 @@ from pathlib import Path
 from typing import Optional
 
 from engine.model import JobParameters, from_dict, to_dict
-from runners import docker as rd
-from runners import pyenv
 from runners.base import ExitResult, RunSpec
-from runners.docker import DockerExecutor
 from runners.outputs import collect
 from runners.process import ProcessExecutor
 from runners.supervisor import HEADER, SYSTEM, append_record, kill_marked
@@ -39,6 +36,14 @@ from runners.workspace import materialise, process_env, substitute
 SHIP_INTERVAL_S = 0.2
 SHIP_MAX = 4 << 20
 ENGINE_OUTAGE_S = 600.0  # how long the agent keeps retrying while the engine is unreachable
+
+
+class PrepareError(Exception):
+    """The job cannot start on this node; ``code`` is the gRPC status it ends with."""
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.code = code
 
 
 class Fenced(Exception):
@@ -230,9 +235,13 @@ class Agent:
         pe = self.params.env.python_env
         if pe is None:
             return None
+        from runners import pyenv  # imported only when needed: the agent's start-up is on every job's path
         s = self.spec
-        interp = pyenv.pick(pe.python_version, tuple(s["python_interpreters"]))
-        ispec = pyenv.install_spec(pe, s["pip_index_url"], tuple(s["pip_extra_index_urls"]))
+        try:
+            interp = pyenv.pick(pe.python_version, tuple(s["python_interpreters"]))
+            ispec = pyenv.install_spec(pe, s["pip_index_url"], tuple(s["pip_extra_index_urls"]))
+        except pyenv.EnvError as e:
+            raise PrepareError(str(e), e.code) from None
         cache = pyenv.EnvCache(self.node_dir / "envs", installer=s["env_installer"],
                                build_timeout_s=s["env_build_timeout_s"], size_limit_bytes=s["env_cache_limit_bytes"],
                                uv_cache=self.node_dir / "uv-cache")
@@ -244,19 +253,27 @@ class Agent:
                 build_log.flush()
                 self.system(line)
             t = time.monotonic()
-            base, built = cache.get(interp, ispec, log)
+            try:
+                base, built = cache.get(interp, ispec, log)
+            except pyenv.EnvError as e:
+                raise PrepareError(str(e), e.code) from None
             self.system(f"python environment {'built' if built else 'taken from the cache'} in "
                         f"{time.monotonic() - t:.2f}s on node {socket.gethostname()}: python {interp.full}, "
                         f"{len(ispec.requirements)} requirement(s)")
+        self.layer_base = base
         return pyenv.job_layer(base, self.run_dir / "venv")
 
     def prepare_container(self):
         """A Docker job on the node's Docker Engine: as the local Docker runner does it."""
+        from runners import docker as rd  # imported only for Docker jobs (start-up time)
         d = self.spec["docker"]
-        self.executor = DockerExecutor()
+        self.executor = rd.DockerExecutor()
         note = self.system
-        rd.ensure_image(self.executor.dc, d["image"], d["username"], d["password"], note=note,
-                        timeout_s=d["pull_timeout_s"])
+        try:
+            rd.ensure_image(self.executor.dc, d["image"], d["username"], d["password"], note=note,
+                            timeout_s=d["pull_timeout_s"])
+        except rd.DockerError as e:
+            raise PrepareError(str(e), e.code) from None
         progress = str(self.progress.parent)
         to_job = rd.job_path_mapper([(str(self.work), rd.JOB_DIR), (progress, rd.CONTAINER_PROGRESS)])
         layout = materialise(self.params, self.work, self.fetch, to_job_path=to_job)
@@ -279,7 +296,7 @@ class Agent:
         venv = self.python_env()
         bins = []
         if venv is not None:
-            bins = [str(venv / "bin"), str(pyenv.layer_base(venv) / "bin")]
+            bins = [str(venv / "bin"), str(self.layer_base / "bin")]
         env = process_env(self.work, bins, self.spec["secrets"], self.params.env.vars, str(self.progress),
                           self.job_id)
         if venv is not None:
@@ -291,12 +308,10 @@ class Agent:
                     f"working directory {self.work}")
         try:
             layout, env, container = self.prepare()
-        except rd.DockerError as e:
+        except PrepareError as e:
             return {"prepare_error": str(e), "code": e.code}
         except ValueError as e:
             return {"prepare_error": str(e), "code": "INVALID_ARGUMENT"}
-        except pyenv.EnvError as e:
-            return {"prepare_error": str(e), "code": e.code}
         except OSError as e:
             return {"prepare_error": f"cannot prepare the job on the node: {e}", "code": "INTERNAL"}
         cmd = substitute(self.params.cmd, layout.vars)
