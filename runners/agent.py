@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -33,6 +34,7 @@ from runners.process import ProcessExecutor
 from runners.supervisor import HEADER, SYSTEM, append_record, kill_marked
 from runners.workspace import materialise, process_env, substitute
 
+WATCHDOG = str(Path(__file__).with_name("container_watchdog.py"))
 SHIP_INTERVAL_S = 0.2
 SHIP_MAX = 4 << 20
 ENGINE_OUTAGE_S = 600.0  # how long the agent keeps retrying while the engine is unreachable
@@ -289,6 +291,11 @@ class Agent:
                "JOB_PROGRESS_FILENAME": to_job(str(self.progress)), "DSJOBS_JOB_ID": self.job_id}
         return layout, env, container
 
+    def _watch_container(self) -> subprocess.Popen:
+        """A process that kills the container if this agent dies (Docker, not the agent, owns the container)."""
+        return subprocess.Popen([sys.executable, "-I", "-S", WATCHDOG, self.handle.container_id],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True)
+
     def prepare(self):
         if self.spec.get("docker"):
             return self.prepare_container()
@@ -332,11 +339,14 @@ class Agent:
             self.system(f"running: {cmd}")
             with self._mu:
                 self.handle = self.executor.start(spec)
+                watchdog = self._watch_container() if container is not None else None
                 if self.stop_req is not None:  # arrived between the check and the start
                     self.executor.stop(self.handle, self.stop_req["signal"], self.stop_req["timeout"],
                                        self.stop_req.get("reason", ""))
             result = self.executor.wait(self.handle)
             self.handle.done.set()
+            if watchdog is not None:
+                watchdog.communicate(b"done")
             self.executor.cleanup(self.handle)
         if self.fenced is not None:
             raise Fenced(self.fenced)

@@ -348,3 +348,41 @@ def test_progress_and_resource_stats_come_from_the_node(client, server):
     wait_op(client, op, 60)
     stats = [m for m in logs(client, jid)[0] if m.file_path == ".docker_stats.tsv"]
     assert stats and stats[0].content.startswith(b"time\tcpu_percent")
+
+
+def agent_pids(attempt_id: str) -> list[int]:
+    out = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"runners.agent" in argv and attempt_id.encode() in argv:
+            out.append(int(pid))
+    return out
+
+
+@pytest.mark.docker
+def test_an_agent_killed_takes_its_container_with_it(client, server, ray_cluster):
+    jid = create(client, jpb.JobParameters(cmd="echo up; sleep 300", env=jpb.Environment(
+        docker_image_spec=jpb.DockerImageSpec(image_url=shell_image()))))
+    op = client.execute(jid)
+    wait_status(client, jid, {jpb.EXECUTING}, timeout=120)
+    (a,) = attempts(server, jid)
+    label = f"label=dsjobs.job-id={jid}"
+    deadline = time.monotonic() + 30
+    while not docker("ps", "-q", "--filter", label).stdout.split():
+        assert time.monotonic() < deadline, "the container never started"
+        time.sleep(0.1)
+    for pid in agent_pids(a.id):
+        os.kill(pid, signal.SIGKILL)  # as `ray stop --force` or an OOM kill would
+    deadline = time.monotonic() + 15
+    while docker("ps", "-q", "--filter", label).stdout.split():
+        assert time.monotonic() < deadline, "the container outlived its agent"
+        time.sleep(0.1)
+    op = wait_op(client, op, 60)
+    job = client.get(jid)
+    assert job.status == jpb.ERROR and "lost" in job.status_details, job.status_details
+    for c in docker("ps", "-aq", "--filter", label).stdout.split():
+        docker("rm", "-f", c)  # the agent that would have removed it is gone
