@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import secrets
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -218,7 +219,6 @@ class FileServer(ThreadingHTTPServer):
         self._thread: threading.Thread | None = None
 
     def handle_error(self, request, client_address) -> None:
-        import sys
         if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
             return  # the other side went away (an agent that exited during its long poll): nothing to tell
         super().handle_error(request, client_address)

@@ -20,7 +20,7 @@ from runners.base import Executor
 from runners.docker import (CONTAINER_PROGRESS, CONTAINER_PROJECT_HOME, JOB_DIR, ContainerSpec, DockerError,
                             job_path_mapper)
 from runners.pyenv import EnvCache, EnvError
-from runners.workspace import Layout, process_env
+from runners.workspace import Layout, job_env, process_env
 
 
 class Preparation:
@@ -91,18 +91,11 @@ class Preparation:
         if not uses_docker(job):
             bins = [str(venv / "bin"), str(pyenv.layer_base(venv) / "bin")] if venv is not None else []
             env = process_env(layout.work, bins, self.secrets.all(job.project_id), job.params.env.vars, progress,
-                              job.id)
-            if venv is not None:
-                env["VIRTUAL_ENV"] = str(venv)
+                              job.id, venv=str(venv) if venv is not None else "")
         else:
-            env = {"PYTHONUNBUFFERED": "1"}
             # The image's own PATH, HOME and locale, except for a python env built for it; secrets come from a file.
-            if image_env is not None:
-                env["PATH"] = f"{image_env}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-                env["VIRTUAL_ENV"] = str(image_env)
-            env.update(job.params.env.vars)
-            env["JOB_PROGRESS_FILENAME"] = progress
-            env["DSJOBS_JOB_ID"] = job.id
+            path = f"{image_env}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" if image_env else ""
+            env = job_env(job.params.env.vars, progress, job.id, path=path, venv=str(image_env or ""))
         if project_home is not None:
             env["DS_PROJECT_HOME"] = layout.to_job_path(project_home)
         return env

@@ -32,7 +32,7 @@ from runners.base import ExitResult, RunSpec
 from runners.outputs import collect
 from runners.process import ProcessExecutor
 from runners.supervisor import HEADER, SYSTEM, append_record, kill_marked
-from runners.workspace import materialise, process_env, substitute
+from runners.workspace import job_env, materialise, process_env, substitute
 
 WATCHDOG = str(Path(__file__).with_name("container_watchdog.py"))
 SHIP_INTERVAL_S = 0.2
@@ -287,8 +287,7 @@ class Agent:
         user = None if d["run_as_root"] or owner.st_uid == 0 else f"{owner.st_uid}:{owner.st_gid}"
         container = rd.ContainerSpec(image=d["image"], job_id=self.job_id, project_id="", binds=binds, user=user,
                                      network=d["network"], cpus=cpus, memory_bytes=memory)
-        env = {"PYTHONUNBUFFERED": "1", **self.params.env.vars,
-               "JOB_PROGRESS_FILENAME": to_job(str(self.progress)), "DSJOBS_JOB_ID": self.job_id}
+        env = job_env(self.params.env.vars, to_job(str(self.progress)), self.job_id)
         return layout, env, container
 
     def _watch_container(self) -> subprocess.Popen:
@@ -305,9 +304,7 @@ class Agent:
         if venv is not None:
             bins = [str(venv / "bin"), str(self.layer_base / "bin")]
         env = process_env(self.work, bins, self.spec["secrets"], self.params.env.vars, str(self.progress),
-                          self.job_id)
-        if venv is not None:
-            env["VIRTUAL_ENV"] = str(venv)
+                          self.job_id, venv=str(venv) if venv is not None else "")
         return layout, env, None
 
     def run(self) -> dict:

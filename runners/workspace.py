@@ -120,14 +120,26 @@ def materialise(
     return layout
 
 
-def process_env(work: Path, venv_bin: list[str], secrets: dict[str, str], variables: dict[str, str],
-                progress_file: str, job_id: str) -> dict[str, str]:
-    """The environment of a job run as a process on the host (the engine's or a node's)."""
+def job_env(variables: dict[str, str], progress_file: str, job_id: str, *, path: str = "", venv: str = "",
+            home: str = "", secrets: dict[str, str] | None = None) -> dict[str, str]:
+    """A job's environment, on a host or in a container: what it is given beyond the job's own variables."""
     env = {"PYTHONUNBUFFERED": "1"}  # logs stream live, as in the cloud
-    env.update(PATH=":".join(venv_bin + [os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")]),
-               HOME=os.environ.get("HOME", str(work)), LANG=os.environ.get("LANG", "C.UTF-8"))
-    env.update(secrets)  # as the cloud does
+    if path:
+        env["PATH"] = path
+    if home:
+        env.update(HOME=home, LANG=os.environ.get("LANG", "C.UTF-8"))
+    if venv:
+        env["VIRTUAL_ENV"] = venv
+    env.update(secrets or {})  # as the cloud does (a container reads them from a file instead)
     env.update(variables)
     env["JOB_PROGRESS_FILENAME"] = progress_file
     env["DSJOBS_JOB_ID"] = job_id  # the marker every process of the job carries
     return env
+
+
+def process_env(work: Path, venv_bin: list[str], secrets: dict[str, str], variables: dict[str, str],
+                progress_file: str, job_id: str, venv: str = "") -> dict[str, str]:
+    """The environment of a job run as a process on the host (the engine's or a node's)."""
+    path = ":".join(venv_bin + [os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")])
+    return job_env(variables, progress_file, job_id, path=path, venv=venv,
+                   home=os.environ.get("HOME", str(work)), secrets=secrets)

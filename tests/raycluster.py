@@ -23,6 +23,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def pids_where(match) -> list[int]:
+    """Processes whose argv (a list of bytes) ``match`` accepts."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0] and match(argv):
+            out.append(int(pid))
+    return out
+
+
 class RayCluster:
     def __init__(self, root: Path):
         self.root = root
@@ -92,16 +108,12 @@ class RayCluster:
 
     def kill_worker(self) -> None:
         """kill -9 of the second node's raylet: the node is lost, as when a machine dies."""
-        for pid in os.listdir("/proc"):
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    argv = f.read().split(b"\0")
-            except OSError:
-                continue
-            if argv and argv[0].endswith(b"/raylet") and f"--node_id={self.worker_id}".encode() in argv:
-                os.kill(int(pid), signal.SIGKILL)
-                return
-        raise RuntimeError("the second node's raylet is not running")
+        node = f"--node_id={self.worker_id}".encode()
+        pids = pids_where(lambda argv: argv[0].endswith(b"/raylet") and node in argv)
+        if not pids:
+            raise RuntimeError("the second node's raylet is not running")
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
 
     def restart_worker(self) -> None:
         self.start_worker()

@@ -28,7 +28,7 @@ from tests.e2e.test_official_cli import copy_example, official_python
 from tests.e2e.test_python_env import indexes  # noqa: F401 - a fixture the reused scenarios need
 from tests.dockerenv import Registry, docker, shell_image
 from tests.helpers import create, logs, response, run, stdout_of, wait_op, wait_status
-from tests.raycluster import RayCluster, free_port
+from tests.raycluster import RayCluster, free_port, pids_where
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ray, pytest.mark.slow]
 
@@ -351,16 +351,7 @@ def test_progress_and_resource_stats_come_from_the_node(client, server):
 
 
 def agent_pids(attempt_id: str) -> list[int]:
-    out = []
-    for pid in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"runners.agent" in argv and attempt_id.encode() in argv:
-            out.append(int(pid))
-    return out
+    return pids_where(lambda argv: b"runners.agent" in argv and attempt_id.encode() in argv)
 
 
 @pytest.mark.docker
