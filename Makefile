@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DSVENV := .venv-datasphere
 DSSTAMP := $(DSVENV)/.installed
 
-.PHONY: install run test test-deps official-cli proto proto-check bench clean
+.PHONY: install run run-deps test test-deps official-cli proto proto-check bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,10 @@ install: $(STAMP)
 
 official-cli: $(DSSTAMP)
 
-run: install
+run-deps:
+	tools/run-deps.sh
+
+run: install run-deps
 	cd examples/jobs/hello && ../../../$(BIN)/dsjobs run -c config.yaml
 
 proto: install

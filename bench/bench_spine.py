@@ -42,6 +42,23 @@ def create(client):
     return r.job_id
 
 
+def serve(data: str, *extra: str):
+    srv = subprocess.Popen([sys.executable, "-m", "dsjobs", "serve", "--listen", "127.0.0.1:0", "--data-dir", data,
+                            "--log-level", "warning", *extra], stdout=subprocess.PIPE, text=True)
+    port = re.search(r"on 127\.0\.0\.1:(\d+)", srv.stdout.readline()).group(1)
+    return srv, Client(f"127.0.0.1:{port}")  # the token is found through the engine's descriptor
+
+
+def one(client) -> tuple[float, float]:
+    t = time.perf_counter()
+    jid = create(client)
+    op = wait_done(client, client.execute(jid))
+    took = time.perf_counter() - t
+    assert not op.HasField("error"), op.error
+    j = client.get(jid)
+    return took, (j.finished_at.ToNanoseconds() - j.started_at.ToNanoseconds()) / 1e9
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=50)
@@ -49,54 +66,64 @@ def main():
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "spine.json"))
     a = ap.parse_args()
 
-    bare = []
-    for _ in range(a.jobs):
-        t = time.perf_counter()
-        subprocess.run(["bash", "-c", "true"], check=True)
-        bare.append(time.perf_counter() - t)
-
-    with tempfile.TemporaryDirectory() as data:
-        srv = subprocess.Popen([sys.executable, "-m", "dsjobs", "serve", "--listen", "127.0.0.1:0", "--data-dir", data,
-                                "--log-level", "warning"], stdout=subprocess.PIPE, text=True)
-        line = srv.stdout.readline()
-        port = re.search(r"on 127\.0\.0\.1:(\d+)", line).group(1)
-        client = Client(f"127.0.0.1:{port}")
-        try:
-            create(client)  # warm up the channel
-            lat, engine_side = [], []
-            for _ in range(a.jobs):
-                t = time.perf_counter()
-                jid = create(client)
-                op = wait_done(client, client.execute(jid))
-                lat.append(time.perf_counter() - t)
-                assert not op.HasField("error"), op.error
-                j = client.get(jid)
-                engine_side.append((j.finished_at.ToNanoseconds() - j.started_at.ToNanoseconds()) / 1e9)
+    bare, bare_box = [], []
+    from runners import sandbox as sbx
+    with tempfile.TemporaryDirectory() as d:
+        box = sbx.argv(sbx.check(), sbx.job_sandbox(d, d), ["bash", "-c", "true"])
+        for _ in range(a.jobs):  # alternated, so both see the same machine
             t = time.perf_counter()
-            ops = [client.execute(create(client)) for _ in range(a.burst)]
+            subprocess.run(["bash", "-c", "true"], check=True)
+            bare.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            subprocess.run(box, check=True)
+            bare_box.append(time.perf_counter() - t)
+
+    with tempfile.TemporaryDirectory() as d1, tempfile.TemporaryDirectory() as d2:
+        confined, c_client = serve(d1)
+        unconfined, u_client = serve(d2, "--sandbox", "none")
+        try:
+            for c in (c_client, u_client):
+                create(c)  # warm up the channel
+            lat = {"bwrap": [], "none": []}
+            run_phase = {"bwrap": [], "none": []}
+            for _ in range(a.jobs):
+                for name, c in (("bwrap", c_client), ("none", u_client)):
+                    took, phase = one(c)
+                    lat[name].append(took)
+                    run_phase[name].append(phase)
+            t = time.perf_counter()
+            ops = [c_client.execute(create(c_client)) for _ in range(a.burst)]
             for op in ops:
-                wait_done(client, op, poll=0.01)
+                wait_done(c_client, op, poll=0.01)
             burst_s = time.perf_counter() - t
         finally:
-            client.close()
-            srv.terminate()
-            srv.wait(10)
+            for c, srv in ((c_client, confined), (u_client, unconfined)):
+                c.close()
+                srv.terminate()
+                srv.wait(10)
 
+    ms = lambda xs: {"p50": pct(xs, 50) * 1e3, "p95": pct(xs, 95) * 1e3}  # noqa: E731
     res = {
         "machine": f"{os.cpu_count()} cores",
-        "bare_subprocess_ms": {"p50": pct(bare, 50) * 1e3, "p95": pct(bare, 95) * 1e3},
-        "api_noop_job_ms": {"p50": pct(lat, 50) * 1e3, "p95": pct(lat, 95) * 1e3},
-        "run_phase_ms_p50": statistics.median(engine_side) * 1e3,
+        "bare_subprocess_ms": ms(bare),
+        "bare_bwrap_ms": ms(bare_box),
+        "api_noop_job_ms": ms(lat["bwrap"]),
+        "api_noop_job_unconfined_ms": ms(lat["none"]),
+        "run_phase_ms_p50": statistics.median(run_phase["bwrap"]) * 1e3,
+        "run_phase_unconfined_ms_p50": statistics.median(run_phase["none"]) * 1e3,
         "burst": {"jobs": a.burst, "seconds": burst_s, "jobs_per_s": a.burst / burst_s},
     }
     res["ratio_p50"] = res["api_noop_job_ms"]["p50"] / res["bare_subprocess_ms"]["p50"]
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=2))
-    print(f"| what | p50 | p95 |\n|---|---|---|\n"
-          f"| bare `subprocess.run(['bash','-c','true'])` | {res['bare_subprocess_ms']['p50']:.1f} ms | {res['bare_subprocess_ms']['p95']:.1f} ms |\n"
-          f"| no-op job through the API (Create, Execute, wait) | {res['api_noop_job_ms']['p50']:.1f} ms | {res['api_noop_job_ms']['p95']:.1f} ms |\n"
-          f"\n{a.burst} no-op jobs queued at once: {burst_s:.2f} s ({res['burst']['jobs_per_s']:.0f} jobs/s); "
-          f"ratio p50 API/bare = {res['ratio_p50']:.1f}x")
+    row = lambda what, k: f"| {what} | {res[k]['p50']:.1f} ms | {res[k]['p95']:.1f} ms |"  # noqa: E731
+    print("\n".join(["| what | p50 | p95 |", "|---|---|---|",
+                     row("bare `subprocess.run(['bash','-c','true'])`", "bare_subprocess_ms"),
+                     row("the same in the job sandbox (bwrap)", "bare_bwrap_ms"),
+                     row("no-op job through the API, sandbox on (the default)", "api_noop_job_ms"),
+                     row("no-op job through the API, `--sandbox none`", "api_noop_job_unconfined_ms")]))
+    print(f"\n{a.burst} no-op jobs queued at once (sandbox on): {burst_s:.2f} s ({res['burst']['jobs_per_s']:.0f} "
+          f"jobs/s); ratio p50 API/bare = {res['ratio_p50']:.1f}x")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import Optional
 from dsjobs import jobconfig
 from dsjobs.jobconfig import ConfigError
 
-_ENGINE = None
+_ENGINES: dict = {}  # sandbox mode -> the engine of this process
 _ENGINE_MU = threading.Lock()
 
 
@@ -63,7 +63,7 @@ class EmbeddedEngine:
             data_dir = Path(self._tmp.name)
         self.engine = build_engine(EngineConfig(data_dir=Path(data_dir), **cfg)).start()
         self.server, port = start_grpc(self.engine, "127.0.0.1:0")
-        self.client = Client(f"127.0.0.1:{port}")
+        self.client = Client(f"127.0.0.1:{port}", token=self.engine.token)
 
     def close(self) -> None:
         self.client.close()
@@ -73,13 +73,12 @@ class EmbeddedEngine:
             self._tmp.cleanup()
 
 
-def default_engine() -> EmbeddedEngine:
-    global _ENGINE
+def default_engine(sandbox: str = "bwrap") -> EmbeddedEngine:
     with _ENGINE_MU:
-        if _ENGINE is None:
-            _ENGINE = EmbeddedEngine()
-            atexit.register(_ENGINE.close)
-        return _ENGINE
+        if sandbox not in _ENGINES:
+            _ENGINES[sandbox] = EmbeddedEngine(sandbox=sandbox)
+            atexit.register(_ENGINES[sandbox].close)
+        return _ENGINES[sandbox]
 
 
 def _override(cfg: jobconfig.Config, args: dict, vars_: dict, env: dict, runner: Optional[str]) -> None:
@@ -103,14 +102,15 @@ def _override(cfg: jobconfig.Config, args: dict, vars_: dict, env: dict, runner:
 def run_job(config: str | Path, *, args: Optional[dict] = None, vars: Optional[dict] = None,
             env: Optional[dict] = None, timeout: Optional[float] = None, cwd: str | Path | None = None,
             output_dir: str | Path | None = None, project: str = "local", runner: Optional[str] = None,
-            engine: Optional[EmbeddedEngine] = None) -> JobResult:
+            engine: Optional[EmbeddedEngine] = None, sandbox: Optional[str] = None) -> JobResult:
     """Run the job of a config.yaml and wait for it.
 
     Paths in the config resolve against ``cwd`` (default: the config's folder), as the official CLI resolves them
     against its working directory. Outputs are downloaded into ``output_dir`` (default: a new temporary
     directory), at their declared relative paths. ``timeout`` (seconds) stops the job through its graceful path;
     the result then has status ERROR and error DEADLINE_EXCEEDED. Config errors raise ConfigError with the
-    official client's message.
+    official client's message. Process jobs run confined (bubblewrap); ``sandbox="none"`` runs them unconfined
+    where the machine cannot confine them.
     """
     from dsjobs.client import OperationFailed, build_params
     from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
@@ -122,7 +122,7 @@ def run_job(config: str | Path, *, args: Optional[dict] = None, vars: Optional[d
     if timeout:
         cfg.env_vars = {**(cfg.env_vars or {}), "DSJOBS_MAX_DURATION": f"{timeout:g}"}
     out_dir = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="dsjobs-out-"))
-    eng = engine or default_engine()
+    eng = engine or default_engine(sandbox or "bwrap")
     c = eng.client
     started = time.monotonic()
     prep = build_params(cfg, base)

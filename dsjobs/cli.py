@@ -183,14 +183,14 @@ def cmd_run(a) -> int:
     data_dir = Path(a.data_dir) if a.data_dir else default_data_dir()
     tmp = None
     try:
-        engine = build_engine(EngineConfig(data_dir=data_dir))
+        engine = build_engine(EngineConfig(data_dir=data_dir, sandbox=a.sandbox))
     except FailedPrecondition:
         tmp = tempfile.TemporaryDirectory(prefix="dsjobs-run-")
         print(f"note: {data_dir} is in use by a dsjobs server; running with a temporary data dir", file=sys.stderr)
-        engine = build_engine(EngineConfig(data_dir=Path(tmp.name)))
+        engine = build_engine(EngineConfig(data_dir=Path(tmp.name), sandbox=a.sandbox))
     engine.start()
     server, port = start_grpc(engine, "127.0.0.1:0")
-    client = Client(f"127.0.0.1:{port}")
+    client = Client(f"127.0.0.1:{port}", token=engine.token)
     try:
         _, job_id, op = submit(client, a.project, a.config, base)
         return follow(client, job_id, op, base, graceful_cancel=cfg.graceful_shutdown is not None,
@@ -213,6 +213,7 @@ def cmd_serve(a) -> int:
     from engine.api.server import start_grpc
     from engine.app import build_engine
     from engine.config import EngineConfig, default_data_dir
+    from dsjobs import discovery
 
     logging.basicConfig(level=getattr(logging, a.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = EngineConfig(data_dir=Path(a.data_dir) if a.data_dir else default_data_dir(), files_url=a.files_url,
@@ -224,6 +225,8 @@ def cmd_serve(a) -> int:
     cfg.pip_extra_index_urls = tuple(a.pip_extra_index_url)
     cfg.env_installer = a.env_installer
     cfg.docker_network = a.docker_network
+    cfg.docker_build_network = a.docker_build_network or a.docker_network
+    cfg.sandbox = a.sandbox
     cfg.files_host = a.files_host
     cfg.backend = a.backend
     for pin in a.project_backend:
@@ -242,23 +245,53 @@ def cmd_serve(a) -> int:
         from engine.validation import parse_duration
         cfg.max_job_duration_s = parse_duration(a.max_job_duration)
     from engine.api.auth import load_tokens
-    tokens = load_tokens(a.token or os.environ.get("DSJOBS_TOKEN"), a.tokens_file)
+    warnings = []
+    token = a.token
+    if token:
+        warnings.append("--token puts the token on the command line, where every local user can read it "
+                        "(ps, /proc/PID/cmdline); use --token-file or $DSJOBS_TOKEN")
+    elif a.token_file:
+        token = Path(a.token_file).read_text().strip()
+    elif os.environ.get("DSJOBS_TOKEN"):
+        token = os.environ["DSJOBS_TOKEN"]
+    tokens = load_tokens(token, a.tokens_file)
+    if a.no_auth:
+        warnings.append("--no-auth: every local user (and every process or container that reaches the port) can "
+                        "run jobs as you")
+    if a.docker_network == "host":
+        warnings.append("--docker-network host: containers share the host's network and reach services on its "
+                        "loopback (the engine still needs a token)")
+    if a.sandbox == "none":
+        warnings.append("--sandbox none: process jobs run unconfined and see everything you can see")
     # Handlers first: a SIGTERM that comes as soon as the endpoint is printed must still stop us cleanly.
     stop = threading.Event()
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, lambda *_: stop.set())
     engine = build_engine(cfg).start()
     try:
-        server, port = start_grpc(engine, a.listen, tokens=tokens, allow_insecure_remote=a.insecure_listen)
+        server, port = start_grpc(engine, a.listen, tokens=tokens, no_auth=a.no_auth,
+                                  allow_insecure_remote=a.insecure_listen)
     except PermissionError as e:
         engine.stop()
         print(f"error: {e}", file=sys.stderr)
         return 2
     host = a.listen.rsplit(":", 1)[0]
-    print(f"dsjobs serving the DataSphere Jobs API on {host}:{port} (files on {engine.files_url}), "
+    endpoint = f"{host}:{port}"
+    descriptor = discovery.write_descriptor(
+        f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '') else host}:{port}", files_url=engine.files_url,
+        data_dir=str(cfg.data_dir), token_path="" if a.no_auth else str(engine.token_path))
+    print(f"dsjobs serving the DataSphere Jobs API on {endpoint} (files on {engine.files_url}), "
           f"data dir {cfg.data_dir}", flush=True)
-    while not stop.wait(0.5):  # a timed wait, so signal handlers always get to run
-        pass
+    if not a.no_auth:
+        print(f"dsjobs: every call needs `authorization: Bearer <token>`; the token is in {engine.token_path} "
+              "(dsjobs's own clients find it by themselves)", flush=True)
+    for w in warnings:
+        print(f"dsjobs: warning: {w}", file=sys.stderr, flush=True)
+    try:
+        while not stop.wait(0.5):  # a timed wait, so signal handlers always get to run
+            pass
+    finally:
+        discovery.remove_descriptor(descriptor)
     if a.stop_jobs_on_exit:
         print("dsjobs: shutting down; stopping running jobs", flush=True)
     else:
@@ -270,7 +303,7 @@ def cmd_serve(a) -> int:
 
 def _client(a) -> Client:
     return Client(a.endpoint or os.environ.get("DSJOBS_ENDPOINT") or DEFAULT_ENDPOINT,
-                  token=os.environ.get("DSJOBS_TOKEN"))
+                  token_file=getattr(a, "token_file", None))
 
 
 def cmd_execute(a) -> int:
@@ -451,12 +484,14 @@ def cmd_image(a) -> int:
 def cmd_datasphere(a) -> int:
     from dsjobs import official
     endpoint = a.endpoint or os.environ.get("DSJOBS_ENDPOINT") or DEFAULT_ENDPOINT
-    return official.run(a.args, endpoint, a.datasphere_python)
+    return official.run(a.args, endpoint, a.datasphere_python, getattr(a, "token_file", None))
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dsjobs", description="Run Yandex DataSphere Jobs locally.")
     p.add_argument("--endpoint", help=f"dsjobs server HOST:PORT (default: $DSJOBS_ENDPOINT or {DEFAULT_ENDPOINT})")
+    p.add_argument("--token-file", help="the engine's token (default: $DSJOBS_TOKEN, else found by the endpoint, "
+                                        "else the default data dir's)")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run a job from config.yaml with an embedded engine (no server)")
@@ -464,6 +499,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("-p", "--project", default="local")
     r.add_argument("--data-dir", help="engine data dir (default: ~/.local/share/dsjobs)")
     r.add_argument("--output-dir", help="download outputs here instead of their declared paths")
+    r.add_argument("--sandbox", choices=["bwrap", "none"], default="bwrap",
+                   help="confine process jobs with bubblewrap (default), or run them unconfined")
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("serve", help="serve the DataSphere Jobs gRPC API")
@@ -477,11 +514,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--pip-index-url", help="index for every job that does not name its own (a local mirror)")
     s.add_argument("--pip-extra-index-url", action="append", default=[])
     s.add_argument("--env-installer", choices=["auto", "uv", "pip"], default="auto")
-    s.add_argument("--docker-network", choices=["host", "none"], default="host")
+    s.add_argument("--docker-network", default="auto",
+                   help="auto (default: a bridge network of dsjobs's own, no route to the host's loopback; none "
+                        "where Docker cannot make one), none, host, or an existing network's name")
+    s.add_argument("--docker-build-network", help="network for python env builds inside an image (they need the "
+                                                  "package index); default: as --docker-network")
+    s.add_argument("--sandbox", choices=["bwrap", "none"], default="bwrap",
+                   help="confine process jobs and env builds with bubblewrap (default), or run them unconfined")
     s.add_argument("--stop-jobs-on-exit", action="store_true", help="stop running jobs instead of leaving them")
-    s.add_argument("--token", help="require `authorization: Bearer TOKEN` on every call (or $DSJOBS_TOKEN)")
+    s.add_argument("--token-file", help="also accept the token in this file (besides DATA_DIR/token)")
+    s.add_argument("--token", help="also accept this token (visible to every local user: prefer --token-file or "
+                                   "$DSJOBS_TOKEN)")
     s.add_argument("--tokens-file", help="file of name:token lines; the name becomes the job's created_by")
-    s.add_argument("--insecure-listen", action="store_true", help="allow a non-loopback address without a token")
+    s.add_argument("--no-auth", action="store_true", help="accept calls without a token (loopback only)")
+    s.add_argument("--insecure-listen", action="store_true", help="allow a non-loopback address with --no-auth")
     s.add_argument("--files-host", default="127.0.0.1", help="address of the file endpoint (agents on Ray nodes "
                                                                "must reach it)")
     s.add_argument("--backend", choices=["local", "ray"], default="local", help="where jobs run (default: local)")
@@ -595,10 +641,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         a.args, a.datasphere_python = tail, py
         return a.func(a)
     a = parser().parse_args(argv)
+    from engine.errors import EngineError
     try:
         return a.func(a)
     except grpc.RpcError as e:
         print(f"error: {e.code().name}: {e.details()}", file=sys.stderr)
+        return 1
+    except EngineError as e:  # a local command (secret, image, mount...) refused its input
+        print(f"error: {e.message}", file=sys.stderr)
         return 1
 
 

@@ -18,6 +18,7 @@ import grpc
 import requests
 from google.protobuf import duration_pb2
 
+from dsjobs.discovery import find_token
 from dsjobs.jobconfig import Config, DockerImage
 from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
 from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
@@ -162,23 +163,46 @@ class _CountingReader:
         return os.fstat(self.f.fileno()).st_size
 
 
+class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """`authorization: Bearer <token>` on every call of the channel (call credentials need TLS in grpc)."""
+
+    def __init__(self, token: str):
+        self.header = ("authorization", f"Bearer {token}")
+
+    def _details(self, d):
+        # grpc's call details are a namedtuple
+        return d._replace(metadata=[m for m in (d.metadata or ()) if m[0] != "authorization"] + [self.header])
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+
 class Client:
-    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, token: Optional[str] = None):
+    """The engine's API over gRPC; ``token`` None means: look it up as every dsjobs client does
+    (dsjobs/discovery.py: $DSJOBS_TOKEN, ``token_file``, the endpoint's descriptor, the default data dir)."""
+
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, token: Optional[str] = None,
+                 token_file: Optional[str] = None):
         self.endpoint = endpoint
-        self.channel = grpc.insecure_channel(endpoint)
+        if token is None:
+            token = find_token(endpoint, token_file)
+        self.raw_channel = grpc.insecure_channel(endpoint)
+        self.channel = grpc.intercept_channel(self.raw_channel, _Bearer(token)) if token else self.raw_channel
         self.jobs = sgrpc.ProjectJobServiceStub(self.channel)
         self.ops = ogrpc.OperationServiceStub(self.channel)
-        self.metadata = [("authorization", f"Bearer {token}")] if token else []
 
     def close(self) -> None:
-        self.channel.close()
+        self.raw_channel.close()
 
     # --- calls -------------------------------------------------------------------------------------------------
 
     def create(self, project_id: str, prep: Prepared, c: Config) -> tuple[str, list[jpb.StorageFile]]:
         op = self.jobs.Create(spb.CreateProjectJobRequest(
             project_id=project_id, job_parameters=prep.params, config=c.content, name=c.name or "",
-            desc=c.desc or "", data_ttl=DATA_TTL), metadata=self.metadata)
+            desc=c.desc or "", data_ttl=DATA_TTL))
         op = self.wait_operation(op)
         resp = spb.CreateProjectJobResponse()
         op.response.Unpack(resp)
@@ -200,10 +224,10 @@ class Client:
                 bar[0].stop()
 
     def execute(self, job_id: str):
-        return self.jobs.Execute(spb.ExecuteProjectJobRequest(job_id=job_id), metadata=self.metadata)
+        return self.jobs.Execute(spb.ExecuteProjectJobRequest(job_id=job_id))
 
     def get_operation(self, op_id: str):
-        return self.ops.Get(ops.GetOperationRequest(operation_id=op_id), metadata=self.metadata)
+        return self.ops.Get(ops.GetOperationRequest(operation_id=op_id))
 
     def wait_operation(self, op, poll_s: float = 0.1, on_poll: Callable = lambda op: None):
         while not op.done:
@@ -216,17 +240,16 @@ class Client:
         return op
 
     def cancel(self, job_id: str, graceful: bool = False, reason: str = "") -> None:
-        self.jobs.Cancel(spb.CancelProjectJobRequest(job_id=job_id, graceful=graceful, reason=reason),
-                         metadata=self.metadata)
+        self.jobs.Cancel(spb.CancelProjectJobRequest(job_id=job_id, graceful=graceful, reason=reason))
 
     def get(self, job_id: str) -> jpb.Job:
-        return self.jobs.Get(spb.GetProjectJobRequest(job_id=job_id), metadata=self.metadata)
+        return self.jobs.Get(spb.GetProjectJobRequest(job_id=job_id))
 
     def list(self, project_id: str, filter_: str = "") -> list[jpb.Job]:
         out, token = [], ""
         while True:
             r = self.jobs.List(spb.ListProjectJobRequest(project_id=project_id, page_size=50, page_token=token,
-                                                         filter=filter_), metadata=self.metadata)
+                                                         filter=filter_))
             out += r.jobs
             token = r.next_page_token
             if not token:
@@ -238,8 +261,7 @@ class Client:
             nonlocal offset
             while True:
                 try:
-                    for resp in self.jobs.ReadLogs(spb.ReadProjectJobLogsRequest(job_id=job_id, offset=offset),
-                                                   metadata=self.metadata):
+                    for resp in self.jobs.ReadLogs(spb.ReadProjectJobLogsRequest(job_id=job_id, offset=offset)):
                         for m in resp.logs:
                             sink(m)
                         offset = resp.offset
@@ -287,7 +309,6 @@ class Client:
             (list(job.diagnostic_files) if with_diagnostics else [])
         if not files:
             return []
-        r = self.jobs.DownloadJobFiles(spb.DownloadProjectJobFilesRequest(job_id=job.id, files=files),
-                                       metadata=self.metadata)
+        r = self.jobs.DownloadJobFiles(spb.DownloadProjectJobFilesRequest(job_id=job.id, files=files))
         return self.download(list(r.download_files), base, output_dir)
 

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from typing import Optional
 
+from dsjobs.discovery import find_token
+
 LAUNCHER = r'''
 import os, sys
 import grpc
@@ -52,9 +54,9 @@ def find_python(explicit: Optional[str] = None) -> str:
                             "environment of its own is best), or point DSJOBS_DATASPHERE_PYTHON at its python")
 
 
-def run(args: list[str], endpoint: str, python: Optional[str] = None) -> int:
+def run(args: list[str], endpoint: str, python: Optional[str] = None, token_file: Optional[str] = None) -> int:
     env = dict(os.environ)
-    env["YC_IAM_TOKEN"] = os.environ.get("DSJOBS_TOKEN") or "dsjobs-local"
+    env["YC_IAM_TOKEN"] = find_token(endpoint, token_file) or "dsjobs-local"
     env.pop("SERVER_ENV", None)
     try:
         py = find_python(python)

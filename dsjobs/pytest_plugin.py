@@ -21,6 +21,9 @@ def pytest_addoption(parser):
     group = parser.getgroup("dsjobs")
     group.addoption("--dsjobs-runner", choices=["auto", "process", "docker"], default="auto",
                     help="run jobs as the config says (auto), always as local processes, or always in Docker")
+    group.addoption("--dsjobs-sandbox", choices=["bwrap", "none"], default="bwrap",
+                    help="confine process jobs with bubblewrap (default), or run them unconfined where the machine "
+                         "cannot (inside an ordinary Docker container, say)")
 
 
 def pytest_configure(config):
@@ -49,9 +52,10 @@ class DSJobs:
 
 
 @pytest.fixture(scope="session")
-def dsjobs_engine(tmp_path_factory):
+def dsjobs_engine(tmp_path_factory, pytestconfig):
     from dsjobs.api import EmbeddedEngine
-    engine = EmbeddedEngine(tmp_path_factory.mktemp("dsjobs-engine"))
+    engine = EmbeddedEngine(tmp_path_factory.mktemp("dsjobs-engine"),
+                            sandbox=pytestconfig.getoption("--dsjobs-sandbox"))
     yield engine
     engine.close()
 

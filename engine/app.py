@@ -5,6 +5,7 @@ import fcntl
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from engine.cas import BlobStore
@@ -12,9 +13,12 @@ from engine.config import EngineConfig
 from engine.errors import FailedPrecondition
 from engine.files import FileServer, Signer, load_key
 from engine.jobs import JobService
+from engine.migrate import upgrade
 from engine.remote import RayBackend
 from engine.scheduler import Scheduler
 from engine.store import Store
+from engine.tokens import owner_token
+from runners import sandbox as sbx
 from runners.base import Executor
 from runners.docker import DockerExecutor
 from runners.process import ProcessExecutor
@@ -31,6 +35,8 @@ class Engine:
     files: FileServer
     jobs: JobService
     scheduler: Scheduler
+    token: str = field(default="", repr=False)  # the owner's token (DATA_DIR/token)
+    token_path: Optional[Path] = None
     _lock_fd: Optional[int] = field(default=None, repr=False)
 
     @property
@@ -72,8 +78,10 @@ def lock_data_dir(cfg: EngineConfig) -> int:
 
 def build_engine(cfg: EngineConfig, *, executor: Optional[Executor] = None) -> Engine:
     lock_fd = lock_data_dir(cfg)
-    os.chmod(cfg.data_dir, 0o700)  # job data and the signing key are the user's alone
+    os.chmod(cfg.data_dir, 0o700)  # job data, the token and the signing key are the user's alone
+    token, token_path = owner_token(cfg.data_dir)
     store = Store(cfg.data_dir / "dsjobs.db")
+    upgrade(cfg.data_dir, store)
     blobs = BlobStore(cfg.data_dir / "blobs")
     # The URLs' base needs the port the file server got, so the server is bound first and given its signer after.
     files = FileServer((cfg.files_host, cfg.files_port), blobs, Signer(b"", ""))
@@ -82,7 +90,8 @@ def build_engine(cfg: EngineConfig, *, executor: Optional[Executor] = None) -> E
     files.signer = signer
     jobs = JobService(cfg, store, blobs, signer)
     envs = EnvCache(cfg.data_dir / "envs", installer=cfg.env_installer, build_timeout_s=cfg.env_build_timeout_s,
-                    size_limit_bytes=cfg.env_cache_limit_bytes, uv_cache=cfg.uv_cache_dir)
+                    size_limit_bytes=cfg.env_cache_limit_bytes, uv_cache=cfg.uv_cache_dir,
+                    confine=None if cfg.sandbox == "none" else sbx.confiner(cfg.bwrap, sbx.hidden_paths(cfg.data_dir)))
     scheduler = Scheduler(jobs, executor or ProcessExecutor(), cfg.max_concurrent_jobs, envs,
                           docker=DockerExecutor() if cfg.docker else None)
     if cfg.backend == "ray" or "ray" in cfg.project_backends.values():
@@ -90,4 +99,4 @@ def build_engine(cfg: EngineConfig, *, executor: Optional[Executor] = None) -> E
             raise FailedPrecondition("the ray backend needs the address of the cluster's dashboard (ray_address)")
         scheduler.remote = RayBackend(scheduler, cfg)
         files.channel = scheduler.remote.channel
-    return Engine(cfg, store, blobs, files, jobs, scheduler, lock_fd)
+    return Engine(cfg, store, blobs, files, jobs, scheduler, token=token, token_path=token_path, _lock_fd=lock_fd)

@@ -36,8 +36,8 @@ class BlobStore:
         self.root = Path(root)
         self.objects = self.root / "objects"
         self.tmp = self.root / "tmp"
-        self.objects.mkdir(parents=True, exist_ok=True)
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        for d in (self.root, self.objects, self.tmp):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def path(self, sha: str) -> Path:
         if not SHA_RE.fullmatch(sha):
@@ -66,7 +66,7 @@ class BlobStore:
 
     def _publish(self, tmp_path: Path, sha: str) -> None:
         final = self.path(sha)
-        final.parent.mkdir(exist_ok=True)
+        final.parent.mkdir(exist_ok=True, mode=0o700)
         os.replace(tmp_path, final)
         dfd = os.open(final.parent, os.O_RDONLY)
         try:
@@ -81,7 +81,7 @@ class BlobStore:
         size = 0
         fd_path = self.tmp / f"{os.getpid()}-{time.monotonic_ns()}-{os.urandom(4).hex()}"
         try:
-            with open(fd_path, "wb") as f:
+            with open(os.open(fd_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
                 for chunk in chunks:
                     size += len(chunk)
                     if expect_size is not None and size > expect_size:

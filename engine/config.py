@@ -60,7 +60,14 @@ class EngineConfig:
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")) / "dsjobs" / "uv")
     community_id: str = "local"
     docker: bool = True  # run jobs that name an image in containers (the engine starts without Docker too)
-    docker_network: str = "host"  # jobs have a network in the cloud too; "none" to cut it
+    # auto: a bridge network of dsjobs's own (no route to the host's loopback), or none where Docker cannot make
+    # one; "host" only when asked for; "none"; or an existing network's name. Builds of python envs inside an
+    # image need the package index and may have a setting of their own.
+    docker_network: str = "auto"
+    docker_build_network: str = "auto"
+    # Process jobs and environment builds run confined by bubblewrap (runners/sandbox.py); "none" opts out.
+    sandbox: str = "bwrap"
+    bwrap: str = ""  # path of bwrap; default: the one on PATH
     docker_run_as_root: bool = False
     image_pull_timeout_s: float = 1800.0
     # Backends: "local" runs jobs on this machine; "ray" sends them to a Ray cluster (engine/remote.py).

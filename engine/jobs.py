@@ -5,7 +5,6 @@ import copy
 from datetime import datetime
 import json
 import re
-import secrets
 import shutil
 import threading
 import time
@@ -18,20 +17,16 @@ from engine.cas import BlobStore
 from engine.config import EngineConfig
 from engine.errors import FailedPrecondition, InvalidArgument, NotFound
 from engine.files import Signer
+from engine.ids import check_made, check_project, new_id
 from engine.model import File, Job, JobParameters, Operation, OperationError, Progress
+from engine.resources import Secrets
 from engine.state import JobStatus, check_transition
 from engine.store import Store
 from engine.validation import validate
 
 S = JobStatus
-_ID_ALPHABET = "0123456789abcdefghijklmnopqrstuv"
 FILTER_RE = re.compile(r"^\s*status\s+IN\s*\(\s*([A-Za-z_]+(?:\s*,\s*[A-Za-z_]+)*)\s*\)\s*$", re.I)
 MAX_PAGE = 100
-
-
-def new_id(prefix: str) -> str:
-    """20 characters of [0-9a-v], like the cloud's resource ids."""
-    return prefix + "".join(secrets.choice(_ID_ALPHABET) for _ in range(20 - len(prefix)))
 
 
 @dataclass
@@ -57,6 +52,8 @@ class JobService:
         self.blobs = blobs
         self.signer = signer
         self.clock = clock
+        self.secrets = Secrets(cfg.data_dir)
+        (cfg.data_dir / "jobs").mkdir(mode=0o700, exist_ok=True)
         self._mu = threading.RLock()  # serialises read-modify-write of job records within this engine
         self.on_queued: Callable[[], None] = lambda: None
         self.on_cancel: Callable[[Job, bool], None] = lambda job, graceful: None
@@ -74,7 +71,7 @@ class JobService:
         return str(self.run_dir(job_id) / "journal")
 
     def system_log(self, job_id: str, message: str) -> None:
-        self.run_dir(job_id).mkdir(parents=True, exist_ok=True)
+        self.run_dir(job_id).mkdir(parents=True, exist_ok=True, mode=0o700)
         logs.append_system(self.journal(job_id), message)
 
     # --- state changes ---------------------------------------------------------------------------------------
@@ -107,8 +104,7 @@ class JobService:
     def create(self, project_id: str, params: JobParameters, *, config: str = "", name: str = "", desc: str = "",
                data_ttl_s: Optional[float] = None, created_by: str = "", parent_job_id: str = "",
                kind: str = "create") -> tuple[Operation, list[UploadUrl]]:
-        if not project_id:
-            raise InvalidArgument("project_id is empty")
+        check_project("project_id", project_id, self.store.has_project)
         validate(params, self.cfg)
         now = self.clock()
         ttl = self.cfg.default_data_ttl_s if data_ttl_s is None else data_ttl_s
@@ -117,6 +113,11 @@ class JobService:
         job = Job(id=new_id("ds"), project_id=project_id, params=params, name=name, desc=desc, config=config,
                   created_by_id=created_by, created_at=now, data_expires_at=now + ttl if ttl else None,
                   parent_job_id=parent_job_id)
+        spec = params.env.docker_image_spec
+        if spec is not None and spec.password_plain_text:
+            # Never in the database: the secrets store keeps it (0600) under the job's id.
+            self.secrets.set_job_password(job.id, spec.password_plain_text)
+            spec.password_plain_text, spec.password_stored = "", True
         uploads = self._upload_urls(params.all_uploads())
         op = Operation(id=new_id("op"), kind=kind, created_at=now, modified_at=now, job_id=job.id,
                        project_id=project_id, created_by=created_by, done=True,
@@ -133,7 +134,7 @@ class JobService:
 
     def clone(self, source_id: str, overrides: JobParameters, *, name: str = "", desc: str = "",
               data_ttl_s: Optional[float] = None, created_by: str = "") -> tuple[Operation, list[UploadUrl]]:
-        src = self.store.get_job(source_id)
+        src = self.store.get_job(check_made("source_job_id", source_id, "ds"))
         if src.data_cleared:
             raise FailedPrecondition(f"job {source_id!r}: its data was cleared, it cannot be cloned")
         p = copy.deepcopy(src.params)
@@ -158,6 +159,10 @@ class JobService:
             p.env.docker_image_resource_id, p.env.docker_image_spec = o.env.docker_image_resource_id, None
         elif o.env.docker_image_spec is not None:
             p.env.docker_image_resource_id, p.env.docker_image_spec = "", o.env.docker_image_spec
+        elif p.env.docker_image_spec is not None and p.env.docker_image_spec.password_stored:
+            # The source's password stays in the store: the clone gets its own copy, by its own id.
+            p.env.docker_image_spec.password_plain_text = self.secrets.job_password(src.id)
+            p.env.docker_image_spec.password_stored = False
         if o.cmd:
             p.cmd = o.cmd
         if o.attach_project_disk:
@@ -175,6 +180,7 @@ class JobService:
                            data_ttl_s=data_ttl_s, created_by=created_by, parent_job_id=src.id, kind="clone")
 
     def execute(self, job_id: str) -> Operation:
+        check_made("job_id", job_id, "ds")
         with self._mu:
             job = self.store.get_job(job_id)
             if job.execute_operation_id:
@@ -197,6 +203,7 @@ class JobService:
         return op
 
     def cancel(self, job_id: str, reason: str = "", graceful: bool = False) -> None:
+        check_made("job_id", job_id, "ds")
         with self._mu:
             job = self.store.get_job(job_id)
             if job.status.terminal:
@@ -218,13 +225,10 @@ class JobService:
         self.on_cancel(job, graceful)
 
     def get(self, job_id: str) -> Job:
-        if not job_id:
-            raise InvalidArgument("job_id is empty")
-        return self.store.get_job(job_id)
+        return self.store.get_job(check_made("job_id", job_id, "ds"))
 
     def list(self, project_id: str, page_size: int, page_token: str, filter_: str) -> tuple[list[Job], str]:
-        if not project_id:
-            raise InvalidArgument("project_id is empty")
+        check_project("project_id", project_id, self.store.has_project)
         if page_size < 0:
             raise InvalidArgument(f"page_size {page_size} is negative")
         size = min(page_size or 50, MAX_PAGE)
@@ -258,6 +262,7 @@ class JobService:
 
     def _drop_data(self, job: Job) -> None:
         shutil.rmtree(self.run_dir(job.id), ignore_errors=True)
+        self.secrets.remove_job_password(job.id)
         for sha in self.store.drop_blob_refs(job.id):
             self.blobs.delete(sha)
 
@@ -297,8 +302,7 @@ class JobService:
         return cleared
 
     def delete_all_data(self, project_id: str) -> Operation:
-        if not project_id:
-            raise InvalidArgument("project_id is empty")
+        check_project("project_id", project_id, self.store.has_project)
         for job_id in self.store.project_job_ids(project_id):
             job = self.store.get_job(job_id)
             if job.status.terminal and not job.data_cleared:
@@ -385,9 +389,7 @@ class JobService:
         return None
 
     def operation(self, op_id: str) -> tuple[Operation, Optional[ExecuteView]]:
-        if not op_id:
-            raise InvalidArgument("operation_id is empty")
-        op = self.store.get_op(op_id)
+        op = self.store.get_op(check_made("operation_id", op_id, "op"))
         if op.kind != "execute":
             return op, None
         job = self.store.get_job(op.job_id)

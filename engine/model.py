@@ -35,8 +35,9 @@ class Argument:
 class DockerImageSpec:
     image_url: str = ""
     username: str = ""
-    password_plain_text: str = ""
+    password_plain_text: str = ""  # only on the way in: Create moves it into the secrets store
     password_ds_secret_name: str = ""
+    password_stored: bool = False  # a plain-text password of the request is in the secrets store, by job id
 
 
 @dataclass

@@ -16,6 +16,7 @@ from engine.jobs import JobService
 from engine.model import Job
 from engine.resources import Directories, Images, Secrets
 from runners import pyenv
+from runners import sandbox as sbx
 from runners.base import Executor
 from runners.docker import (CONTAINER_PROGRESS, CONTAINER_PROJECT_HOME, JOB_DIR, ContainerSpec, DockerError,
                             job_path_mapper)
@@ -52,8 +53,9 @@ class Preparation:
                 self.jobs.system_log(job.id, line)
             image_id = self.docker.dc.api.inspect_image(image)["Id"]
             t = time.monotonic()
+            network = rd.job_network(self.docker.dc, self.jobs.cfg.docker_build_network).name
             env_dir, built = self.envs.get(interp, spec, log, image=image_id, build=lambda d: rd.build_env_in_image(
-                self.docker.dc, image, version, str(d), spec, log, self.jobs.cfg.env_build_timeout_s))
+                self.docker.dc, image, version, str(d), spec, log, self.jobs.cfg.env_build_timeout_s, network))
             self.jobs.system_log(job.id, f"python environment {'built' if built else 'taken from the cache'} in "
                                          f"{time.monotonic() - t:.2f}s: python{version} of the image")
         return env_dir
@@ -86,12 +88,16 @@ class Preparation:
             f.write(json.dumps({"progress": progress, "message": message}) + "\n")
 
     def env(self, job: Job, run_dir: Path, layout: Layout, project_home: Optional[str],
-            venv: Optional[Path] = None, image_env: Optional[Path] = None) -> dict[str, str]:
+            venv: Optional[Path] = None, image_env: Optional[Path] = None,
+            sandbox: Optional[sbx.Sandbox] = None) -> dict[str, str]:
+        """The job's environment without its project secrets (see secret_env)."""
         progress = layout.to_job_path(str(self.jobs.progress_path(job.id)))
         if not uses_docker(job):
             bins = [str(venv / "bin"), str(pyenv.layer_base(venv) / "bin")] if venv is not None else []
-            env = process_env(layout.work, bins, self.secrets.all(job.project_id), job.params.env.vars, progress,
-                              job.id, venv=str(venv) if venv is not None else "")
+            if sandbox is not None:
+                bins += sandbox.path
+            env = process_env(layout.work, bins, job.params.env.vars, progress, job.id,
+                              venv=str(venv) if venv is not None else "", home=sandbox.home if sandbox else "")
         else:
             # The image's own PATH, HOME and locale, except for a python env built for it; secrets come from a file.
             path = f"{image_env}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" if image_env else ""
@@ -99,6 +105,26 @@ class Preparation:
         if project_home is not None:
             env["DS_PROJECT_HOME"] = layout.to_job_path(project_home)
         return env
+
+    def secret_env(self, job: Job) -> dict[str, str]:
+        """A process job's project secrets, as the cloud exports them; they reach the supervisor in memory only."""
+        return self.secrets.all(job.project_id)
+
+    def sandbox(self, job: Job, run_dir: Path, work: Path, venv: Optional[Path], project_home: Optional[str],
+                resources: dict) -> Optional[sbx.Sandbox]:
+        """What a process job may see (runners/sandbox.py); None when the engine runs jobs unconfined."""
+        cfg = self.jobs.cfg
+        if cfg.sandbox == "none":
+            return None
+        rw = [str(self.jobs.progress_path(job.id).parent)] + ([project_home] if project_home else [])
+        ro = [host for host, _ in resources.values()]
+        python = pyenv.default_interpreter().path
+        if venv is not None:
+            base = pyenv.layer_base(venv)
+            rw.append(str(venv))  # the job's own layer: what it pip-installs at run time lands there
+            ro += [str(base), sbx.python_prefix(str(base / "bin" / "python"))] + pyenv.layer_extras(venv)
+            python = str(base / "bin" / "python")
+        return sbx.job_sandbox(str(run_dir), str(work), rw=rw, ro=ro, hide=sbx.hidden_paths(cfg.data_dir), python=python)
 
     @staticmethod
     def unsupported(job: Job) -> Optional[str]:
@@ -137,8 +163,12 @@ class Preparation:
         if p.env.docker_image_resource_id:
             return self.images.resolve(p.env.docker_image_resource_id), "", ""
         spec = p.env.docker_image_spec
-        password = spec.password_plain_text or (
-            self.secrets.get(job.project_id, spec.password_ds_secret_name) if spec.password_ds_secret_name else "")
+        if spec.password_stored:  # a password_plain_text of the request, kept in the secrets store
+            password = self.secrets.job_password(job.id)
+        elif spec.password_ds_secret_name:
+            password = self.secrets.get(job.project_id, spec.password_ds_secret_name)
+        else:
+            password = ""
         return spec.image_url, spec.username, password
 
     def container(self, job: Job, run_dir: Path, work: Path, project_home: Optional[str], instance,
@@ -163,8 +193,10 @@ class Preparation:
             for d in [work, jobs.progress_path(job.id).parent, run_dir / "secrets"] + \
                     ([Path(project_home)] if project_home else []):
                 chown_tree(d, owner.st_uid, owner.st_gid)
+        network = rd.job_network(self.docker.dc, cfg.docker_network)
+        note(f"network: {network.name} ({network.why})")
         return ContainerSpec(image=image, job_id=job.id, project_id=job.project_id, binds=binds, user=user_spec,
-                             network=cfg.docker_network, cpus=cpus, memory_bytes=memory)
+                             network=network.name, cpus=cpus, memory_bytes=memory)
 
     def check_storage(self, job: Job, work: Path) -> None:
         ws = job.params.extended_working_storage

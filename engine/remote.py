@@ -171,12 +171,14 @@ class RayBackend:
             "python_interpreters": list(cfg.python_interpreters), "env_installer": cfg.env_installer,
             "env_build_timeout_s": cfg.env_build_timeout_s, "env_cache_limit_bytes": cfg.env_cache_limit_bytes,
             "docker": self._docker(job, a) if uses_docker(job) else None,
+            "sandbox": cfg.sandbox, "bwrap": "",  # bwrap as the node has it
         }
 
     def _docker(self, job: Job, a: Attempt) -> dict:
         image, user, password = self.sched.prep.image(job)  # the password travels only over the channel
         t = self.cfg.instance_types[a.instance]
         return {"image": image, "username": user, "password": password, "network": self.cfg.docker_network,
+                "build_network": self.cfg.docker_build_network,
                 "cpus": t.cpus, "memory_bytes": int(t.memory_gb * (1 << 30)), "instance": t.name,
                 "pull_timeout_s": self.cfg.image_pull_timeout_s, "run_as_root": self.cfg.docker_run_as_root}
 

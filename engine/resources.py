@@ -7,47 +7,74 @@ import re
 from pathlib import Path
 
 from engine.errors import FailedPrecondition, InvalidArgument
+from engine.ids import check_made, check_project, check_secret_name, path_safe
 
-NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+def write_private(path: Path, text: str) -> None:
+    """Atomically, readable by the owner only."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 class Secrets:
-    """data_dir/secrets/<project>/<NAME>, each file readable by its owner only."""
+    """data_dir/secrets/<project>/<NAME>, each file readable by its owner only (directories 0700); registry
+    passwords sent in the clear with a job are kept here too, under .jobs/<job id>, and nowhere else."""
 
     def __init__(self, data_dir: Path):
         self.root = Path(data_dir) / "secrets"
 
+    def _dir(self, project: str) -> Path:
+        if not path_safe(project):
+            raise InvalidArgument(f"project {project!r} cannot have secrets (not a valid project id)")
+        return self.root / project
+
     def _path(self, project: str, name: str) -> Path:
-        for what, v in (("project", project), ("secret name", name)):
-            if not NAME_RE.fullmatch(v):
-                raise InvalidArgument(f"{what} {v!r} is not valid ([A-Za-z0-9_.-], up to 128)")
-        return self.root / project / name
+        check_project("project", project)
+        return self._dir(project) / check_secret_name(name)
+
+    def _write(self, p: Path, value: str) -> None:
+        self.root.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_private(p, value)
 
     def set(self, project: str, name: str, value: str) -> None:
-        p = self._path(project, name)
-        p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.root, 0o700)
-        tmp = p.with_name(f".{p.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(value)
-        os.replace(tmp, p)
+        self._write(self._path(project, name), value)
 
     def get(self, project: str, name: str) -> str:
         try:
-            return self._path(project, name).read_text()
-        except FileNotFoundError:
+            if not path_safe(name):  # names an older engine accepted (with a '.') stay readable
+                raise FileNotFoundError(name)
+            return self._dir(project).joinpath(name).read_text()
+        except (FileNotFoundError, InvalidArgument):
             raise FailedPrecondition(f"project {project!r} has no secret {name!r} "
                                      f"(dsjobs secret set --project {project} {name})") from None
 
     def all(self, project: str) -> dict[str, str]:
+        if not path_safe(project):
+            return {}
         d = self.root / project
-        if not NAME_RE.fullmatch(project) or not d.is_dir():
+        if not d.is_dir():
             return {}
         return {p.name: p.read_text() for p in sorted(d.iterdir()) if p.is_file() and not p.name.startswith(".")}
 
     def remove(self, project: str, name: str) -> None:
         self._path(project, name).unlink(missing_ok=True)
+
+    def set_job_password(self, job_id: str, value: str) -> None:
+        self._write(self.root / ".jobs" / check_made("job_id", job_id, "ds"), value)
+
+    def job_password(self, job_id: str) -> str:
+        try:
+            return (self.root / ".jobs" / check_made("job_id", job_id, "ds")).read_text()
+        except FileNotFoundError:
+            raise FailedPrecondition(f"the registry password of job {job_id!r} is gone (its data was deleted)") \
+                from None
+
+    def remove_job_password(self, job_id: str) -> None:
+        (self.root / ".jobs" / check_made("job_id", job_id, "ds")).unlink(missing_ok=True)
 
 
 class Images:
@@ -63,9 +90,7 @@ class Images:
             return {}
 
     def _write(self, data: dict) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        write_private(self.path, json.dumps(data, indent=1, sort_keys=True))
 
     def add(self, image_id: str, image: str) -> None:
         if not image_id or not image:
@@ -112,16 +137,12 @@ class Directories:
             raise InvalidArgument(f"{self.kind} {rid}: {str(d)!r} is not a directory")
         data = self.all()
         data[rid] = {"dir": str(d), **meta}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        write_private(self.path, json.dumps(data, indent=1, sort_keys=True))
 
     def remove(self, rid: str) -> None:
         data = self.all()
         data.pop(rid, None)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        write_private(self.path, json.dumps(data, indent=1, sort_keys=True))
 
     def resolve(self, rid: str) -> str:
         entry = self.all().get(rid)

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Optional
 
 from engine import logs
-from engine.errors import EngineError
+from engine.errors import EngineError, FailedPrecondition
+from engine.ids import path_safe
 from engine.jobs import JobService
 from engine.cas import file_digest
 from engine.model import File, FileDesc, Job, OperationError
@@ -26,6 +27,7 @@ from engine.state import JobStatus
 from engine.preparation import Preparation, chown_tree, uses_docker
 from engine.store import StaleWrite
 from engine.validation import MAX_DURATION_VAR, parse_duration
+from runners import sandbox as sbx
 from runners.base import ExitResult, Executor, Handle, RunSpec
 from runners.outputs import collect
 from runners.process import read_status
@@ -170,7 +172,7 @@ class Scheduler:
             return
         run_dir = jobs.run_dir(job.id)
         work = run_dir / "work"
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         jobs.progress_path(job.id).parent.mkdir(exist_ok=True)
         journal = jobs.journal(job.id)
         try:
@@ -182,8 +184,11 @@ class Scheduler:
                                                else jobs.cfg.default_instance_type)
             project_home = None
             if job.params.attach_project_disk:
+                if not path_safe(job.project_id):
+                    raise FailedPrecondition(f"project {job.project_id!r} cannot have a project disk "
+                                             "(not a valid project id)")
                 project_home = str(jobs.cfg.data_dir / "projects" / job.project_id / "home")
-                os.makedirs(project_home, exist_ok=True)
+                os.makedirs(project_home, mode=0o700, exist_ok=True)
             jobs.system_log(job.id, f"preparing: instance type {instance}, working directory {work}")
             venv = None if docker else self.prep.python_env(job, run_dir)
             image_env = None
@@ -198,10 +203,15 @@ class Scheduler:
             if container is not None and job.params.env.python_env is not None:
                 image_env = self.prep.image_python_env(job, run_dir, container.image)
                 container.binds[str(image_env)] = {"bind": str(image_env), "mode": "ro"}  # the cache stays as built
-            env = self.prep.env(job, run_dir, layout, project_home, venv, image_env)
+            box = None if docker else self.prep.sandbox(job, run_dir, work, venv, project_home, resources)
+            env = self.prep.env(job, run_dir, layout, project_home, venv, image_env, sandbox=box)
+            argv = ["bash", "-c", cmd]
+            if box is not None:
+                argv = sbx.argv(sbx.check(jobs.cfg.bwrap), box, argv)
             limit = self.max_duration(job)
             sig, grace = self.stop_params(job, graceful=True)
-            spec = RunSpec(job_id=job.id, run_dir=str(run_dir), argv=["bash", "-c", cmd], cwd=str(work), env=env,
+            spec = RunSpec(job_id=job.id, run_dir=str(run_dir), argv=argv, cwd=str(work), env=env,
+                           secret_env={} if docker else self.prep.secret_env(job), sandboxed=box is not None,
                            journal=journal, stdout=str(run_dir / "stdout.txt"), stderr=str(run_dir / "stderr.txt"),
                            log_limit_bytes=jobs.cfg.log_limit_bytes, max_duration_s=limit,
                            container=container,
@@ -231,6 +241,9 @@ class Scheduler:
             return
         except (EnvError, DockerError) as e:
             self._fail(job.id, str(e), code=e.code)
+            return
+        except sbx.SandboxUnavailable as e:
+            self._fail(job.id, str(e), code="FAILED_PRECONDITION")
             return
         except EngineError as e:
             self._fail(job.id, e.message, code=e.code)
@@ -324,7 +337,7 @@ class Scheduler:
 
     def _publish_datasets(self, job: Job, layout: Layout) -> list:
         """After a successful run, each output dataset's directory becomes a new local dataset."""
-        from engine.jobs import new_id
+        from engine.ids import new_id
         from engine.model import OutputDataset
         out = []
         for desc in job.params.output_datasets:

@@ -6,6 +6,7 @@ Status writes are compare-and-set on the old status, so a late writer never over
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -67,10 +68,23 @@ class Store:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.execute("PRAGMA journal_size_limit=67108864")
         self._db.executescript(SCHEMA)
+        for suffix in ("", "-wal", "-shm"):  # the records are the owner's alone (SQLite copies the mode to -wal)
+            try:
+                os.chmod(self.path + suffix, 0o600)
+            except FileNotFoundError:
+                pass
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def compact(self) -> None:
+        """Rewrite the database without free pages and empty the WAL, so that nothing overwritten (a secret an
+        older engine stored, say) survives in old page versions."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
@@ -148,6 +162,9 @@ class Store:
         with self.tx() as db:
             db.execute("INSERT OR IGNORE INTO projects(id, created_at) VALUES (?, ?)", (project_id, time.time()))
             return db.execute("SELECT created_at FROM projects WHERE id = ?", (project_id,)).fetchone()[0]
+
+    def has_project(self, project_id: str) -> bool:
+        return bool(self._q("SELECT 1 FROM projects WHERE id = ?", (project_id,)))
 
     def project_job_ids(self, project_id: str) -> list[str]:
         return [r[0] for r in self._q("SELECT id FROM jobs WHERE project_id = ?", (project_id,))]

@@ -31,6 +31,7 @@ from engine.model import JobParameters, from_dict, to_dict
 from runners.base import ExitResult, RunSpec
 from runners.outputs import collect
 from runners.process import ProcessExecutor
+from runners import sandbox as sbx
 from runners.supervisor import HEADER, SYSTEM, append_record, kill_marked
 from runners.workspace import job_env, materialise, process_env, substitute
 
@@ -102,6 +103,7 @@ class Agent:
         self.journal = str(self.run_dir / "journal")
         self.progress = self.run_dir / "progress" / "job_progress.jsonl"
         self.executor = ProcessExecutor(standby=False)
+        self.sandbox_mode = spec.get("sandbox", "none")  # what the engine runs local jobs with
         self.handle = None
         self.stop_req: Optional[dict] = None
         self.fenced: Optional[str] = None
@@ -246,7 +248,9 @@ class Agent:
             raise PrepareError(str(e), e.code) from None
         cache = pyenv.EnvCache(self.node_dir / "envs", installer=s["env_installer"],
                                build_timeout_s=s["env_build_timeout_s"], size_limit_bytes=s["env_cache_limit_bytes"],
-                               uv_cache=self.node_dir / "uv-cache")
+                               uv_cache=self.node_dir / "uv-cache",
+                               confine=None if self.sandbox_mode == "none" else
+                               sbx.confiner(s.get("bwrap", ""), sbx.hidden_paths(self.node_dir)))
         with open(self.progress, "a") as f:
             f.write(json.dumps({"progress": 0, "message": "building python environment"}) + "\n")
         with open(self.run_dir / "env_build.log", "a") as build_log:
@@ -286,7 +290,8 @@ class Agent:
         owner = os.stat(self.node_dir)
         user = None if d["run_as_root"] or owner.st_uid == 0 else f"{owner.st_uid}:{owner.st_gid}"
         container = rd.ContainerSpec(image=d["image"], job_id=self.job_id, project_id="", binds=binds, user=user,
-                                     network=d["network"], cpus=cpus, memory_bytes=memory)
+                                     network=rd.job_network(self.executor.dc, d["network"]).name, cpus=cpus,
+                                     memory_bytes=memory)
         env = job_env(self.params.env.vars, to_job(str(self.progress)), self.job_id)
         return layout, env, container
 
@@ -303,8 +308,19 @@ class Agent:
         bins = []
         if venv is not None:
             bins = [str(venv / "bin"), str(self.layer_base / "bin")]
-        env = process_env(self.work, bins, self.spec["secrets"], self.params.env.vars, str(self.progress),
-                          self.job_id, venv=str(venv) if venv is not None else "")
+        self.box = None
+        if self.sandbox_mode != "none":
+            from runners import pyenv
+            ro = [] if venv is None else [str(self.layer_base), sbx.python_prefix(str(self.layer_base / "bin" / "python")),
+                                          *pyenv.layer_extras(venv)]
+            rw = [str(self.progress.parent)] + ([str(venv)] if venv is not None else [])
+            python = str(self.layer_base / "bin" / "python") if venv is not None else \
+                pyenv.default_interpreter().path
+            self.box = sbx.job_sandbox(str(self.run_dir), str(self.work), rw=rw, ro=ro,
+                                       hide=sbx.hidden_paths(self.node_dir), python=python)
+            bins += self.box.path
+        env = process_env(self.work, bins, self.params.env.vars, str(self.progress), self.job_id,
+                          venv=str(venv) if venv is not None else "", home=self.box.home if self.box else "")
         return layout, env, None
 
     def run(self) -> dict:
@@ -320,7 +336,15 @@ class Agent:
             return {"prepare_error": f"cannot prepare the job on the node: {e}", "code": "INTERNAL"}
         cmd = substitute(self.params.cmd, layout.vars)
         s = self.spec
-        spec = RunSpec(job_id=self.job_id, run_dir=str(self.run_dir), argv=["bash", "-c", cmd], cwd=str(self.work),
+        argv = ["bash", "-c", cmd]
+        box = getattr(self, "box", None) if container is None else None
+        if box is not None:
+            try:
+                argv = sbx.argv(sbx.check(s.get("bwrap", "")), box, argv)
+            except sbx.SandboxUnavailable as e:
+                return {"prepare_error": f"on node {socket.gethostname()}: {e}", "code": "FAILED_PRECONDITION"}
+        spec = RunSpec(job_id=self.job_id, run_dir=str(self.run_dir), argv=argv, cwd=str(self.work),
+                       secret_env={} if container is not None else dict(s["secrets"]), sandboxed=box is not None,
                        env=env, journal=self.journal, stdout=str(self.run_dir / "stdout.txt"),
                        stderr=str(self.run_dir / "stderr.txt"), log_limit_bytes=s["log_limit_bytes"],
                        max_duration_s=s["max_duration_s"], deadline_stop=s["deadline_stop"], owner_pid=os.getpid(),

@@ -21,6 +21,9 @@ class RunSpec:
     deadline_stop: dict = field(default_factory=lambda: {"signal": 15, "timeout": 10.0})  # the graceful path
     container: Optional[object] = None  # runners.docker.ContainerSpec for the docker executor
     owner_pid: Optional[int] = None  # the job is killed when this process (a node's agent) is gone
+    # Project secrets: given to the executor in memory only (never written into the run dir).
+    secret_env: dict[str, str] = field(default_factory=dict, repr=False)
+    sandboxed: bool = False  # argv starts with bwrap (runners/sandbox.py)
 
 
 @dataclass(frozen=True)

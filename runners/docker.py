@@ -26,8 +26,9 @@ JOB_DIR = "/job"
 LABEL_JOB, LABEL_PROJECT = "dsjobs.job-id", "dsjobs.project-id"
 # Runs cmd with bash when the image has it, else with sh; cmd arrives as $0 so it needs no quoting.
 SECRETS_FILE = "/dsjobs/secrets/env"
-# Project secrets come from a mounted file, not the container's environment, so `docker inspect` never shows them.
-SHELL_WRAPPER = (f'if [ -r {SECRETS_FILE} ]; then . {SECRETS_FILE}; fi; '
+# Project secrets come from a mounted file, not the container's environment, so `docker inspect` never shows them;
+# the file is removed as soon as it is read, so no copy of a secret stays in the run dir while the job runs.
+SHELL_WRAPPER = (f'if [ -r {SECRETS_FILE} ]; then . {SECRETS_FILE}; rm -f {SECRETS_FILE}; fi; '
                  'if [ -x /bin/bash ]; then exec /bin/bash -c "$0"; else exec /bin/sh -c "$0"; fi')
 
 
@@ -60,7 +61,44 @@ def secrets_bind(sdir: str, secrets: dict[str, str], note) -> dict[str, dict]:
     fd = os.open(os.path.join(sdir, "env"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write("".join(lines))
-    return {sdir: {"bind": os.path.dirname(SECRETS_FILE), "mode": "ro"}}
+    return {sdir: {"bind": os.path.dirname(SECRETS_FILE), "mode": "rw"}}  # rw: the wrapper removes the file
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    why: str
+
+
+NETWORK = "dsjobs"  # a bridge network of dsjobs's own: containers on it have no route to the host's loopback
+_NETWORKS: dict[str, Network] = {}
+_NETWORKS_MU = threading.Lock()
+
+
+def job_network(dc, wanted: str) -> Network:
+    """The Docker network for ``wanted``: ``auto`` is a user-defined bridge that the engine creates once where the
+    Docker Engine can make one (outside access as the cloud gives it, no way to the engine on 127.0.0.1), else
+    ``none``; ``host`` only when asked for; any other value is an existing network's name."""
+    if wanted == "host":
+        return Network("host", "the host's network, as asked for: the job can reach services on the host's "
+                               "loopback, the engine included (which still needs a token)")
+    if wanted == "none":
+        return Network("none", "no network, as asked for")
+    if wanted != "auto":
+        return Network(wanted, "the Docker network the engine was told to use")
+    with _NETWORKS_MU:
+        if "auto" not in _NETWORKS:
+            import docker.errors
+            try:
+                found = dc.networks.list(names=[NETWORK])
+                if not [n for n in found if n.name == NETWORK]:
+                    dc.networks.create(NETWORK, driver="bridge", labels={"dsjobs": "1"})
+                _NETWORKS["auto"] = Network(NETWORK, "a bridge network of dsjobs's own: outside access, no route "
+                                                     "to the host's loopback")
+            except docker.errors.APIError as e:
+                _NETWORKS["auto"] = Network("none", f"no network: the Docker Engine cannot make a bridge network "
+                                                    f"here ({e.explanation or e})")
+        return _NETWORKS["auto"]
 
 
 def capped(cpus: float, memory_bytes: int, note, name: str) -> tuple[float, int]:
@@ -361,29 +399,28 @@ def image_pythons(dc, image: str) -> list[str]:
     return _PYTHONS[image_id]
 
 
-def build_env_in_image(dc, image: str, version: str, env_dir: str, spec, log, timeout_s: float) -> None:
+def build_env_in_image(dc, image: str, version: str, env_dir: str, spec, log, timeout_s: float,
+                       network: str = "none") -> None:
     """Build a venv with the image's own Python, inside a container; ``env_dir`` is bind-mounted at the same path,
-    so the env's absolute paths are valid both for the builder and for the jobs that mount it later."""
+    so the env's absolute paths are valid both for the builder and for the jobs that mount it later. Index
+    settings go in the container's environment, not on its command line (which every local user can read)."""
     import shlex as _sh
-    opts = []
+    env = {"PIP_CONFIG_FILE": "/dev/null", "PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     if spec.index_url:
-        opts += ["--index-url", spec.index_url]
-    for u in spec.extra_index_urls:
-        opts += ["--extra-index-url", u]
-    for h in spec.trusted_hosts:
-        opts += ["--trusted-host", h]
-    if spec.no_deps:
-        opts.append("--no-deps")
+        env["PIP_INDEX_URL"] = spec.index_url
+    if spec.extra_index_urls:
+        env["PIP_EXTRA_INDEX_URL"] = " ".join(spec.extra_index_urls)
+    if spec.trusted_hosts:
+        env["PIP_TRUSTED_HOST"] = " ".join(spec.trusted_hosts)
     steps = [f"python{version} -m venv {_sh.quote(env_dir)}"]
     if spec.requirements:
         reqs = " ".join(_sh.quote(r) for r in spec.requirements)
-        steps.append(f"{_sh.quote(env_dir)}/bin/python -m pip install --isolated --no-input "
-                     f"--disable-pip-version-check {' '.join(_sh.quote(o) for o in opts)} {reqs}")
+        steps.append(f"{_sh.quote(env_dir)}/bin/python -m pip install --no-input "
+                     f"{'--no-deps ' if spec.no_deps else ''}{reqs}")
     script = "set -e; " + "; ".join(steps)
     log(f"$ {script}")
-    c = dc.containers.run(image, ["/bin/sh", "-c", script], detach=True, network_mode="host",
-                          volumes={env_dir: {"bind": env_dir, "mode": "rw"}},
-                          environment={"PIP_CONFIG_FILE": "/dev/null", "PIP_NO_INPUT": "1"},
+    c = dc.containers.run(image, ["/bin/sh", "-c", script], detach=True, network_mode=network,
+                          volumes={env_dir: {"bind": env_dir, "mode": "rw"}}, environment=env,
                           labels={"dsjobs.env-build": "1"})
     tail: list[str] = []
     try:

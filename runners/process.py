@@ -1,6 +1,7 @@
 """Process executor: each job runs under its own supervisor process (runners/supervisor.py)."""
 from __future__ import annotations
 
+import marshal
 import os
 import signal as _signal
 import subprocess
@@ -100,12 +101,14 @@ class ProcessExecutor(Executor):
             "argv": spec.argv, "cwd": spec.cwd, "env": spec.env, "journal": spec.journal,
             "stdout": spec.stdout, "stderr": spec.stderr, "log_limit_bytes": spec.log_limit_bytes,
             "job_id": spec.job_id, "max_duration_s": spec.max_duration_s, "deadline_stop": spec.deadline_stop,
-            "owner_pid": spec.owner_pid,
+            "owner_pid": spec.owner_pid, "sandboxed": spec.sandboxed,
         }, durable=False)
+        secrets = marshal.dumps(dict(spec.secret_env))
+        secrets = str(len(secrets)).encode() + b"\n" + secrets  # on the supervisor's stdin, never on disk
         popen = self._take_standby()
         if popen is not None:
             try:
-                popen.stdin.write(f"{spec.run_dir}\n".encode())
+                popen.stdin.write(f"{spec.run_dir}\n".encode() + secrets)
                 popen.stdin.close()
                 h = ProcessHandle(spec.run_dir, popen.pid, sv.proc_start_time(popen.pid), popen)
                 self._sample(h, spec.journal)
@@ -116,10 +119,15 @@ class ProcessExecutor(Executor):
         with errlog:
             popen = subprocess.Popen(
                 [sys.executable, "-I", "-S", SUPERVISOR, spec.run_dir],
-                stdin=subprocess.DEVNULL, stdout=errlog, stderr=errlog,
+                stdin=subprocess.PIPE, stdout=errlog, stderr=errlog,
                 start_new_session=True,  # the supervisor outlives the engine and the engine's terminal
                 close_fds=True,
             )
+        try:
+            popen.stdin.write(secrets)
+            popen.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass  # it died at once: wait() reports what supervisor.err says
         h = ProcessHandle(spec.run_dir, popen.pid, sv.proc_start_time(popen.pid), popen)
         self._sample(h, spec.journal)
         return h

@@ -17,12 +17,14 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 from engine.model import PipOptions, PythonEnv
+from runners.sandbox import engine_paths, python_prefix
 
 FORMAT = 1  # bump when the layout of a built env changes
 _VERSION_CACHE: dict[tuple[str, float], str] = {}
@@ -166,13 +168,27 @@ def env_key(interp: Interpreter, spec: InstallSpec, conda_yaml: str = "", image:
 # --- building ----------------------------------------------------------------------------------------------------
 
 
-def _clean_env(uv_cache: Path) -> dict[str, str]:
-    """The host's pip/uv configuration never leaks into a job's build, as on a fresh cloud machine."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PIP_", "UV_", "VIRTUALENV_", "PYTHON", "CONDA"))}
-    env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1",
+# Passed from the engine's environment to a build: certificates and proxies it may need to reach an index.
+PASS_TO_BUILDS = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "http_proxy", "https_proxy", "no_proxy",
+                  "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+
+
+def build_env(uv_cache: Path, spec: "InstallSpec", home: str, tmp: str, uv: bool) -> dict[str, str]:
+    """A build's environment, made from scratch as on a fresh cloud machine: no engine variables, no tokens, no
+    secrets, none of the host's pip or uv configuration; the index settings (which may carry the index's
+    credentials) travel here rather than on a command line every local user can read."""
+    env = {k: os.environ[k] for k in PASS_TO_BUILDS if k in os.environ}
+    env.update(PATH="/usr/local/bin:/usr/bin:/bin", HOME=home, TMPDIR=tmp, LANG="C.UTF-8",
+               PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1",
                UV_NO_CONFIG="1", UV_PYTHON_DOWNLOADS="never", UV_CACHE_DIR=str(uv_cache),
                VIRTUALENV_CONFIG_FILE=os.devnull)
+    prefix = "UV" if uv else "PIP"
+    if spec.index_url:
+        env[f"{prefix}_INDEX_URL"] = spec.index_url
+    if spec.extra_index_urls:
+        env[f"{prefix}_EXTRA_INDEX_URL"] = " ".join(spec.extra_index_urls)
+    if spec.trusted_hosts:
+        env["UV_INSECURE_HOST" if uv else "PIP_TRUSTED_HOST"] = " ".join(spec.trusted_hosts)
     return env
 
 
@@ -190,10 +206,15 @@ def _bundled_pip(version: str) -> Optional[str]:
         return None
 
 
+# confine(argv, read-write paths, read-only paths) -> the argv that runs it confined (runners/sandbox.py).
+Confine = Callable[[list[str], list[str], list[str]], list[str]]
+
+
 class EnvCache:
     def __init__(self, root: Path, installer: str = "auto", build_timeout_s: float = 1800.0,
-                 size_limit_bytes: int = 0, uv_cache: Optional[Path] = None):
+                 size_limit_bytes: int = 0, uv_cache: Optional[Path] = None, confine: Optional[Confine] = None):
         self.root = Path(root)
+        self.confine = confine
         self.root.mkdir(parents=True, exist_ok=True)
         # uv's download/wheel cache is content-addressed and safe to share: across engines it saves the downloads.
         self.uv_cache = Path(uv_cache) if uv_cache else self.root / "uv-cache"
@@ -207,10 +228,13 @@ class EnvCache:
     def installer(self) -> str:
         return "uv" if self.uv else "pip"
 
-    def _run(self, argv: list[str], log: Callable[[str], None], deadline: float, tail: list[str]) -> None:
+    def _run(self, argv: list[str], log: Callable[[str], None], deadline: float, tail: list[str],
+             env: dict[str, str], rw: list[str], ro: list[str]) -> None:
         log("$ " + " ".join(shlex.quote(a) for a in argv))
+        if self.confine is not None:
+            argv = self.confine(argv, rw, ro)  # package setup code runs here: as confined as a job
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=_clean_env(self.uv_cache), stdin=subprocess.DEVNULL, start_new_session=True)
+                                env=env, stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             for line in proc.stdout:
                 line = line.rstrip("\n")
@@ -238,35 +262,38 @@ class EnvCache:
     def _build(self, d: Path, interp: Interpreter, spec: InstallSpec, log: Callable[[str], None]) -> None:
         deadline = time.monotonic() + self.build_timeout_s
         tail: list[str] = []
-        if self.uv:
-            self._run([self.uv, "venv", "--no-config", "--no-python-downloads", "--python", interp.path, str(d)],
-                      log, deadline, tail)
-            # No pip in the cached env: the job layer gets pip from virtualenv's bundled wheel (see job_layer).
-        else:
-            self._run([sys.executable, "-m", "virtualenv", "--no-periodic-update", "--python", interp.path, str(d)],
-                      log, deadline, tail)
-        if not spec.requirements:
-            return
-        req = d / ".dsjobs-requirements.txt"
-        req.write_text("\n".join(spec.requirements) + "\n")
-        opts: list[str] = []
-        if spec.index_url:
-            opts += ["--index-url", spec.index_url]
-        for u in spec.extra_index_urls:
-            opts += ["--extra-index-url", u]
-        if spec.no_deps:
-            opts.append("--no-deps")
-        if self.uv:
-            for h in spec.trusted_hosts:
-                opts += ["--allow-insecure-host", h]
-            # pip picks the best version across all indexes; uv needs this to do the same.
-            self._run([self.uv, "pip", "install", "--no-config", "--python", str(d / "bin" / "python"),
-                       "--index-strategy", "unsafe-best-match", *opts, "-r", str(req)], log, deadline, tail)
-        else:
-            for h in spec.trusted_hosts:
-                opts += ["--trusted-host", h]
-            self._run([str(d / "bin" / "python"), "-m", "pip", "install", "--isolated", "--no-input",
-                       "--disable-pip-version-check", *opts, "-r", str(req)], log, deadline, tail)
+        scratch = Path(tempfile.mkdtemp(prefix=f".build-{d.name}-", dir=self.root))
+        try:
+            home, tmp = scratch / "home", scratch / "tmp"
+            home.mkdir()
+            tmp.mkdir()
+            env = build_env(self.uv_cache, spec, str(home), str(tmp), uv=bool(self.uv))
+            self.uv_cache.mkdir(parents=True, exist_ok=True)
+            rw = [str(d), str(scratch), str(self.uv_cache)]
+            ro = [python_prefix(interp.path), *engine_paths()]
+            d.mkdir(parents=True, exist_ok=True)
+
+            def run(argv: list[str]) -> None:
+                self._run(argv, log, deadline, tail, env, rw, ro)
+            if self.uv:
+                run([self.uv, "venv", "--no-config", "--no-python-downloads", "--python", interp.path, str(d)])
+                # No pip in the cached env: the job layer gets pip from virtualenv's bundled wheel (job_layer).
+            else:
+                run([sys.executable, "-m", "virtualenv", "--no-periodic-update", "--python", interp.path, str(d)])
+            if not spec.requirements:
+                return
+            req = d / ".dsjobs-requirements.txt"
+            req.write_text("\n".join(spec.requirements) + "\n")
+            opts = ["--no-deps"] if spec.no_deps else []
+            if self.uv:
+                # pip picks the best version across all indexes; uv needs this to do the same.
+                run([self.uv, "pip", "install", "--no-config", "--python", str(d / "bin" / "python"),
+                     "--index-strategy", "unsafe-best-match", *opts, "-r", str(req)])
+            else:
+                run([str(d / "bin" / "python"), "-m", "pip", "install", "--no-input", "--disable-pip-version-check",
+                     *opts, "-r", str(req)])
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def get(self, interp: Interpreter, spec: InstallSpec, log: Callable[[str], None], *, image: str = "",
             build: Optional[Callable[[Path], None]] = None) -> tuple[Path, bool]:
@@ -408,7 +435,16 @@ def job_layer(base: Path, dest: Path) -> Path:
     return dest
 
 
+def _layer_paths(layer: Path) -> list[str]:
+    pth = next((layer / "lib").glob("python*/site-packages/_dsjobs_base.pth"))
+    return pth.read_text().splitlines()
+
+
 def layer_base(layer: Path) -> Path:
     """The cached env a job layer sits on (named in its .pth)."""
-    pth = next((layer / "lib").glob("python*/site-packages/_dsjobs_base.pth"))
-    return Path(pth.read_text().splitlines()[0]).parent.parent.parent  # <base>/lib/pythonX.Y/site-packages
+    return Path(_layer_paths(layer)[0]).parent.parent.parent  # <base>/lib/pythonX.Y/site-packages
+
+
+def layer_extras(layer: Path) -> list[str]:
+    """What else a job layer's .pth puts on sys.path (pip's bundled wheel): a sandbox must show it."""
+    return [p for p in _layer_paths(layer)[1:] if p]

@@ -5,6 +5,8 @@ it imports only light built-in modules (it starts in ~25 ms; ``json``, ``subproc
 double that). Its whole channel to the engine is files in RUN_DIR, in ``marshal`` format (plain dicts):
 
 - ``spec`` (in): argv, cwd, env, log paths and limits, and optionally the pid of an owner whose death stops the job;
+  secrets are never in it: they come on the supervisor's stdin and exist only in its memory and the job's
+  environment (stdin: ``RUN_DIR`` for a standby, then the length of a marshalled dict and the dict);
 - ``supervisor`` (out): its pid and start time, so a restarted engine can re-adopt it safely;
 - ``stop`` (in, then SIGUSR1): a stop request ``{"signal": N, "timeout": seconds, "reason": str}``;
 - ``status`` (out, written last, atomically): the job's exit status, even if the engine is down by then.
@@ -41,7 +43,8 @@ def append_record(fd: int, stream: int, payload: bytes, now: float = None) -> No
 
 def write_atomic(path: str, data: dict, durable: bool = True) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with open(fd, "wb") as f:
         f.write(marshal.dumps(data))
         if durable:
             f.flush()
@@ -117,6 +120,15 @@ def kill_marked(job_id: str, exclude: int = 0, rounds: int = 50) -> int:
                 pass
         time.sleep(0.01)
     return killed
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return int(data[data.rindex(b")") + 2:].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _has_children(pid: int) -> bool:
@@ -196,12 +208,35 @@ class LogSink:
         os.close(self.journal)
 
 
+def read_stdin() -> bytes:
+    out = b""
+    while True:
+        chunk = os.read(0, 65536)
+        if not chunk:
+            return out
+        out += chunk
+
+
+def parse_secrets(data: bytes) -> dict:
+    """``<length>\n<marshalled dict>`` (what the executor writes on stdin), or nothing."""
+    head, sep, rest = data.partition(b"\n")
+    if not sep or not head.strip().isdigit():
+        return {}
+    try:
+        env = marshal.loads(rest[:int(head)])
+    except (ValueError, EOFError, TypeError):
+        return {}
+    return env if isinstance(env, dict) else {}
+
+
 class Supervisor:
     POLL_S = 0.05
 
-    def __init__(self, run_dir: str):
+    def __init__(self, run_dir: str, secret_env: dict = None):
         self.run_dir = run_dir
+        self.secret_env = secret_env or {}
         self.spec = read_file(os.path.join(run_dir, "spec"))
+        self.sandboxed = bool(self.spec.get("sandboxed"))
         self.logs = LogSink(self.spec["journal"], self.spec["stdout"], self.spec["stderr"],
                             int(self.spec.get("log_limit_bytes") or 0))
         self.journal = self.logs.journal
@@ -220,12 +255,18 @@ class Supervisor:
     # --- process control -------------------------------------------------------------------------------------
 
     def _signal_tree(self, sig: int) -> int:
-        """Signal the job's process group and every descendant (setsid and double-fork included)."""
+        """Signal the job's process group and every descendant (setsid and double-fork included). In a sandbox
+        a graceful signal spares bwrap's own two processes: the job's exit status comes back through them, and
+        the job's processes, all inside its PID namespace, are all descendants."""
         pids = descendants(os.getpid())
-        try:
-            os.killpg(self.pid, sig)
-        except OSError:
-            pass
+        if self.sandboxed and sig != signal.SIGKILL:
+            spare = {self.pid} | {p for p in pids if _parent(p) == self.pid}
+            pids = [p for p in pids if p not in spare]
+        else:
+            try:
+                os.killpg(self.pid, sig)
+            except OSError:
+                pass
         for pid in pids:
             try:
                 os.kill(pid, sig)
@@ -298,7 +339,7 @@ class Supervisor:
                 os.closerange(3, exec_w)
                 os.closerange(exec_w + 1, 65536)
                 os.set_inheritable(exec_w, False)
-                os.execvpe(spec["argv"][0], spec["argv"], spec["env"])
+                os.execvpe(spec["argv"][0], spec["argv"], {**self.secret_env, **spec["env"]})
             except BaseException as e:  # noqa: BLE001 - anything here must reach the parent, then exit
                 try:
                     os.write(exec_w, str(e).encode()[:1000])
@@ -434,15 +475,17 @@ def become_subreaper() -> None:
 def standby() -> int:
     """Start-up paid in advance: wait for a run dir on stdin, then supervise it (saves ~25 ms per job)."""
     become_subreaper()
-    line = sys.stdin.readline().strip()
-    if not line:
+    data = read_stdin()
+    line, _, rest = data.partition(b"\n")
+    run_dir = line.decode().strip()
+    if not run_dir:
         return 0  # the engine went away or no longer needs a standby
-    err = os.open(os.path.join(line, "supervisor.err"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    err = os.open(os.path.join(run_dir, "supervisor.err"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(err, 1)
     os.dup2(err, 2)
-    return Supervisor(line).run()
+    return Supervisor(run_dir, parse_secrets(rest)).run()
 
 
 def main() -> int:
@@ -451,7 +494,10 @@ def main() -> int:
     if len(sys.argv) != 2:
         print("usage: supervisor.py RUN_DIR | --standby", file=sys.stderr)
         return 2
-    return Supervisor(sys.argv[1]).run()
+    secret_env = parse_secrets(read_stdin())
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    return Supervisor(sys.argv[1], secret_env).run()
 
 
 if __name__ == "__main__":

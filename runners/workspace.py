@@ -121,8 +121,10 @@ def materialise(
 
 
 def job_env(variables: dict[str, str], progress_file: str, job_id: str, *, path: str = "", venv: str = "",
-            home: str = "", secrets: dict[str, str] | None = None) -> dict[str, str]:
-    """A job's environment, on a host or in a container: what it is given beyond the job's own variables."""
+            home: str = "") -> dict[str, str]:
+    """A job's environment, on a host or in a container: what it is given beyond the job's own variables.
+    Project secrets are not in it: executors hand them over apart (a process job's supervisor gets them on its
+    stdin, a container from a file it removes once read), so that no file of the run dir holds them."""
     env = {"PYTHONUNBUFFERED": "1"}  # logs stream live, as in the cloud
     if path:
         env["PATH"] = path
@@ -130,16 +132,19 @@ def job_env(variables: dict[str, str], progress_file: str, job_id: str, *, path:
         env.update(HOME=home, LANG=os.environ.get("LANG", "C.UTF-8"))
     if venv:
         env["VIRTUAL_ENV"] = venv
-    env.update(secrets or {})  # as the cloud does (a container reads them from a file instead)
     env.update(variables)
     env["JOB_PROGRESS_FILENAME"] = progress_file
     env["DSJOBS_JOB_ID"] = job_id  # the marker every process of the job carries
     return env
 
 
-def process_env(work: Path, venv_bin: list[str], secrets: dict[str, str], variables: dict[str, str],
-                progress_file: str, job_id: str, venv: str = "") -> dict[str, str]:
-    """The environment of a job run as a process on the host (the engine's or a node's)."""
+def process_env(work: Path, venv_bin: list[str], variables: dict[str, str], progress_file: str, job_id: str,
+                venv: str = "", home: str = "") -> dict[str, str]:
+    """The environment of a job run as a process on the host (the engine's or a node's); ``home`` is a private
+    HOME when the job is sandboxed."""
     path = ":".join(venv_bin + [os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")])
-    return job_env(variables, progress_file, job_id, path=path, venv=venv,
-                   home=os.environ.get("HOME", str(work)), secrets=secrets)
+    env = job_env(variables, progress_file, job_id, path=path, venv=venv,
+                  home=home or os.environ.get("HOME", str(work)))
+    if home:
+        env["TMPDIR"] = "/tmp"  # the sandbox's own /tmp, whatever the engine's TMPDIR is
+    return env

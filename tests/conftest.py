@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from dsjobs.client import Client
 from engine.api.server import start_grpc
 from engine.app import build_engine
 from engine.config import EngineConfig
+from tests.helpers import work_dir
 
 pytest_plugins = ["pytester"]
 
@@ -20,7 +23,7 @@ class Server:
     def start(self):
         self.engine = build_engine(EngineConfig(data_dir=self.data_dir, **self.cfg)).start()
         self.grpc, self.port = start_grpc(self.engine, "127.0.0.1:0")
-        self.client = Client(f"127.0.0.1:{self.port}")
+        self.client = Client(f"127.0.0.1:{self.port}", token=self.engine.token)
         return self
 
     def stop(self, stop_jobs: bool = True):
@@ -31,6 +34,14 @@ class Server:
     def restart(self):
         self.stop(stop_jobs=False)
         return self.start()
+
+    def work_dir(self, job_id: str) -> Path:
+        """The job's working directory where it runs (the engine's data dir, or a Ray node's dir): the one place
+        a confined job and its test both see."""
+        if self.cfg.get("backend") == "ray":
+            attempt = self.engine.store.attempts(job_id=job_id)[-1]
+            return Path(self.cfg["ray_node_dir"]) / "runs" / attempt.id / "work"
+        return work_dir(self.data_dir, job_id)
 
 
 @pytest.fixture

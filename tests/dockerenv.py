@@ -1,6 +1,6 @@
 """Docker images and a private registry for the tests, all made on this machine (no public registry is reachable).
 
-- dsjobs-test/shell:1: busybox-static and bash-static from Debian in an empty root (2 MB, instant);
+- dsjobs-test/shell:2: busybox-static and bash-static from Debian in an empty root (2 MB, instant);
 - dsjobs-test/python:1: a debootstrap'ed Debian with python3 (built once, ~80 s, reused while it exists);
 - a registry from Debian's docker-registry package with htpasswd auth on 127.0.0.1.
 """
@@ -15,10 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-SHELL_IMAGE = "dsjobs-test/shell:1"
+SHELL_IMAGE = "dsjobs-test/shell:2"
 PYTHON_IMAGE = "dsjobs-test/python:1"
 APPLETS = ("sh cat echo ls mkdir rm cp mv sleep true false env id wc tr head tail sort grep sed printf test touch "
-           "kill date seq dd yes chmod ln pwd uname basename dirname xargs find stat").split()
+           "kill date seq dd yes chmod ln pwd uname basename dirname xargs find stat nc wget timeout").split()
 
 
 def docker(*args, check=True, **kw):

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import time
 import zipfile
+from pathlib import Path
 
 import requests
 
@@ -85,3 +87,34 @@ def logs(client, job_id: str, offset: int = 0):
 
 def stdout_of(msgs) -> bytes:
     return b"".join(m.content for m in msgs if m.WhichOneof("source") == "standard_stream" and m.standard_stream == 1)
+
+
+def survivors(job_id: str) -> list[int]:
+    """Processes that carry the job's marker in their environment."""
+    out = []
+    marker = f"DSJOBS_JOB_ID={job_id}".encode()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker in f.read().split(b"\0"):
+                    out.append(int(pid))
+        except OSError:
+            pass
+    return out
+
+
+def work_dir(data_dir, job_id: str) -> Path:
+    """A local job's working directory on the host: the one place a confined job and its test both see."""
+    return Path(data_dir) / "jobs" / job_id / "work"
+
+
+def wait_for(predicate, timeout: float = 10, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = predicate()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"{what} not reached in {timeout}s"
+        time.sleep(0.02)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What the test suite needs from the machine beyond Python: a running Docker Engine, static busybox and bash (a
-# shell image is made from them), Debian's registry and htpasswd (a private registry), debootstrap (a Python image).
+# shell image is made from them), Debian's registry and htpasswd (a private registry), debootstrap (a Python image),
+# bubblewrap (the job sandbox).
 set -euo pipefail
 need=()
 [ -x /bin/busybox ] || need+=(busybox-static)
@@ -9,6 +10,7 @@ command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v dockerd >/dev/null || need+=(docker.io)
+command -v bwrap >/dev/null || need+=(bubblewrap)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test-deps: installing ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

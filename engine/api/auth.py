@@ -1,7 +1,14 @@
-"""Bearer tokens: with any configured, every call needs `authorization: Bearer <token>` (UNAUTHENTICATED otherwise)."""
+"""Bearer tokens on every call: the owner's token (DATA_DIR/token, made at first start) and named tokens.
+
+Authentication is on unless explicitly turned off (``no_auth``, loopback only): another local user, a container
+on the host network or a job that reaches the port cannot act without a token, and the token is only in a file
+its owner can read.
+"""
 from __future__ import annotations
 
+import getpass
 import hmac
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -24,30 +31,49 @@ def load_tokens(token: Optional[str], tokens_file: Optional[str]) -> dict[str, s
     return out
 
 
+def local_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
 class Auth:
-    def __init__(self, tokens: dict[str, str]):
-        self.tokens = tokens
+    """Who may call: holders of a token (the owner's, recorded as the local user's name, or a named one), or
+    everyone when authentication is off (then every job is created by the local user)."""
+
+    def __init__(self, tokens: Optional[dict[str, str]] = None, *, required: bool = True, token_file: str = ""):
+        self.tokens = dict(tokens or {})
+        self.required = required
+        self.token_file = token_file
+        self.owner = local_user()
 
     def user(self, metadata) -> Optional[str]:
         """The caller's name, or None when the call is not allowed."""
-        if not self.tokens:
-            return ""
+        if not self.required:
+            return self.owner
         header = dict(metadata or ()).get("authorization", "")
         if not header.startswith("Bearer "):
             return None
-        given = header[len("Bearer "):].encode()
+        given = header[len("Bearer "):].strip().encode()
+        found = None
         for tok, name in self.tokens.items():
-            if hmac.compare_digest(tok.encode(), given):
-                return name
-        return None
+            if hmac.compare_digest(tok.encode(), given):  # every token compared: no early exit to time
+                found = name
+        return found
+
+    def denied(self) -> str:
+        where = f" with the token from {self.token_file}" if self.token_file else ""
+        return f"missing or invalid bearer token: send `authorization: Bearer <token>`{where}"
 
 
 class AuthInterceptor(grpc.ServerInterceptor):
     def __init__(self, auth: Auth):
         self.auth = auth
+        message = auth.denied()
 
         def deny(request, context):
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
         self._deny_unary = grpc.unary_unary_rpc_method_handler(deny)
         self._deny_stream = grpc.unary_stream_rpc_method_handler(deny)
 

@@ -6,7 +6,7 @@ from typing import Optional
 
 import grpc
 
-from engine.api.auth import Auth, AuthInterceptor
+from engine.api.auth import Auth, AuthInterceptor, local_user
 from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2_grpc as sgrpc
 from engine.api.pb.yandex.cloud.operation import operation_service_pb2_grpc as ogrpc
 from engine.api.pb.yandex.cloud.datasphere.v2 import project_service_pb2_grpc as pgrpc
@@ -20,14 +20,21 @@ LOOPBACK = ("127.", "localhost:", "[::1]:")
 
 
 def start_grpc(engine: Engine, listen: str, *, max_workers: int = 64, max_concurrent_rpcs: int = 256,
-               tokens: Optional[dict[str, str]] = None, allow_insecure_remote: bool = False) -> tuple[grpc.Server, int]:
-    """Start serving on ``listen`` (host:port, port 0 for any); returns the server and the bound port."""
-    auth = Auth(tokens or {})
-    if not listen.startswith(LOOPBACK) and not auth.tokens and not allow_insecure_remote:
-        raise PermissionError(f"refusing to listen on {listen} without a token: anyone who reaches it could run "
-                              "commands as you. Give --token/--tokens-file, or --insecure-listen to force it.")
+               tokens: Optional[dict[str, str]] = None, no_auth: bool = False,
+               allow_insecure_remote: bool = False) -> tuple[grpc.Server, int]:
+    """Start serving on ``listen`` (host:port, port 0 for any); returns the server and the bound port.
+
+    Every call needs a bearer token: the engine's own (DATA_DIR/token) or one of ``tokens`` (token -> name).
+    ``no_auth`` turns that off, on loopback only unless ``allow_insecure_remote``."""
+    if no_auth:
+        if not listen.startswith(LOOPBACK) and not allow_insecure_remote:
+            raise PermissionError(f"refusing to listen on {listen} without a token: anyone who reaches it could run "
+                                  "commands as you. Drop --no-auth, or add --insecure-listen to force it.")
+        auth = Auth(required=False)
+    else:
+        auth = Auth({engine.token: local_user(), **(tokens or {})}, token_file=str(engine.token_path))
     server = grpc.server(
-        interceptors=[AuthInterceptor(auth)] if auth.tokens else [],
+        interceptors=[AuthInterceptor(auth)] if auth.required else [],
         thread_pool=futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="dsjobs-grpc"),
         maximum_concurrent_rpcs=max_concurrent_rpcs,
         options=[("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.so_reuseport", 0)],

@@ -13,6 +13,7 @@ from engine.api.pb.yandex.cloud.datasphere.v2 import project_pb2 as ppb
 from engine.api.pb.yandex.cloud.datasphere.v2 import project_service_pb2_grpc as pgrpc
 from engine.api.pb.yandex.cloud.operation import operation_service_pb2_grpc as ogrpc
 from engine.errors import FailedPrecondition, InvalidArgument
+from engine.ids import check_project
 from engine.jobs import JobService
 
 
@@ -141,8 +142,7 @@ class ProjectServicer(pgrpc.ProjectServiceServicer):
 
     @grpc_errors
     def Get(self, request, context):
-        if not request.project_id:
-            raise InvalidArgument("project_id is empty")
+        check_project("project_id", request.project_id, self.jobs.store.has_project)
         created = self.jobs.store.project_created_at(request.project_id)
         return ppb.Project(id=request.project_id, name=request.project_id, community_id=self.jobs.cfg.community_id,
                            created_at=cv.ts(created))

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 def test_tokens_required_and_name_recorded(server):
     srv, port = start_grpc(server.engine, "127.0.0.1:0", tokens={"s3cret": "alice"})
     try:
-        anon = Client(f"127.0.0.1:{port}")
+        anon = Client(f"127.0.0.1:{port}", token="")
         for call in (lambda: anon.get("x"), lambda: list(anon.jobs.ReadLogs(spb.ReadProjectJobLogsRequest(job_id="x"))),
                      lambda: anon.get_operation("x")):
             with pytest.raises(grpc.RpcError) as e:
@@ -27,8 +27,7 @@ def test_tokens_required_and_name_recorded(server):
             wrong.get("x")
         assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
         alice = Client(f"127.0.0.1:{port}", token="s3cret")
-        op = alice.jobs.Create(spb.CreateProjectJobRequest(project_id="p", job_parameters=jpb.JobParameters(cmd="true")),
-                               metadata=alice.metadata)
+        op = alice.jobs.Create(spb.CreateProjectJobRequest(project_id="p", job_parameters=jpb.JobParameters(cmd="true")))
         r = spb.CreateProjectJobResponse()
         op.response.Unpack(r)
         assert alice.get(r.job_id).created_by_id == "alice"
@@ -38,7 +37,15 @@ def test_tokens_required_and_name_recorded(server):
 
 def test_non_loopback_without_token_refused(server):
     with pytest.raises(PermissionError, match="without a token"):
-        start_grpc(server.engine, "0.0.0.0:0")
+        start_grpc(server.engine, "0.0.0.0:0", no_auth=True)
+    # With authentication on (the default) a non-loopback address is served: every call still needs the token.
+    srv, port = start_grpc(server.engine, "0.0.0.0:0")
+    try:
+        with pytest.raises(grpc.RpcError) as e:
+            Client(f"127.0.0.1:{port}", token="").get("ds" + "0" * 18)
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED and "token" in e.value.details()
+    finally:
+        srv.stop(0)
 
 
 def test_oversized_request_is_resource_exhausted(client):
@@ -70,7 +77,7 @@ def test_log_flood_is_capped_and_does_not_block(tmp_path):
 def test_more_concurrent_calls_than_configured_get_resource_exhausted(server):
     from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb2
     srv, port = start_grpc(server.engine, "127.0.0.1:0", max_concurrent_rpcs=2)
-    c = Client(f"127.0.0.1:{port}")
+    c = Client(f"127.0.0.1:{port}", token=server.engine.token)
     try:
         jid = create(c, jpb.JobParameters(cmd="sleep 5"))
         c.execute(jid)

@@ -57,8 +57,10 @@ def test_project_job_commands(tmp_path):
                                                     "json", cwd=work).stdout)["data_expires_at"] == "Never"
         r = cli(port, "project", "job", "cancel", "--id", ids["job_id"], cwd=work)
         assert r.returncode == 1 and "FAILED_PRECONDITION" in r.stderr
-        r = cli(port, "project", "job", "get", "--id", "nope", cwd=work)
+        r = cli(port, "project", "job", "get", "--id", "ds" + "0" * 18, cwd=work)
         assert r.returncode == 1 and "NOT_FOUND" in r.stderr
+        r = cli(port, "project", "job", "get", "--id", "nope", cwd=work)
+        assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stderr and "'nope'" in r.stderr
     finally:
         client.close()
         srv.proc.terminate()

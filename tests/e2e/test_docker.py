@@ -234,9 +234,12 @@ def test_datasets_are_read_only_in_a_container(server, client, image, tmp_path):
     assert out == b"data\nrefused\n" and not (d / "y.txt").exists()
 
 
-def test_python_version_and_env_with_the_images_python(client, tmp_path):
+def test_python_version_and_env_with_the_images_python(tmp_path):
     from tests.dockerenv import python_image
     from tests.pyindex import Index
+    # The build reaches the test's index on the host's loopback: builds get a network setting of their own.
+    s = Server(tmp_path / "data", docker_build_network="host")
+    client = s.client
     py = python_image()  # Debian bookworm: python3.11
     _, op = run(client, jpb.JobParameters(cmd="true", env=jpb.Environment(
         docker_image_spec=jpb.DockerImageSpec(image_url=py), python_env=jpb.PythonEnv(python_version="3.12"))))
@@ -259,6 +262,7 @@ def test_python_version_and_env_with_the_images_python(client, tmp_path):
         assert "taken from the cache" in system
     finally:
         idx.close()
+        s.stop()
 
 
 def test_image_pull_has_its_own_time_limit(tmp_path):

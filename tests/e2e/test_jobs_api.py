@@ -81,25 +81,39 @@ def test_unknown_var_and_bad_requests(client):
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_unknown_ids_are_not_found(client):
-    calls = [
-        lambda: client.jobs.Get(spb.GetProjectJobRequest(job_id="nope")),
-        lambda: client.jobs.Execute(spb.ExecuteProjectJobRequest(job_id="nope")),
-        lambda: client.jobs.Cancel(spb.CancelProjectJobRequest(job_id="nope")),
-        lambda: list(client.jobs.ReadLogs(spb.ReadProjectJobLogsRequest(job_id="nope"))),
-        lambda: list(client.jobs.ReadStdLogs(spb.ReadProjectJobStdLogsRequest(job_id="nope"))),
-        lambda: client.jobs.Delete(spb.DeleteProjectJobRequest(job_id="nope")),
-        lambda: client.jobs.DeleteData(spb.DeleteProjectJobDataRequest(job_id="nope")),
-        lambda: client.jobs.SetDataTtl(spb.SetProjectJobDataTtlRequest(job_id="nope")),
-        lambda: client.jobs.Clone(spb.CloneProjectJobRequest(source_job_id="nope")),
-        lambda: client.jobs.DownloadJobFiles(spb.DownloadProjectJobFilesRequest(job_id="nope", files=[jpb.File()])),
-        lambda: client.get_operation("nope"),
+def _calls_with_ids(client, job_id: str, op_id: str):
+    return [
+        ("job_id", lambda: client.jobs.Get(spb.GetProjectJobRequest(job_id=job_id))),
+        ("job_id", lambda: client.jobs.Execute(spb.ExecuteProjectJobRequest(job_id=job_id))),
+        ("job_id", lambda: client.jobs.Cancel(spb.CancelProjectJobRequest(job_id=job_id))),
+        ("job_id", lambda: list(client.jobs.ReadLogs(spb.ReadProjectJobLogsRequest(job_id=job_id)))),
+        ("job_id", lambda: list(client.jobs.ReadStdLogs(spb.ReadProjectJobStdLogsRequest(job_id=job_id)))),
+        ("job_id", lambda: client.jobs.Delete(spb.DeleteProjectJobRequest(job_id=job_id))),
+        ("job_id", lambda: client.jobs.DeleteData(spb.DeleteProjectJobDataRequest(job_id=job_id))),
+        ("job_id", lambda: client.jobs.SetDataTtl(spb.SetProjectJobDataTtlRequest(job_id=job_id))),
+        ("source_job_id", lambda: client.jobs.Clone(spb.CloneProjectJobRequest(source_job_id=job_id))),
+        ("job_id", lambda: client.jobs.DownloadJobFiles(spb.DownloadProjectJobFilesRequest(job_id=job_id,
+                                                                                           files=[jpb.File()]))),
+        ("operation_id", lambda: client.get_operation(op_id)),
     ]
-    for call in calls:
+
+
+def test_unknown_ids_are_not_found(client):
+    unknown_job, unknown_op = "ds" + "0" * 18, "op" + "0" * 18  # well formed, never made
+    for _, call in _calls_with_ids(client, unknown_job, unknown_op):
         with pytest.raises(grpc.RpcError) as e:
             call()
         assert e.value.code() == grpc.StatusCode.NOT_FOUND, e.value.details()
-        assert "nope" in e.value.details()
+        assert unknown_job in e.value.details() or unknown_op in e.value.details()
+
+
+def test_malformed_ids_are_invalid_arguments_naming_field_and_value(client):
+    for bad in ("nope", "../x", "ds" + "z" * 18, "ds0000\x00", "ds" + "0" * 300):
+        for field, call in _calls_with_ids(client, bad, bad):
+            with pytest.raises(grpc.RpcError) as e:
+                call()
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (bad, e.value.details())
+            assert field in e.value.details() and repr(bad[:20])[:-1] in e.value.details(), e.value.details()
 
 
 def test_execute_needs_uploads_and_attach_returns_same_operation(client):

@@ -9,7 +9,7 @@ CONFIGS = {
     "ok/config.yaml": "cmd: echo hello ${WHO} $GREETING > out.txt; mkdir -p d; echo x > d/x.txt\n"
                       "args:\n  WHO: world\nenv:\n  vars:\n    - GREETING: hi\noutputs:\n  - out.txt\n  - d\n",
     "bad/config.yaml": "cmd: echo 'the real reason it broke' >&2; exit 7\n",
-    "slow/config.yaml": "cmd: sleep 1; echo $$ > pid.txt\noutputs:\n  - pid.txt\n",
+    "slow/config.yaml": "cmd: sleep 1; echo $DSJOBS_JOB_ID > pid.txt\noutputs:\n  - pid.txt\n",
 }
 
 

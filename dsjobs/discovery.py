@@ -1,0 +1,159 @@
+"""How a client finds a running dsjobs engine and its token: standard library only, since the official client's
+hook (installed into that client's own environment) uses this very file too.
+
+A serving engine leaves one descriptor per endpoint in a per-user runtime directory (0700; files 0600): endpoint,
+files URL, UI URL, data dir and the path of the token file, never the token itself. It is removed at a clean stop;
+one left by a killed engine is ignored (its process is gone) and cleaned up by the next reader.
+
+Every client looks for the token in one order: ``$DSJOBS_TOKEN``, an explicit ``--token-file``, the descriptor of
+the endpoint, the default data dir's token.
+"""
+from __future__ import annotations
+
+import json
+import os
+import stat
+from typing import Optional
+
+DEFAULT_ENDPOINT = "127.0.0.1:9098"
+TOKEN_FILE = "token"
+_LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]", "0.0.0.0", "::", "[::]", ""}
+
+
+def default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "dsjobs")
+
+
+def runtime_dir() -> str:
+    """$XDG_RUNTIME_DIR/dsjobs when the session has one, else ~/.local/state/dsjobs/run."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base and os.path.isdir(base):
+        return os.path.join(base, "dsjobs")
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "dsjobs", "run")
+
+
+def _private_dir(path: str, create: bool) -> bool:
+    """True when ``path`` is a directory of ours that nobody else can write or read."""
+    if create:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        return False
+    if st.st_mode & 0o077:
+        if not create:
+            return False
+        os.chmod(path, 0o700)
+    return True
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    host, _, port = endpoint.rpartition(":")
+    try:
+        return host, int(port)
+    except ValueError:
+        return endpoint, 0
+
+
+def _same(a: str, b: str) -> bool:
+    (ha, pa), (hb, pb) = split_endpoint(a), split_endpoint(b)
+    return pa == pb and (ha == hb or (ha in _LOOPBACK and hb in _LOOPBACK))
+
+
+def _start_time(pid: int) -> Optional[int]:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return int(data[data.rindex(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def write_descriptor(endpoint: str, *, files_url: str, data_dir: str, token_path: str = "",
+                     ui_url: str = "") -> str:
+    """Record that this process serves ``endpoint``; returns the descriptor's path (remove it at a clean stop)."""
+    d = runtime_dir()
+    _private_dir(d, create=True)
+    _, port = split_endpoint(endpoint)
+    path = os.path.join(d, f"engine-{port}.json")
+    body = json.dumps({"endpoint": endpoint, "files_url": files_url, "ui_url": ui_url, "data_dir": data_dir,
+                       "token_path": token_path, "pid": os.getpid(), "start_time": _start_time(os.getpid())})
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(body)
+    os.replace(tmp, path)
+    return path
+
+
+def remove_descriptor(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def descriptors() -> list[dict]:
+    """The descriptors of engines that are still running (stale ones are removed)."""
+    d = runtime_dir()
+    if not _private_dir(d, create=False):
+        return []
+    out = []
+    for name in sorted(os.listdir(d)):
+        if not (name.startswith("engine-") and name.endswith(".json")):
+            continue
+        path = os.path.join(d, name)
+        try:
+            with open(path, "rb") as f:
+                desc = json.loads(f.read())
+        except (OSError, ValueError):
+            continue
+        pid = desc.get("pid")
+        if not isinstance(pid, int) or _start_time(pid) is None or _start_time(pid) != desc.get("start_time"):
+            remove_descriptor(path)  # its engine is gone
+            continue
+        desc["path"] = path
+        out.append(desc)
+    return out
+
+
+def find_descriptor(endpoint: str) -> Optional[dict]:
+    for desc in descriptors():
+        if _same(desc.get("endpoint", ""), endpoint):
+            return desc
+    return None
+
+
+def _read_token(path: str) -> Optional[str]:
+    try:
+        with open(path) as f:
+            token = f.read().strip()
+    except OSError:
+        return None
+    return token or None
+
+
+def find_token(endpoint: str, token_file: Optional[str] = None) -> Optional[str]:
+    """The token for ``endpoint``: $DSJOBS_TOKEN, ``token_file``, the endpoint's descriptor, the default data dir."""
+    if os.environ.get("DSJOBS_TOKEN"):
+        return os.environ["DSJOBS_TOKEN"]
+    if token_file:
+        token = _read_token(token_file)
+        if token is None:
+            raise OSError(f"cannot read the token file {token_file}")
+        return token
+    desc = find_descriptor(endpoint)
+    if desc and desc.get("token_path"):
+        token = _read_token(desc["token_path"])
+        if token:
+            return token
+    return _read_token(os.path.join(default_data_dir(), TOKEN_FILE))
+
+
+def files_url(endpoint: str) -> Optional[str]:
+    desc = find_descriptor(endpoint)
+    return desc.get("files_url") if desc else None
