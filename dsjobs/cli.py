@@ -227,6 +227,7 @@ def cmd_serve(a) -> int:
     cfg.docker_network = a.docker_network
     cfg.docker_build_network = a.docker_build_network or a.docker_network
     cfg.sandbox = a.sandbox
+    cfg.start_pause_s = float(os.environ.get("DSJOBS_TEST_START_PAUSE_S") or 0)  # fault injection in tests
     cfg.files_host = a.files_host
     cfg.backend = a.backend
     for pin in a.project_backend:

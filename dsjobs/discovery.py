@@ -6,7 +6,10 @@ files URL, UI URL, data dir and the path of the token file, never the token itse
 one left by a killed engine is ignored (its process is gone) and cleaned up by the next reader.
 
 Every client looks for the token in one order: ``$DSJOBS_TOKEN``, an explicit ``--token-file``, the descriptor of
-the endpoint, the default data dir's token.
+the endpoint, the default data dir's token. A token found (the last two) is only ever sent to a loopback endpoint
+whose listening socket belongs to the very engine process that token is for (the descriptor's pid, or the pid in
+the data dir's lock): a port that someone else holds (another user, a job, a container on the host network, while
+the engine restarts) gets no token, nor does a remote host unless the token was given explicitly.
 """
 from __future__ import annotations
 
@@ -128,6 +131,52 @@ def find_descriptor(endpoint: str) -> Optional[dict]:
     return None
 
 
+def _listening_inodes(port: int) -> set[str]:
+    """Socket inodes that listen on ``port`` on this machine (any address), from /proc/net/tcp{,6}."""
+    out = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        out.add(fields[9])
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def serves(pid: int, endpoint: str) -> bool:
+    """Whether process ``pid`` holds the socket that listens on ``endpoint``'s port."""
+    host, port = split_endpoint(endpoint)
+    if host not in _LOOPBACK or not port:
+        return False
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return False
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return True
+    return False
+
+
+def _lock_pid(data_dir: str) -> Optional[int]:
+    try:
+        with open(os.path.join(data_dir, "engine.lock")) as f:
+            return int(f.read().strip() or "0") or None
+    except (OSError, ValueError):
+        return None
+
+
 def _read_token(path: str) -> Optional[str]:
     try:
         with open(path) as f:
@@ -138,7 +187,8 @@ def _read_token(path: str) -> Optional[str]:
 
 
 def find_token(endpoint: str, token_file: Optional[str] = None) -> Optional[str]:
-    """The token for ``endpoint``: $DSJOBS_TOKEN, ``token_file``, the endpoint's descriptor, the default data dir."""
+    """The token for ``endpoint``: $DSJOBS_TOKEN, ``token_file``, the endpoint's descriptor, the default data dir
+    (these two only when the engine they belong to is the one listening there)."""
     if os.environ.get("DSJOBS_TOKEN"):
         return os.environ["DSJOBS_TOKEN"]
     if token_file:
@@ -147,11 +197,15 @@ def find_token(endpoint: str, token_file: Optional[str] = None) -> Optional[str]
             raise OSError(f"cannot read the token file {token_file}")
         return token
     desc = find_descriptor(endpoint)
-    if desc and desc.get("token_path"):
+    if desc and desc.get("token_path") and serves(desc["pid"], endpoint):
         token = _read_token(desc["token_path"])
         if token:
             return token
-    return _read_token(os.path.join(default_data_dir(), TOKEN_FILE))
+    data_dir = default_data_dir()
+    pid = _lock_pid(data_dir)
+    if pid is not None and serves(pid, endpoint):
+        return _read_token(os.path.join(data_dir, TOKEN_FILE))
+    return None
 
 
 def files_url(endpoint: str) -> Optional[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -45,6 +46,7 @@ class Engine:
 
     def start(self) -> "Engine":
         self.files.start()
+        self.jobs.hub.start()
         self.scheduler.start()
         return self
 
@@ -56,16 +58,46 @@ class Engine:
         if self.scheduler.docker is not None:
             self.scheduler.docker.close()
         self.files.stop()
+        self.jobs.hub.stop()
         self.store.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
 
 
+def own_data_dir(path: Path) -> None:
+    """The data dir is made 0700, or, when it exists, must be a directory of this user's that nobody else can
+    write: one that another user made (in /tmp, say) could hold a token or a link of theirs. (A root engine may be
+    given a data dir of a user's on purpose, whose uid then runs its containers; its engine files must still be
+    root's own.)"""
+    try:
+        os.makedirs(path.parent, exist_ok=True)
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    st = os.stat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise FailedPrecondition(f"data dir {path} is not a directory")
+    if st.st_uid != os.geteuid() and os.geteuid() != 0:
+        raise FailedPrecondition(f"data dir {path} belongs to uid {st.st_uid}, not to this user ({os.geteuid()}): "
+                                 "refusing it (another user may have made it); choose another --data-dir")
+    if st.st_mode & 0o022:
+        raise FailedPrecondition(f"data dir {path} is writable by others (mode {stat.S_IMODE(st.st_mode):o}): "
+                                 "refusing it; choose another --data-dir, or chmod 700 it if it is yours alone")
+    for name in ("token", "signing.key", "dsjobs.db", "engine.lock", "secrets"):
+        try:
+            fst = os.lstat(path / name)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(fst.st_mode) or fst.st_uid != os.geteuid():
+            raise FailedPrecondition(f"{path / name} is a link or belongs to uid {fst.st_uid}, not to this engine's "
+                                     "user: refusing the data dir (someone else may have planted it)")
+
+
 def lock_data_dir(cfg: EngineConfig) -> int:
     """One engine per data dir: two schedulers on one queue would run jobs twice."""
-    cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(cfg.data_dir / "engine.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    own_data_dir(cfg.data_dir)
+    fd = os.open(cfg.data_dir / "engine.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -84,7 +116,7 @@ def build_engine(cfg: EngineConfig, *, executor: Optional[Executor] = None) -> E
     upgrade(cfg.data_dir, store)
     blobs = BlobStore(cfg.data_dir / "blobs")
     # The URLs' base needs the port the file server got, so the server is bound first and given its signer after.
-    files = FileServer((cfg.files_host, cfg.files_port), blobs, Signer(b"", ""))
+    files = FileServer((cfg.files_host, cfg.files_port), blobs, Signer(b"", ""), cfg.files_idle_timeout_s)
     base = cfg.files_url or f"http://{cfg.files_host}:{files.server_address[1]}"
     signer = Signer(load_key(cfg.data_dir / "signing.key"), base, cfg.url_ttl_s)
     files.signer = signer

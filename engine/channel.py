@@ -150,7 +150,7 @@ class RunnerChannel:
         except Gone as e:
             h.drain()
             return h.reply_json(410, {"error": str(e)})
-        except (ValueError, KeyError) as e:
+        except (ValueError, KeyError, DigestMismatch) as e:
             h.drain()
             return h.reply_json(400, {"error": f"bad request: {e}"})
         except (BrokenPipeError, ConnectionResetError):
@@ -285,11 +285,15 @@ class RunnerChannel:
         sha, size = q["sha"], int(q["size"])
         if not SHA_RE.fullmatch(sha):
             raise ValueError(f"sha {sha!r} is not a sha256 digest")
-        if self.jobs.blobs.has(sha):
+        lease = self.jobs.lease(a.job_id)
+        with self.jobs.blobs.lock(sha):  # the job's reference first, then whether the object exists (cas.py)
+            lease(sha)
+            have = self.jobs.blobs.has(sha)
+        if have:
             h.drain()
             return h.reply_json(200, {})
         try:
-            self.jobs.blobs.write(h.body_chunks(), expect_sha=sha, expect_size=size)
+            self.jobs.blobs.write(h.body_chunks(), expect_sha=sha, expect_size=size, lease=lease)
         except DigestMismatch as e:
             return h.reply_json(400, {"error": f"digest invalid: {e.message}"})
         except EngineError as e:

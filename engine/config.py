@@ -38,9 +38,12 @@ class EngineConfig:
     files_url: Optional[str] = None  # advertised base URL of the file endpoint; default http://host:port
     max_concurrent_jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     url_ttl_s: float = 3600.0
+    files_idle_timeout_s: float = 60.0  # a connection of the file endpoint that sends nothing this long is closed
     default_data_ttl_s: float = 14 * 24 * 3600.0
     default_graceful_timeout_s: float = 10.0
     janitor_interval_s: float = 60.0  # how often expired job data is cleared
+    reconcile_interval_s: float = 2.0  # how often active jobs that no thread looks after are picked up again
+    start_pause_s: float = 0.0  # fault injection for tests: a pause before a job's start and before its confirmation
     max_job_duration_s: Optional[float] = None  # engine-wide limit on a job's running time; none by default
     log_limit_bytes: int = 100 * (1 << 20)  # the cloud's limit per log file
     max_file_bytes: int = 5 * (1 << 30)

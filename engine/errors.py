@@ -1,4 +1,6 @@
 """One error hierarchy, named after gRPC status codes; engine/api/errors.py maps it to gRPC in one place."""
+import errno
+import sqlite3
 
 
 class EngineError(Exception):
@@ -51,3 +53,18 @@ class Internal(EngineError):
 
 class InvalidTransition(FailedPrecondition):
     """A status change the transition table does not allow."""
+
+
+def disk_full(e: BaseException) -> bool:
+    """No space left (a file's write, or SQLite's): the operation can be retried once space is freed."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(e, ResourceExhausted) and "space" in e.message:
+        return True
+    return isinstance(e, sqlite3.OperationalError) and "full" in str(e).lower()
+
+
+def io_error(e: BaseException) -> bool:
+    if isinstance(e, OSError) and e.errno == errno.EIO:
+        return True
+    return isinstance(e, sqlite3.DatabaseError) and ("i/o" in str(e).lower() or "locked" in str(e).lower())

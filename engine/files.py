@@ -65,12 +65,36 @@ class Signer:
         return size
 
 
+def _answered(fn):
+    """Every request gets an answer: a malformed one 400, a failure of the engine 500 (logged), never a
+    connection dropped without a word."""
+    def handler(self):
+        self.body_taken = False
+        try:
+            fn(self)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            self.close_connection = True
+        except DigestMismatch as e:
+            self._reply(400, f"bad request: {e.message}")
+        except Exception:  # noqa: BLE001
+            log.exception("file endpoint: %s %s", self.command, urlsplit(self.path).path)
+            try:
+                self._reply(500, "internal error of the engine; see its log")
+            except OSError:
+                self.close_connection = True
+    return handler
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: "FileServer"
     protocol_version = "HTTP/1.1"
+    default_request_version = "HTTP/1.0"  # a garbage request line gets a status line too, not a bare page
+    # A connection that sends nothing for this long (between requests, or in the middle of a body) is closed:
+    # idle or stuck clients cannot hold the endpoint's threads.
+    timeout = 60
 
     def log_message(self, fmt, *args):  # the default logs whole URLs, signatures included
-        log.debug("%s %s", self.command, urlsplit(self.path).path)
+        log.debug("%s %s", getattr(self, "command", None), urlsplit(getattr(self, "path", "") or "").path)
 
     def _reply(self, code: int, text: str = "") -> None:
         body = (text + "\n").encode() if text else b""
@@ -96,23 +120,21 @@ class _Handler(BaseHTTPRequestHandler):
         return self._body()
 
     def read_body(self, limit: int) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > limit:
-            raise ValueError(f"body of {length} bytes is over the limit of {limit}")
         self.body_taken = True
-        return self.rfile.read(length) if length else b""
+        return b"".join(self._body(limit=limit)) if self.headers.get("Content-Length") or \
+            self.headers.get("Transfer-Encoding") else b""
 
     def drain(self) -> None:
-        """Consume a body nobody read, so the connection stays usable for the next request."""
+        """Consume a body nobody read, so the connection stays usable for the next request (a malformed one
+        closes the connection instead)."""
         if self.body_taken:
             return
         self.body_taken = True
-        length = int(self.headers.get("Content-Length") or 0)
-        while length > 0:
-            chunk = self.rfile.read(min(length, 1 << 20))
-            if not chunk:
-                break
-            length -= len(chunk)
+        try:
+            for _ in self._body():
+                pass
+        except DigestMismatch:
+            self.close_connection = True
 
     def _runner(self, method: str) -> bool:
         url = urlsplit(self.path)
@@ -126,6 +148,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.channel.handle(self, method, url.path.split("/"), url.query)
         return True
 
+    @_answered
     def do_POST(self):
         if not self._runner("POST"):
             self._reply(405, "method not allowed")
@@ -143,20 +166,41 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return parts[2], size
 
-    def _body(self):
+    def _body(self, limit: int | None = None):
+        """The request body in pieces of at most 1 MiB, never more than ``limit`` bytes read (a chunk that would
+        pass it is refused before it is read: memory stays flat whatever size a client announces)."""
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            total = 0
             while True:
                 line = self.rfile.readline(1024)
-                n = int(line.split(b";")[0].strip() or b"0", 16)
+                try:
+                    n = int(line.split(b";")[0].strip() or b"0", 16)
+                except ValueError:
+                    raise DigestMismatch(f"malformed chunk size {line[:40]!r}") from None
+                if n < 0:
+                    raise DigestMismatch(f"malformed chunk size {line[:40]!r}")
                 if n == 0:
                     self.rfile.readline(1024)
                     return
-                yield self.rfile.read(n)
+                total += n
+                if limit is not None and total > limit:
+                    raise DigestMismatch(f"body is longer than the declared size {limit}")
+                while n > 0:
+                    piece = self.rfile.read(min(n, 1 << 20))
+                    if not piece:
+                        raise DigestMismatch("body ended in the middle of a chunk")
+                    n -= len(piece)
+                    yield piece
                 self.rfile.readline(1024)
         length = self.headers.get("Content-Length")
         if length is None:
             raise DigestMismatch("Content-Length or chunked encoding is required")
-        remaining = int(length)
+        try:
+            remaining = int(length)
+        except ValueError:
+            raise DigestMismatch(f"malformed Content-Length {length[:40]!r}") from None
+        if remaining < 0 or (limit is not None and remaining > limit):
+            raise DigestMismatch(f"Content-Length {remaining} does not fit the declared size {limit}")
         while remaining > 0:
             chunk = self.rfile.read(min(remaining, 1 << 20))
             if not chunk:
@@ -164,6 +208,7 @@ class _Handler(BaseHTTPRequestHandler):
             remaining -= len(chunk)
             yield chunk
 
+    @_answered
     def do_PUT(self):
         if self._runner("PUT"):
             return
@@ -172,11 +217,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         sha, size = target
         declared = self.headers.get("Content-Length")
-        if declared is not None and int(declared) != size:
-            self._reply(400, f"size invalid: Content-Length {declared}, the URL is for {size} bytes")
+        if declared is not None and declared.strip() != str(size):
+            self._reply(400, f"size invalid: Content-Length {declared[:40]}, the URL is for {size} bytes")
             return
         try:
-            self.server.blobs.write(self._body(), expect_sha=sha, expect_size=size)
+            self.server.blobs.write(self._body(limit=size), expect_sha=sha, expect_size=size)
         except DigestMismatch as e:
             self._reply(400, f"digest invalid: {e.message}")
             return
@@ -185,6 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._reply(201)
 
+    @_answered
     def do_GET(self):
         if self._runner("GET"):
             return
@@ -211,11 +257,11 @@ class FileServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, addr: tuple[str, int], blobs: BlobStore, signer: Signer):
+    def __init__(self, addr: tuple[str, int], blobs: BlobStore, signer: Signer, idle_timeout_s: float = 60.0):
         self.blobs = blobs
         self.signer = signer
         self.channel = None  # engine/channel.py RunnerChannel, when a remote backend is configured
-        super().__init__(addr, _Handler)
+        super().__init__(addr, type("Handler", (_Handler,), {"timeout": idle_timeout_s}))
         self._thread: threading.Thread | None = None
 
     def handle_error(self, request, client_address) -> None:

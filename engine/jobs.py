@@ -4,8 +4,8 @@ from __future__ import annotations
 import copy
 from datetime import datetime
 import json
+import logging
 import re
-import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -17,13 +17,16 @@ from engine.cas import BlobStore
 from engine.config import EngineConfig
 from engine.errors import FailedPrecondition, InvalidArgument, NotFound
 from engine.files import Signer
+from engine.follow import LogHub, follow
 from engine.ids import check_made, check_project, new_id
 from engine.model import File, Job, JobParameters, Operation, OperationError, Progress
 from engine.resources import Secrets
 from engine.state import JobStatus, check_transition
 from engine.store import Store
-from engine.validation import validate
+from engine.validation import check_ttl, validate
+from runners.fsops import read_regular, rmtree
 
+log = logging.getLogger(__name__)
 S = JobStatus
 FILTER_RE = re.compile(r"^\s*status\s+IN\s*\(\s*([A-Za-z_]+(?:\s*,\s*[A-Za-z_]+)*)\s*\)\s*$", re.I)
 MAX_PAGE = 100
@@ -54,6 +57,7 @@ class JobService:
         self.clock = clock
         self.secrets = Secrets(cfg.data_dir)
         (cfg.data_dir / "jobs").mkdir(mode=0o700, exist_ok=True)
+        self.hub = LogHub(self.journal)  # followers of the jobs' logs, told of every status change here
         self._mu = threading.RLock()  # serialises read-modify-write of job records within this engine
         self.on_queued: Callable[[], None] = lambda: None
         self.on_cancel: Callable[[Job, bool], None] = lambda job, graceful: None
@@ -71,8 +75,13 @@ class JobService:
         return str(self.run_dir(job_id) / "journal")
 
     def system_log(self, job_id: str, message: str) -> None:
-        self.run_dir(job_id).mkdir(parents=True, exist_ok=True, mode=0o700)
-        logs.append_system(self.journal(job_id), message)
+        """A line of the job's system log. Best effort: on a full disk the line goes to the engine's own log
+        instead, and the job's record (its status, its error) says what happened."""
+        try:
+            self.run_dir(job_id).mkdir(parents=True, exist_ok=True, mode=0o700)
+            logs.append_system(self.journal(job_id), message)
+        except OSError as e:
+            log.warning("job %s: cannot write its system log (%s): %s", job_id, e, message)
 
     # --- state changes ---------------------------------------------------------------------------------------
 
@@ -88,7 +97,8 @@ class JobService:
                     job.finished_at = self.clock()
             fn(job)
             self.store.update_job(job, expect=before)
-            return job
+        self.hub.notify(job_id, "finished" if job.status.terminal else "active")
+        return job
 
     def _upload_urls(self, files: list[File]) -> list[UploadUrl]:
         out, seen = [], set()
@@ -99,6 +109,10 @@ class JobService:
             out.append(UploadUrl(f, self.signer.url("PUT", f.sha256, f.size_bytes)))
         return out
 
+    def lease(self, job_id: str) -> Callable[[str], None]:
+        """What a writer of the job's blobs calls with each digest (engine/cas.py's protocol)."""
+        return lambda sha: self.store.add_blob_ref(job_id, sha)
+
     # --- API ---------------------------------------------------------------------------------------------------
 
     def create(self, project_id: str, params: JobParameters, *, config: str = "", name: str = "", desc: str = "",
@@ -108,8 +122,7 @@ class JobService:
         validate(params, self.cfg)
         now = self.clock()
         ttl = self.cfg.default_data_ttl_s if data_ttl_s is None else data_ttl_s
-        if ttl < 0:
-            raise InvalidArgument(f"data_ttl {ttl}s is negative")
+        check_ttl("data_ttl", ttl)
         job = Job(id=new_id("ds"), project_id=project_id, params=params, name=name, desc=desc, config=config,
                   created_by_id=created_by, created_at=now, data_expires_at=now + ttl if ttl else None,
                   parent_job_id=parent_job_id)
@@ -118,11 +131,15 @@ class JobService:
             # Never in the database: the secrets store keeps it (0600) under the job's id.
             self.secrets.set_job_password(job.id, spec.password_plain_text)
             spec.password_plain_text, spec.password_stored = "", True
-        uploads = self._upload_urls(params.all_uploads())
-        op = Operation(id=new_id("op"), kind=kind, created_at=now, modified_at=now, job_id=job.id,
-                       project_id=project_id, created_by=created_by, done=True,
-                       result={"upload_files": [u.file.sha256 for u in uploads]})
-        self.store.insert_job(job, op)
+        files = params.all_uploads()
+        # Which contents exist is asked under their locks, and the job's references are stored before the locks
+        # are let go: a concurrent delete of another job's data then sees them (engine/cas.py).
+        with self.blobs.locked(f.sha256 for f in files):
+            uploads = self._upload_urls(files)
+            op = Operation(id=new_id("op"), kind=kind, created_at=now, modified_at=now, job_id=job.id,
+                           project_id=project_id, created_by=created_by, done=True,
+                           result={"upload_files": [u.file.sha256 for u in uploads]})
+            self.store.insert_job(job, op)
         return op, uploads
 
     def upload_urls_of(self, op: Operation) -> list[UploadUrl]:
@@ -198,6 +215,7 @@ class JobService:
             job.status, job.queued_at, job.execute_operation_id = S.PREPARING, now, op.id
             job.status_details = "queued"
             self.store.update_job(job, expect=S.CREATING, op=op)
+        self.hub.notify(job_id, "active")
         self.system_log(job_id, "job queued")
         self.on_queued()
         return op
@@ -227,17 +245,21 @@ class JobService:
     def get(self, job_id: str) -> Job:
         return self.store.get_job(check_made("job_id", job_id, "ds"))
 
-    def list(self, project_id: str, page_size: int, page_token: str, filter_: str) -> tuple[list[Job], str]:
+    def list(self, project_id: str, page_size: int, page_token: str, filter_: str,
+             size_of: Callable[[Job], int] = lambda j: 0, max_bytes: int = 0) -> tuple[list, str]:
+        """A page of the project's jobs, newest first, and the next page's token. With ``size_of`` (a job's size
+        in the answer) a page also stops before ``max_bytes``: a client's 4 MiB limit holds even for big records
+        (at least one job a page). Returns (jobs or whatever ``size_of`` made of them, token)."""
         check_project("project_id", project_id, self.store.has_project)
         if page_size < 0:
             raise InvalidArgument(f"page_size {page_size} is negative")
         size = min(page_size or 50, MAX_PAGE)
         try:
             offset = int(page_token) if page_token else 0
-            if offset < 0:
+            if not 0 <= offset < 1 << 31:
                 raise ValueError
         except ValueError:
-            raise InvalidArgument(f"page_token {page_token!r} is not a token this server issued") from None
+            raise InvalidArgument(f"page_token {page_token[:60]!r} is not a token this server issued") from None
         statuses = None
         if filter_:
             if len(filter_) > 1000:
@@ -251,8 +273,16 @@ class JobService:
                     raise InvalidArgument(f"filter {filter_!r}: unknown status {name!r}")
                 statuses.add(name)
         jobs = self.store.list_jobs(project_id, statuses, offset, size + 1)
-        nxt = str(offset + size) if len(jobs) > size else ""
-        return jobs[:size], nxt
+        more = len(jobs) > size
+        page, total = [], 0
+        for j in jobs[:size]:
+            n = size_of(j)
+            if max_bytes and page and total + n > max_bytes:
+                more = True
+                break
+            page.append(j)
+            total += n
+        return page, str(offset + len(page)) if more else ""
 
     def _finished(self, job_id: str, what: str) -> Job:
         job = self.get(job_id)
@@ -261,10 +291,10 @@ class JobService:
         return job
 
     def _drop_data(self, job: Job) -> None:
-        shutil.rmtree(self.run_dir(job.id), ignore_errors=True)
+        rmtree(str(self.run_dir(job.id)))  # however deep the job made its tree
         self.secrets.remove_job_password(job.id)
         for sha in self.store.drop_blob_refs(job.id):
-            self.blobs.delete(sha)
+            self.blobs.delete(sha, self.store.blob_referenced)
 
     def _done_op(self, kind: str, job_id: str = "", project_id: str = "") -> Operation:
         now = self.clock()
@@ -277,6 +307,7 @@ class JobService:
         job = self._finished(job_id, "delete")
         self._drop_data(job)
         self.store.delete_job(job_id)
+        self.hub.notify(job_id, "gone")
         return self._done_op("delete", job_id=job_id, project_id=job.project_id)
 
     def delete_data(self, job_id: str) -> Operation:
@@ -310,8 +341,7 @@ class JobService:
         return self._done_op("delete_all_data", project_id=project_id)
 
     def set_data_ttl(self, job_id: str, ttl_s: Optional[float]) -> None:
-        if ttl_s is not None and ttl_s < 0:
-            raise InvalidArgument(f"ttl {ttl_s}s is negative")
+        check_ttl("ttl", ttl_s)
 
         def ttl(j: Job):
             j.data_expires_at = None if ttl_s is None else self.clock() + ttl_s
@@ -333,59 +363,50 @@ class JobService:
                 raise NotFound(f"job {job_id!r} has no file {f.desc.path or f.sha256!r}")
             if (have in job.log_files or have in job.diagnostic_files) and not self.blobs.has(have.sha256):
                 # Logs stay plain files in the run dir until someone asks for them.
-                self.blobs.put_file(self.run_dir(job_id) / Path(have.desc.path).name, expect_sha=have.sha256)
+                self.blobs.put_file(self.run_dir(job_id) / Path(have.desc.path).name, expect_sha=have.sha256,
+                                    lease=self.lease(job_id))
             out.append(UploadUrl(have, self.signer.url("GET", have.sha256, have.size_bytes)))
         return out
 
-    def read_logs(self, job_id: str, offset: int, active: Callable[[], bool] = lambda: True,
-                  poll_s: float = 0.05) -> Iterator[tuple[list[logs.LogRecord], int]]:
-        """Batches of records and the offset after them, until the job is finished and everything was sent."""
+    def follow_logs(self, job_id: str, offset: int):
+        """An async iterator of (records, offset after them), from ``offset`` (-1: from now) until the job is
+        finished and everything was sent (engine/follow.py: a coroutine per follower, no thread)."""
         self.get(job_id)
         path = self.journal(job_id)
         if offset == -1:
             offset = logs.journal_size(path)
         elif offset < -1:
             raise InvalidArgument(f"offset {offset} is invalid (use 0, a returned offset, or -1 for now)")
-        while active():
+        elif offset > logs.journal_size(path):
+            raise InvalidArgument(f"offset {offset} is past the end of the job's log ({logs.journal_size(path)} "
+                                  "bytes): use 0, a returned offset, or -1 for now")
+
+        def lookup() -> str:
             try:
-                finished = self.store.get_job(job_id).status.terminal
+                return "finished" if self.store.get_job(job_id).status.terminal else "active"
             except NotFound:
-                return  # deleted while streaming
-            recs, nxt = logs.read(path, offset)
-            if nxt != offset:
-                offset = nxt
-                if recs:
-                    yield recs, offset
-                continue
-            if finished:
-                return
-            time.sleep(poll_s)
+                return "gone"
+        return follow(self.hub, job_id, path, offset, lookup)
 
     # --- Execute operation view --------------------------------------------------------------------------------
 
     def progress(self, job_id: str) -> Optional[Progress]:
-        """The latest valid line of the job's progress file (append-JSONL or overwrite both work)."""
-        path = self.progress_path(job_id)
-        try:
-            with open(path, "rb") as f:
-                f.seek(0, 2)
-                f.seek(max(0, f.tell() - 8192))
-                lines = f.read().splitlines()
-        except OSError:
-            return None
-        for line in reversed(lines):
+        """The latest valid line of the job's progress file (append-JSONL or overwrite both work). The file is the
+        job's own: read without following a symlink, never blocking on a FIFO, at most its last 8 KiB."""
+        data = read_regular(str(self.progress_path(job_id)), 8192, tail=True)
+        for line in reversed((data or b"").splitlines()):
             try:
                 d = json.loads(line)
                 p = int(d.get("progress", 0))
-            except (ValueError, TypeError, AttributeError):
+            except (ValueError, TypeError, AttributeError, OverflowError):
                 continue
             ts = None
             if d.get("create_time"):
                 try:
                     ts = datetime.fromisoformat(str(d["create_time"])).timestamp()
-                except ValueError:
+                except (ValueError, OverflowError, OSError):
                     ts = None
-            return Progress(progress=max(0, min(100, p)), message=str(d.get("message", "")), create_time=ts)
+            return Progress(progress=max(0, min(100, p)), message=str(d.get("message", ""))[:1000], create_time=ts)
         return None
 
     def operation(self, op_id: str) -> tuple[Operation, Optional[ExecuteView]]:

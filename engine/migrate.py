@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import marshal
 import os
-import shutil
 from pathlib import Path
 
 from engine.resources import Secrets, write_private
 from engine.state import JobStatus
 from engine.store import Store
+from runners.fsops import private_tree, rmtree
 
 log = logging.getLogger(__name__)
 FORMAT = 2
@@ -27,18 +27,6 @@ def data_dir_format(data_dir: Path) -> int:
         return int((data_dir / FORMAT_FILE).read_text().strip())
     except (OSError, ValueError):
         return 1
-
-
-def private_tree(root: Path) -> None:
-    """Nothing under ``root`` readable or writable by anyone but its owner."""
-    for d, dirs, files in os.walk(root):
-        for name in [d] + [os.path.join(d, x) for x in dirs + files]:
-            try:
-                st = os.lstat(name)
-                if st.st_mode & 0o077 and not os.path.islink(name):
-                    os.chmod(name, st.st_mode & 0o7700)
-            except OSError:
-                pass
 
 
 def upgrade(data_dir: Path, store: Store) -> None:
@@ -59,7 +47,7 @@ def upgrade(data_dir: Path, store: Store) -> None:
         store.compact()
     jobs = data_dir / "jobs"
     for run_dir in (jobs.iterdir() if jobs.is_dir() else []):
-        shutil.rmtree(run_dir / "secrets", ignore_errors=True)
+        rmtree(str(run_dir / "secrets"))
         spec_path = run_dir / "spec"
         try:
             spec = marshal.loads(spec_path.read_bytes())
@@ -72,5 +60,5 @@ def upgrade(data_dir: Path, store: Store) -> None:
             with os.fdopen(fd, "wb") as f:
                 f.write(marshal.dumps(spec))
             os.replace(tmp, spec_path)
-    private_tree(data_dir)
+    private_tree(str(data_dir))
     write_private(data_dir / FORMAT_FILE, f"{FORMAT}\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 import re
 import shutil
 import time
@@ -21,7 +22,17 @@ from runners.base import Executor
 from runners.docker import (CONTAINER_PROGRESS, CONTAINER_PROJECT_HOME, JOB_DIR, ContainerSpec, DockerError,
                             job_path_mapper)
 from runners.pyenv import EnvCache, EnvError
+from runners.fsops import chown_tree
 from runners.workspace import Layout, job_env, process_env
+
+
+@dataclass(frozen=True)
+class PythonLayer:
+    """A process job's Python: its own layer over a cached env, and the interpreter the engine chose for it."""
+
+    layer: Path
+    base: Path
+    interpreter: pyenv.Interpreter
 
 
 class Preparation:
@@ -54,13 +65,14 @@ class Preparation:
             image_id = self.docker.dc.api.inspect_image(image)["Id"]
             t = time.monotonic()
             network = rd.job_network(self.docker.dc, self.jobs.cfg.docker_build_network).name
-            env_dir, built = self.envs.get(interp, spec, log, image=image_id, build=lambda d: rd.build_env_in_image(
+            env_dir, built = self.envs.get(interp, spec, log, image=image_id, project=job.project_id,
+                                           build=lambda d: rd.build_env_in_image(
                 self.docker.dc, image, version, str(d), spec, log, self.jobs.cfg.env_build_timeout_s, network))
             self.jobs.system_log(job.id, f"python environment {'built' if built else 'taken from the cache'} in "
                                          f"{time.monotonic() - t:.2f}s: python{version} of the image")
         return env_dir
 
-    def python_env(self, job: Job, run_dir: Path) -> Optional[Path]:
+    def python_env(self, job: Job, run_dir: Path) -> Optional[PythonLayer]:
         """Build (or take from the cache) the job's Python env and give the job its own thin layer over it."""
         pe = job.params.env.python_env
         if pe is None or self.envs is None:
@@ -76,28 +88,29 @@ class Preparation:
                 build_log.flush()
                 self.jobs.system_log(job.id, line)
             t = time.monotonic()
-            base, built = self.envs.get(interp, spec, log)
+            base, built = self.envs.get(interp, spec, log, project=job.project_id)
             self.jobs.system_log(job.id, f"python environment {'built' if built else 'taken from the cache'} in "
                                          f"{time.monotonic() - t:.2f}s: python {interp.full}, "
                                          f"{len(spec.requirements)} requirement(s)")
-        return pyenv.job_layer(base, run_dir / "venv")
+        return PythonLayer(pyenv.job_layer(base, run_dir / "venv", interp), base, interp)
 
     @staticmethod
     def _progress(path: Path, progress: int, message: str) -> None:
-        with open(path, "a") as f:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "a") as f:
             f.write(json.dumps({"progress": progress, "message": message}) + "\n")
 
     def env(self, job: Job, run_dir: Path, layout: Layout, project_home: Optional[str],
-            venv: Optional[Path] = None, image_env: Optional[Path] = None,
+            venv: Optional[PythonLayer] = None, image_env: Optional[Path] = None,
             sandbox: Optional[sbx.Sandbox] = None) -> dict[str, str]:
         """The job's environment without its project secrets (see secret_env)."""
         progress = layout.to_job_path(str(self.jobs.progress_path(job.id)))
         if not uses_docker(job):
-            bins = [str(venv / "bin"), str(pyenv.layer_base(venv) / "bin")] if venv is not None else []
+            bins = [str(venv.layer / "bin"), str(venv.base / "bin")] if venv is not None else []
             if sandbox is not None:
                 bins += sandbox.path
             env = process_env(layout.work, bins, job.params.env.vars, progress, job.id,
-                              venv=str(venv) if venv is not None else "", home=sandbox.home if sandbox else "")
+                              venv=str(venv.layer) if venv is not None else "", home=sandbox.home if sandbox else "")
         else:
             # The image's own PATH, HOME and locale, except for a python env built for it; secrets come from a file.
             path = f"{image_env}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" if image_env else ""
@@ -110,7 +123,7 @@ class Preparation:
         """A process job's project secrets, as the cloud exports them; they reach the supervisor in memory only."""
         return self.secrets.all(job.project_id)
 
-    def sandbox(self, job: Job, run_dir: Path, work: Path, venv: Optional[Path], project_home: Optional[str],
+    def sandbox(self, job: Job, run_dir: Path, work: Path, venv: Optional[PythonLayer], project_home: Optional[str],
                 resources: dict) -> Optional[sbx.Sandbox]:
         """What a process job may see (runners/sandbox.py); None when the engine runs jobs unconfined."""
         cfg = self.jobs.cfg
@@ -118,13 +131,14 @@ class Preparation:
             return None
         rw = [str(self.jobs.progress_path(job.id).parent)] + ([project_home] if project_home else [])
         ro = [host for host, _ in resources.values()]
-        python = pyenv.default_interpreter().path
+        # The interpreter the engine chose (job_sandbox shows its installation), never a link in a built env.
+        interp = venv.interpreter if venv is not None else pyenv.default_interpreter()
+        trees = []
         if venv is not None:
-            base = pyenv.layer_base(venv)
-            rw.append(str(venv))  # the job's own layer: what it pip-installs at run time lands there
-            ro += [str(base), sbx.python_prefix(str(base / "bin" / "python"))] + pyenv.layer_extras(venv)
-            python = str(base / "bin" / "python")
-        return sbx.job_sandbox(str(run_dir), str(work), rw=rw, ro=ro, hide=sbx.hidden_paths(cfg.data_dir), python=python)
+            trees.append(str(venv.layer))  # the job's own layer: what it pip-installs at run time lands there
+            ro += [str(venv.base)] + pyenv.layer_extras(venv.layer)
+        return sbx.job_sandbox(str(run_dir), str(work), rw=rw, ro=ro, rw_trees=trees,
+                               hide=sbx.hidden_paths(cfg.data_dir), python=interp.path)
 
     @staticmethod
     def unsupported(job: Job) -> Optional[str]:
@@ -186,17 +200,16 @@ class Preparation:
             binds[project_home] = {"bind": CONTAINER_PROJECT_HOME, "mode": "rw"}
         for host, inside in resources.values():
             binds[host] = {"bind": inside, "mode": "ro"}  # mounts and datasets are for reading
-        binds.update(rd.secrets_bind(str(run_dir / "secrets"), self.secrets.all(job.project_id), note))
+        secrets = rd.secrets_script(self.secrets.all(job.project_id), note)
         user_spec = None if cfg.docker_run_as_root or owner.st_uid == 0 else f"{owner.st_uid}:{owner.st_gid}"
         if user_spec:
             # Outputs are not left root-owned: the job runs as the owner of its working directory.
-            for d in [work, jobs.progress_path(job.id).parent, run_dir / "secrets"] + \
-                    ([Path(project_home)] if project_home else []):
-                chown_tree(d, owner.st_uid, owner.st_gid)
+            for d in [work, jobs.progress_path(job.id).parent] + ([Path(project_home)] if project_home else []):
+                chown_tree(str(d), owner.st_uid, owner.st_gid)
         network = rd.job_network(self.docker.dc, cfg.docker_network)
         note(f"network: {network.name} ({network.why})")
         return ContainerSpec(image=image, job_id=job.id, project_id=job.project_id, binds=binds, user=user_spec,
-                             network=network.name, cpus=cpus, memory_bytes=memory)
+                             network=network.name, cpus=cpus, memory_bytes=memory, secrets=secrets)
 
     def check_storage(self, job: Job, work: Path) -> None:
         ws = job.params.extended_working_storage
@@ -223,12 +236,3 @@ def uses_docker(job: Job) -> bool:
 
 def _machine_gpus() -> int:
     return len([d for d in os.listdir("/dev") if re.fullmatch(r"nvidia\d+", d)]) if os.path.isdir("/dev") else 0
-
-
-def chown_tree(root: Path, uid: int, gid: int) -> None:
-    for d, dirs, files in os.walk(root):
-        for name in [d] + [os.path.join(d, x) for x in dirs + files]:
-            try:
-                os.lchown(name, uid, gid)
-            except OSError:
-                pass

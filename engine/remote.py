@@ -130,6 +130,7 @@ class RayBackend:
             self.channel.fence(a.id, f"submit failed: {e}")
             return self.sched._fail(job.id, f"cannot submit the job to Ray: {e}", code="UNAVAILABLE")
         # The worker is free for the next job: how many run at once is the cluster's capacity, not the engine's.
+        self.sched.own(job.id)  # the watcher's, from before it starts: the worker lets go of the job now
         threading.Thread(target=self.watch, args=(job.id, a.id), daemon=True, name=f"dsjobs-ray-{job.id}").start()
 
     def _alive_nodes(self) -> list:
@@ -161,7 +162,8 @@ class RayBackend:
         limit = self.sched.max_duration(job)
         sig, grace = self.sched.stop_params(job, graceful=True)
         return {
-            "job_id": job.id, "attempt": a.id, "params": to_dict(job.params), "inputs": urls,
+            "job_id": job.id, "project_id": job.project_id, "attempt": a.id, "params": to_dict(job.params),
+            "inputs": urls,
             "secrets": self.secrets.all(job.project_id), "node_dir": cfg.ray_node_dir,
             "log_limit_bytes": cfg.log_limit_bytes, "max_duration_s": limit,
             "deadline_stop": {"signal": int(sig if sig != 9 else 15),
@@ -183,6 +185,18 @@ class RayBackend:
                 "pull_timeout_s": self.cfg.image_pull_timeout_s, "run_as_root": self.cfg.docker_run_as_root}
 
     def watch(self, job_id: str, attempt_id: str) -> None:
+        """The attempt's watcher (it owns the job until it is finished): survives anything a pass raises."""
+        try:
+            while True:
+                try:
+                    return self._watch(job_id, attempt_id)
+                except Exception:  # noqa: BLE001 - e.g. a full disk under the store: watch on
+                    log.exception("watching attempt %s of job %s", attempt_id, job_id)
+                    time.sleep(1.0)
+        finally:
+            self.sched.release(job_id)
+
+    def _watch(self, job_id: str, attempt_id: str) -> None:
         """Wait for the agent's result; meanwhile watch Ray for an attempt that died without one."""
         ended_at = None
         pending_since = watch_since = time.monotonic()
@@ -323,6 +337,7 @@ class RayBackend:
             self.jobs.system_log(job.id, f"engine restarted: following attempt {a.id} on Ray again")
             if job.status == S.CANCELLING:
                 self.stop(job, *self.sched.stop_params(job, graceful=True), job.status_details or "cancelled")
+        self.sched.own(job.id)
         threading.Thread(target=self.watch, args=(job.id, a.id), daemon=True,
                          name=f"dsjobs-ray-{job.id}").start()
         return True

@@ -129,11 +129,13 @@ class Directories:
         except FileNotFoundError:
             return {}
 
-    def add(self, rid: str, directory: str | Path, **meta) -> None:
+    def add(self, rid: str, directory: str | Path, own: bool = False, **meta) -> None:
+        """Register ``directory`` (the user's choice, resolved) for ``rid``; ``own``: one the engine made from a
+        job's output, kept exactly where it is and refused if it is a symlink."""
         if not RESOURCE_ID_RE.fullmatch(rid):
             raise InvalidArgument(f"{self.kind} id {rid!r} must be a resource id: 20 characters of [0-9a-z]")
-        d = Path(directory).resolve()
-        if not d.is_dir():
+        d = Path(directory) if own else Path(directory).resolve()
+        if not d.is_dir() or (own and d.is_symlink()):
             raise InvalidArgument(f"{self.kind} {rid}: {str(d)!r} is not a directory")
         data = self.all()
         data[rid] = {"dir": str(d), **meta}

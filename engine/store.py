@@ -88,14 +88,24 @@ class Store:
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction. If its COMMIT fails (a full disk), it is rolled back: the connection is never left
+        inside a transaction, so the next write works once space is back."""
         with self._lock:
+            if self._db.in_transaction:
+                self._rollback()
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
-            self._db.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
     def _q(self, sql: str, args=()) -> list:
         with self._lock:
@@ -174,6 +184,14 @@ class Store:
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
             db.execute("DELETE FROM operations WHERE job_id = ?", (job_id,))
             db.execute("DELETE FROM blob_refs WHERE job_id = ?", (job_id,))
+
+    def add_blob_ref(self, job_id: str, sha: str) -> None:
+        """A job holds this object (engine/cas.py: recorded before the object is looked for or published)."""
+        with self.tx() as db:
+            db.execute("INSERT OR IGNORE INTO blob_refs(job_id, sha256) VALUES (?, ?)", (job_id, sha))
+
+    def blob_referenced(self, sha: str) -> bool:
+        return bool(self._q("SELECT 1 FROM blob_refs WHERE sha256 = ? LIMIT 1", (sha,)))
 
     def drop_blob_refs(self, job_id: str) -> list[str]:
         """Forget the job's references; returns the digests that no job references any more."""

@@ -7,6 +7,7 @@ from pathlib import PurePosixPath
 from engine.cas import SHA_RE
 from engine.config import EngineConfig
 from engine.errors import InvalidArgument
+from engine.ids import SECRET_RE, path_safe
 from engine.model import NONE, ZIP, JobParameters
 
 VAR_RE = re.compile(r"\$\{(.+?)}")
@@ -15,6 +16,25 @@ VAR_NAME_RE = re.compile(r"[0-9a-z-A-z\-_]{1,50}")
 RESOURCE_ID_RE = re.compile(r"[0-9a-z]{20}")
 DS_PROJECT_HOME = "DS_PROJECT_HOME"
 MAX_DURATION_VAR = "DSJOBS_MAX_DURATION"
+MAX_TTL_S = 100 * 365 * 86400.0  # data TTLs and time limits beyond this are refused (timestamps end in 9999)
+MAX_GRACE_S = 7 * 86400.0
+MAX_SIZE_GB = 1 << 40  # only a sanity bound: the disk decides what fits
+ENV_NAME_RE = re.compile(r"[^=\x00]{1,4096}")
+PYTHON_VERSION_RE = re.compile(r"3\.\d{1,3}")
+
+
+def _no_nul(field: str, value: str) -> None:
+    if "\x00" in value:
+        raise InvalidArgument(f"{field} {value[:60]!r} contains a NUL byte")
+
+
+def check_ttl(field: str, ttl_s) -> None:
+    if ttl_s is None:
+        return
+    if ttl_s < 0:
+        raise InvalidArgument(f"{field} {ttl_s:g}s is negative")
+    if ttl_s > MAX_TTL_S:
+        raise InvalidArgument(f"{field} {ttl_s:g}s is more than 100 years; leave it unset for no expiry")
 
 
 def parse_duration(text: str) -> float:
@@ -52,6 +72,43 @@ def _check_path(field: str, path: str, var: str) -> None:
 def validate(params: JobParameters, cfg: EngineConfig) -> None:
     if not params.cmd.strip():
         raise InvalidArgument("job_parameters.cmd is empty")
+    _no_nul("job_parameters.cmd", params.cmd)
+    for name, value in params.env.vars.items():
+        if not ENV_NAME_RE.fullmatch(name):
+            raise InvalidArgument(f"job_parameters.env.vars: name {name[:60]!r} is not an environment variable "
+                                  "name (empty, or with '=' or a NUL byte)")
+        _no_nul(f"job_parameters.env.vars[{name}]", value)
+    spec = params.env.docker_image_spec
+    if spec is not None:
+        if not spec.image_url.strip():
+            raise InvalidArgument("job_parameters.env.docker_image_spec.image_url is empty")
+        for fld in ("image_url", "username", "password_ds_secret_name"):
+            _no_nul(f"job_parameters.env.docker_image_spec.{fld}", getattr(spec, fld))
+        name = spec.password_ds_secret_name
+        if name and not (SECRET_RE.fullmatch(name) or (path_safe(name) and not name.startswith("."))):
+            raise InvalidArgument(f"job_parameters.env.docker_image_spec.password_ds_secret_name {name[:60]!r} is "
+                                  "not a secret name")
+    _no_nul("job_parameters.env.docker_image_resource_id", params.env.docker_image_resource_id)
+    pe = params.env.python_env
+    if pe is not None:
+        if pe.python_version and not PYTHON_VERSION_RE.fullmatch(pe.python_version):
+            raise InvalidArgument(f"job_parameters.env.python_env.python_version {pe.python_version[:60]!r} is not "
+                                  "a Python version (3.X)")
+        for i, line in enumerate(pe.requirements):
+            _no_nul(f"job_parameters.env.python_env.requirements[{i}]", line)
+        if pe.pip_options is not None:
+            for u in [pe.pip_options.index_url, *pe.pip_options.extra_index_urls, *pe.pip_options.trusted_hosts]:
+                _no_nul("job_parameters.env.python_env.pip_options", u)
+    ws = params.extended_working_storage
+    if ws is not None and not 0 <= ws.size_gb <= MAX_SIZE_GB:
+        raise InvalidArgument(f"job_parameters.extended_working_storage.size_gb {ws.size_gb} is out of range "
+                              f"(0 to {MAX_SIZE_GB})")
+    for i, ds in enumerate(params.output_datasets):
+        if not 0 <= ds.size_gb <= MAX_SIZE_GB:
+            raise InvalidArgument(f"job_parameters.output_datasets[{i}].size_gb {ds.size_gb} is out of range "
+                                  f"(0 to {MAX_SIZE_GB})")
+    if params.spark_connector_id:
+        _no_nul("job_parameters.spark_parameters.connector_id", params.spark_connector_id)
     names: list[str] = []
     total = 0
     for field, items in (("input_files", params.input_files),
@@ -72,6 +129,18 @@ def validate(params: JobParameters, cfg: EngineConfig) -> None:
             total += f.size_bytes
             if f.desc.var and field == "input_files":
                 names.append(f.desc.var)
+    placed: dict[PurePosixPath, int] = {}  # inputs without a var land at their path: no two may overlap
+    for i, f in enumerate(params.input_files):
+        if f.desc.var:
+            continue
+        p = PurePosixPath(f.desc.path.strip("/"))
+        for q, j in placed.items():
+            if p == q or q in p.parents or p in q.parents:
+                inner, outer = (i, j) if q in p.parents or p == q else (j, i)
+                raise InvalidArgument(
+                    f"job_parameters.input_files[{inner}].path {params.input_files[inner].desc.path!r} is the same "
+                    f"as or inside input_files[{outer}].path {params.input_files[outer].desc.path!r}")
+        placed[p] = i
     if total > cfg.max_total_bytes:
         raise InvalidArgument(f"job_parameters.input_files: total size {total} is over the limit of {cfg.max_total_bytes}")
     for i, d in enumerate(params.output_files):
@@ -90,6 +159,7 @@ def validate(params: JobParameters, cfg: EngineConfig) -> None:
     for i, a in enumerate(params.arguments):
         if not VAR_NAME_RE.fullmatch(a.name):
             raise InvalidArgument(f"job_parameters.arguments[{i}].name {a.name!r} does not fit {VAR_NAME_RE.pattern}")
+        _no_nul(f"job_parameters.arguments[{i}].value", a.value)
         names.append(a.name)
     for i, ds in enumerate(params.output_datasets):
         if not VAR_NAME_RE.fullmatch(ds.var):
@@ -114,8 +184,9 @@ def validate(params: JobParameters, cfg: EngineConfig) -> None:
                 f"(known: {', '.join(sorted(cfg.instance_types))})")
     if MAX_DURATION_VAR in params.env.vars:
         try:
-            if parse_duration(params.env.vars[MAX_DURATION_VAR]) <= 0:
-                raise ValueError("it must be positive")
+            limit = parse_duration(params.env.vars[MAX_DURATION_VAR])
+            if not 0 < limit <= MAX_TTL_S:
+                raise ValueError("it must be positive and at most 100 years")
         except ValueError as e:
             raise InvalidArgument(f"job_parameters.env.vars[{MAX_DURATION_VAR}] "
                                   f"{params.env.vars[MAX_DURATION_VAR]!r}: {e}") from None
@@ -123,5 +194,6 @@ def validate(params: JobParameters, cfg: EngineConfig) -> None:
     if g is not None:
         if g.signal and not 1 <= g.signal <= 64:
             raise InvalidArgument(f"job_parameters.graceful_shutdown_parameters.signal {g.signal} is not a signal number")
-        if g.timeout_s is not None and g.timeout_s < 0:
-            raise InvalidArgument(f"job_parameters.graceful_shutdown_parameters.timeout {g.timeout_s}s is negative")
+        if g.timeout_s is not None and not 0 <= g.timeout_s <= MAX_GRACE_S:
+            raise InvalidArgument(f"job_parameters.graceful_shutdown_parameters.timeout {g.timeout_s:g}s is out of "
+                                  f"range (0 to {MAX_GRACE_S:g}s)")

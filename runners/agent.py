@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +31,7 @@ from runners.base import ExitResult, RunSpec
 from runners.outputs import collect
 from runners.process import ProcessExecutor
 from runners import sandbox as sbx
+from runners.fsops import read_regular, rmtree
 from runners.supervisor import HEADER, SYSTEM, append_record, kill_marked
 from runners.workspace import job_env, materialise, process_env, substitute
 
@@ -147,7 +147,10 @@ class Agent:
                 continue
             key = (st.st_size, st.st_mtime_ns)
             if sent.get(path) != key:
-                self.ch.call("PUT", verb, path.read_bytes(), query=query)
+                # The progress file is the job's own: never followed as a symlink nor blocked on as a FIFO.
+                body = read_regular(str(path), 1 << 20, tail=True)
+                if body is not None:
+                    self.ch.call("PUT", verb, body, query=query)
                 sent[path] = key
 
     def shipper(self) -> None:
@@ -260,14 +263,14 @@ class Agent:
                 self.system(line)
             t = time.monotonic()
             try:
-                base, built = cache.get(interp, ispec, log)
+                base, built = cache.get(interp, ispec, log, project=self.spec.get("project_id", ""))
             except pyenv.EnvError as e:
                 raise PrepareError(str(e), e.code) from None
             self.system(f"python environment {'built' if built else 'taken from the cache'} in "
                         f"{time.monotonic() - t:.2f}s on node {socket.gethostname()}: python {interp.full}, "
                         f"{len(ispec.requirements)} requirement(s)")
-        self.layer_base = base
-        return pyenv.job_layer(base, self.run_dir / "venv")
+        self.layer_base, self.interp = base, interp
+        return pyenv.job_layer(base, self.run_dir / "venv", interp)
 
     def prepare_container(self):
         """A Docker job on the node's Docker Engine: as the local Docker runner does it."""
@@ -286,12 +289,11 @@ class Agent:
         cpus, memory = rd.capped(d["cpus"], d["memory_bytes"], note, d["instance"])
         binds = {str(self.work): {"bind": rd.JOB_DIR, "mode": "rw"}, progress: {"bind": rd.CONTAINER_PROGRESS,
                                                                               "mode": "rw"}}
-        binds.update(rd.secrets_bind(str(self.run_dir / "secrets"), self.spec["secrets"], note))
         owner = os.stat(self.node_dir)
         user = None if d["run_as_root"] or owner.st_uid == 0 else f"{owner.st_uid}:{owner.st_gid}"
         container = rd.ContainerSpec(image=d["image"], job_id=self.job_id, project_id="", binds=binds, user=user,
                                      network=rd.job_network(self.executor.dc, d["network"]).name, cpus=cpus,
-                                     memory_bytes=memory)
+                                     memory_bytes=memory, secrets=rd.secrets_script(self.spec["secrets"], note))
         env = job_env(self.params.env.vars, to_job(str(self.progress)), self.job_id)
         return layout, env, container
 
@@ -311,13 +313,11 @@ class Agent:
         self.box = None
         if self.sandbox_mode != "none":
             from runners import pyenv
-            ro = [] if venv is None else [str(self.layer_base), sbx.python_prefix(str(self.layer_base / "bin" / "python")),
-                                          *pyenv.layer_extras(venv)]
-            rw = [str(self.progress.parent)] + ([str(venv)] if venv is not None else [])
-            python = str(self.layer_base / "bin" / "python") if venv is not None else \
-                pyenv.default_interpreter().path
-            self.box = sbx.job_sandbox(str(self.run_dir), str(self.work), rw=rw, ro=ro,
-                                       hide=sbx.hidden_paths(self.node_dir), python=python)
+            ro = [] if venv is None else [str(self.layer_base), *pyenv.layer_extras(venv)]
+            interp = self.interp if venv is not None else pyenv.default_interpreter()
+            self.box = sbx.job_sandbox(str(self.run_dir), str(self.work), rw=[str(self.progress.parent)], ro=ro,
+                                       rw_trees=[str(venv)] if venv is not None else [],
+                                       hide=sbx.hidden_paths(self.node_dir), python=interp.path)
             bins += self.box.path
         env = process_env(self.work, bins, self.params.env.vars, str(self.progress), self.job_id,
                           venv=str(venv) if venv is not None else "", home=self.box.home if self.box else "")
@@ -413,7 +413,7 @@ def main(argv: list[str]) -> int:
         return 4
     finally:
         agent._done.set()
-        shutil.rmtree(agent.run_dir, ignore_errors=True)
+        rmtree(str(agent.run_dir))
     return 0
 
 

@@ -33,6 +33,7 @@ class ExitResult:
     error: Optional[str] = None  # the executor failed (not the program)
     stopped: Optional[dict] = None  # the stop request that ended the run: {"signal", "timeout", "reason"}
     note: Optional[str] = None  # what the executor saw that the user should know (e.g. killed for memory)
+    error_code: Optional[str] = None  # the gRPC status of ``error`` when it is not the engine's fault alone
 
     def successful(self) -> bool:
         return self.error is None and self.return_code == 0
@@ -49,6 +50,10 @@ class Executor(abc.ABC):
 
     @abc.abstractmethod
     def start(self, spec: RunSpec) -> Handle: ...
+
+    def confirm(self, handle: Handle) -> bool:
+        """Whether the job really started (the job is marked EXECUTING only then)."""
+        return True
 
     @abc.abstractmethod
     def adopt(self, run_dir: str) -> Optional[Handle]:

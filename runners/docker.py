@@ -19,17 +19,29 @@ from typing import Optional
 from runners import stats
 from runners import supervisor as sv
 from runners.base import ExitResult, Executor, Handle, RunSpec
+from runners.journal import printable
 
 log = logging.getLogger(__name__)
 
 JOB_DIR = "/job"
 LABEL_JOB, LABEL_PROJECT = "dsjobs.job-id", "dsjobs.project-id"
-# Runs cmd with bash when the image has it, else with sh; cmd arrives as $0 so it needs no quoting.
-SECRETS_FILE = "/dsjobs/secrets/env"
-# Project secrets come from a mounted file, not the container's environment, so `docker inspect` never shows them;
-# the file is removed as soon as it is read, so no copy of a secret stays in the run dir while the job runs.
-SHELL_WRAPPER = (f'if [ -r {SECRETS_FILE} ]; then . {SECRETS_FILE}; rm -f {SECRETS_FILE}; fi; '
+# Runs cmd with bash when the image has it, else with sh; cmd arrives as $0 so it needs no quoting. Project secrets
+# come on the container's stdin (never in a file, nor in the container's environment, which `docker inspect`
+# shows), as shell lines the wrapper sources before the job starts with nothing on its stdin.
+SHELL_WRAPPER = ('if [ -n "$DSJOBS_SECRETS_ON_STDIN" ]; then unset DSJOBS_SECRETS_ON_STDIN; . /dev/stdin; '
+                 'exec </dev/null; fi; '
                  'if [ -x /bin/bash ]; then exec /bin/bash -c "$0"; else exec /bin/sh -c "$0"; fi')
+
+
+def secrets_script(secrets: dict[str, str], note) -> bytes:
+    """Project secrets as shell lines for the wrapper; names that are not shell variable names are skipped, said."""
+    lines = []
+    for name, value in secrets.items():
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            lines.append(f"export {name}={shlex.quote(value)}\n")
+        else:
+            note(f"secret {name!r} is not exported in a container: its name is not a shell variable name")
+    return "".join(lines).encode()
 
 
 CONTAINER_PROGRESS = "/dsjobs/progress"
@@ -44,24 +56,6 @@ def job_path_mapper(table: list[tuple[str, str]]):
                 return inside + p[len(host):]
         return p
     return to_job
-
-
-def secrets_bind(sdir: str, secrets: dict[str, str], note) -> dict[str, dict]:
-    """Project secrets as a shell file (0600) the container sources (runners/docker.py SHELL_WRAPPER), so they never
-    show in `docker inspect`; returns the bind mount for it, or nothing when there are no secrets."""
-    if not secrets:
-        return {}
-    lines = []
-    for name, value in secrets.items():
-        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            lines.append(f"export {name}={shlex.quote(value)}\n")
-        else:
-            note(f"secret {name!r} is not exported in a container: its name is not a shell variable name")
-    os.makedirs(sdir, mode=0o700, exist_ok=True)
-    fd = os.open(os.path.join(sdir, "env"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write("".join(lines))
-    return {sdir: {"bind": os.path.dirname(SECRETS_FILE), "mode": "rw"}}  # rw: the wrapper removes the file
 
 
 @dataclass(frozen=True)
@@ -191,6 +185,7 @@ class ContainerSpec:
     network: str = "host"
     cpus: Optional[float] = None
     memory_bytes: Optional[int] = None
+    secrets: bytes = field(default=b"", repr=False)  # secrets_script(); sent on stdin, kept nowhere
 
 
 @dataclass
@@ -220,10 +215,16 @@ class DockerExecutor(Executor):
     def start(self, spec: RunSpec) -> DockerHandle:
         cs: ContainerSpec = spec.container
         env = dict(spec.env)
+        if cs.secrets:
+            env["DSJOBS_SECRETS_ON_STDIN"] = "1"
         container = self.dc.containers.create(
             cs.image, command=["/bin/sh", "-c", SHELL_WRAPPER, spec.argv[-1]], working_dir=JOB_DIR,
             environment=env, labels={LABEL_JOB: cs.job_id, LABEL_PROJECT: cs.project_id}, init=True,
-            network_mode=cs.network, user=cs.user, volumes=cs.binds, detach=True, stdin_open=False, tty=False,
+            network_mode=cs.network, user=cs.user, volumes=cs.binds, tty=False,
+            # With secrets: an open stdin that closes after our one send (docker-py sets StdinOnce only when the
+            # container is not "detached", which for a create means nothing else).
+            stdin_open=bool(cs.secrets), detach=not cs.secrets,
+            cap_drop=["NET_RAW"],  # no forged packets (to the host's loopback, say), whatever the host's sysctls
             nano_cpus=int(cs.cpus * 1e9) if cs.cpus else None, mem_limit=cs.memory_bytes or None,
             memswap_limit=cs.memory_bytes or None,
         )
@@ -232,7 +233,15 @@ class DockerExecutor(Executor):
         sv.write_atomic(os.path.join(spec.run_dir, "spec"), {
             "journal": spec.journal, "stdout": spec.stdout, "stderr": spec.stderr,
             "log_limit_bytes": spec.log_limit_bytes}, durable=False)
+        sock = self.dc.api.attach_socket(container.id, params={"stdin": 1, "stream": 1}) if cs.secrets else None
         container.start()
+        if sock is not None:
+            raw = getattr(sock, "_sock", sock)
+            try:
+                raw.sendall(cs.secrets)
+            finally:
+                raw.close()  # the end of stdin (StdinOnce): the wrapper has them all
+                sock.close()
         h = DockerHandle(spec.run_dir, container.id)
         self._follow(h, spec, since=None)
         if spec.max_duration_s:
@@ -256,6 +265,9 @@ class DockerExecutor(Executor):
                                               stderr=stream == sv.STDERR, stream=True, follow=True, **kw):
                     with mu:
                         sink.feed(stream, chunk)
+                        failed = sink.failed
+                    if failed and h.stop is None:  # a full disk under the logs: the job ends with that error
+                        self.stop(h, 9, 0.0, failed, kind="storage")
             except Exception as e:  # noqa: BLE001 - a broken stream must not hide the exit status
                 with mu:
                     sink.system(f"log stream from the container ended: {e}")
@@ -341,6 +353,9 @@ class DockerExecutor(Executor):
         except docker.errors.NotFound:
             pass
         sig = code - 128 if code and code > 128 else None
+        if handle.stop is not None and handle.stop.get("kind") == "storage":
+            return ExitResult(code, signal=sig, stopped=handle.stop, note=note, error=handle.stop["reason"],
+                              error_code="RESOURCE_EXHAUSTED")
         return ExitResult(code, signal=sig, stopped=handle.stop, note=note)
 
     def stop(self, handle: DockerHandle, signal: int, timeout_s: float, reason: str, kind: str = "cancel") -> None:
@@ -429,7 +444,7 @@ def build_env_in_image(dc, image: str, version: str, env_dir: str, spec, log, ti
             for text in line.decode(errors="replace").splitlines():
                 tail.append(text)
                 del tail[:-40]
-                log(text)
+                log("  " + printable(text))  # package code's output, indented
             if time.monotonic() > deadline:
                 break
         try:

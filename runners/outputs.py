@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Callable
 
 from engine.model import NONE, ZIP, File, FileDesc, FileError
+from runners.fsops import walk_fd
 from runners.safezip import open_beneath
 
 # sink(stream) stores the bytes and returns (sha256, size)
@@ -27,19 +28,27 @@ class Collected:
     errors: list[FileError]
 
 
+MAX_DEPTH = 128  # levels under a declared output directory; deeper entries are the job's problem, reported
+
+
 def _zip_dir(dir_fd: int, arc_root: str, zf: zipfile.ZipFile, skipped: list[str]) -> None:
-    for entry in sorted(os.scandir(dir_fd), key=lambda e: e.name):
-        name = f"{arc_root}/{entry.name}"
+    """The tree under ``dir_fd`` into ``zf``, iteratively (any depth costs no recursion): regular files and
+    directories only, each opened with O_NOFOLLOW relative to its parent; what is not collected goes to
+    ``skipped`` with the reason."""
+    for parent_fd, rel, entry, depth in walk_fd(dir_fd, max_depth=MAX_DEPTH):
+        name = f"{arc_root}/{rel}"
+        shown = repr(name)  # a job's file name goes to the system log quoted: no newline forges a line there
         try:
-            fd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+            fd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=parent_fd)
         except OSError:
-            skipped.append(name)  # a symlink (ELOOP) or vanished entry
+            skipped.append(f"{shown} (a symlink or a vanished entry)")
             continue
         try:
             st = os.fstat(fd)
             if stat.S_ISDIR(st.st_mode):
                 zf.writestr(zipfile.ZipInfo(name + "/"), b"")
-                _zip_dir(fd, name, zf, skipped)
+                if depth >= MAX_DEPTH and any(True for _ in os.scandir(fd)):
+                    skipped.append(f"{shown}/... (nested deeper than {MAX_DEPTH} levels)")
             elif stat.S_ISREG(st.st_mode):
                 info = zipfile.ZipInfo(name)
                 info.compress_type = zipfile.ZIP_DEFLATED
@@ -48,7 +57,7 @@ def _zip_dir(dir_fd: int, arc_root: str, zf: zipfile.ZipFile, skipped: list[str]
                     while chunk := src.read(1 << 20):
                         dst.write(chunk)
             else:
-                skipped.append(name)
+                skipped.append(f"{shown} (a special file)")
         finally:
             os.close(fd)
 
@@ -96,8 +105,10 @@ def collect(work: Path, outputs: list[tuple[FileDesc, str]], sink: Sink, tmp_dir
                             _zip_dir(fd, arc_root, zf, skipped)
                         tmp.seek(0)
                         sha, size = sink(tmp)
-                    for s in skipped:
-                        note(f"output {desc.path!r}: {s} skipped (a symlink or a special file)")
+                    for s in skipped[:20]:
+                        note(f"output {desc.path!r}: {s} not collected")
+                    if len(skipped) > 20:
+                        note(f"output {desc.path!r}: {len(skipped) - 20} more entries not collected")
                     files.append(File(desc=desc, sha256=sha, size_bytes=size, compression_type=ZIP))
                 else:
                     fail("UPLOAD_FAILED", "not a regular file or directory")

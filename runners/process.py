@@ -25,6 +25,7 @@ class ProcessHandle(Handle):
     start_time: int
     popen: Optional[subprocess.Popen] = None
     done: threading.Event = field(default_factory=threading.Event)
+    job_id: str = ""
 
     def alive(self) -> bool:
         if self.popen is not None:
@@ -46,7 +47,29 @@ def read_status(run_dir: str) -> Optional[ExitResult]:
     if not isinstance(st, dict):
         return None
     return ExitResult(return_code=st.get("return_code"), signal=st.get("signal"), error=st.get("error"),
-                      stopped=st.get("stopped"))
+                      stopped=st.get("stopped"), error_code=st.get("error_code"))
+
+
+def run_state(run_dir: str) -> str:
+    """What became of a run an engine handed to a supervisor, seen after that engine died:
+    "running" (a supervisor holds the run's lock), "finished" (its exit status is there), "started" (a
+    supervisor started the job, then died without a status), or "never" (no supervisor took it, and none
+    will: the run is given up here, under the lock, so a late supervisor finds no spec and starts nothing)."""
+    fd = sv.lock_run(run_dir, wait=False)
+    if fd is None:
+        return "running"
+    try:
+        if os.path.exists(os.path.join(run_dir, "status")):
+            return "finished"
+        if os.path.exists(os.path.join(run_dir, "supervisor")):
+            return "started"
+        try:
+            os.unlink(os.path.join(run_dir, "spec"))
+        except FileNotFoundError:
+            pass
+        return "never"
+    finally:
+        os.close(fd)
 
 
 class ProcessExecutor(Executor):
@@ -110,7 +133,7 @@ class ProcessExecutor(Executor):
             try:
                 popen.stdin.write(f"{spec.run_dir}\n".encode() + secrets)
                 popen.stdin.close()
-                h = ProcessHandle(spec.run_dir, popen.pid, sv.proc_start_time(popen.pid), popen)
+                h = ProcessHandle(spec.run_dir, popen.pid, sv.proc_start_time(popen.pid), popen, job_id=spec.job_id)
                 self._sample(h, spec.journal)
                 return h
             except (BrokenPipeError, OSError):
@@ -128,9 +151,25 @@ class ProcessExecutor(Executor):
             popen.stdin.close()
         except (BrokenPipeError, OSError):
             pass  # it died at once: wait() reports what supervisor.err says
-        h = ProcessHandle(spec.run_dir, popen.pid, sv.proc_start_time(popen.pid), popen)
+        h = ProcessHandle(spec.run_dir, popen.pid, sv.proc_start_time(popen.pid), popen, job_id=spec.job_id)
         self._sample(h, spec.journal)
         return h
+
+    def confirm(self, handle: ProcessHandle, timeout: float = 60.0) -> bool:
+        """Whether the supervisor started the job: its ``supervisor`` file (True), or its exit or an exit status
+        without it (False, the job never ran). Waits up to ``timeout``."""
+        deadline = time.monotonic() + timeout
+        started = os.path.join(handle.run_dir, "supervisor")
+        status = os.path.join(handle.run_dir, "status")
+        delay = 0.0005
+        while time.monotonic() < deadline:
+            if os.path.exists(started):
+                return True
+            if os.path.exists(status) or not handle.alive():
+                return os.path.exists(started)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+        return os.path.exists(started)
 
     STATS_INTERVAL_S = 3.0
 
@@ -161,10 +200,11 @@ class ProcessExecutor(Executor):
         info = sv.read_file(os.path.join(run_dir, "supervisor"))
         if not isinstance(info, dict):
             return None
-        h = ProcessHandle(run_dir, info["pid"], info["start_time"])
+        spec = sv.read_file(os.path.join(run_dir, "spec"))
+        h = ProcessHandle(run_dir, info["pid"], info["start_time"],
+                          job_id=spec.get("job_id", "") if isinstance(spec, dict) else "")
         if not h.alive():
             return None
-        spec = sv.read_file(os.path.join(run_dir, "spec"))
         if isinstance(spec, dict):
             self._sample(h, spec["journal"])
         return h
@@ -185,6 +225,12 @@ class ProcessExecutor(Executor):
             handle.done.set()
         result = read_status(handle.run_dir)
         if result is None:
+            # Nothing of a job may run on unsupervised: whatever carries its marker goes with its supervisor.
+            if handle.job_id:
+                sv.kill_marked(handle.job_id)
+            if handle.popen is not None and handle.popen.returncode == sv.EXIT_NO_SPACE:
+                return ExitResult(None, error="no space left on the device holding the job's run directory: its "
+                                              "exit status could not be written", error_code="RESOURCE_EXHAUSTED")
             try:
                 with open(os.path.join(handle.run_dir, "supervisor.err"), "rb") as f:
                     tail = f.read()[-2000:].decode(errors="replace").strip()

@@ -1,9 +1,12 @@
 """Python environments for jobs: interpreters found on the machine, envs built once per content hash, and a thin
 per-job layer so that nothing a job installs at run time reaches the cached env.
 
-Layout under the cache root: ``<key>/`` is a virtualenv (``.complete`` marks a finished build; a build that
-failed or was interrupted is removed), ``<key>.lock`` serialises builders of one key, ``uv-cache/`` is uv's own
-download and wheel cache.
+Layout under the cache root: ``<key>/`` is a virtualenv; ``<key>.json`` (its description, written by the engine
+once the build succeeded: a build that failed or was interrupted is removed), ``<key>.used`` (its last use) and
+``<key>.lock`` (one builder per key) sit beside it, never inside: what a build leaves in its env is untrusted
+(package setup code ran there), so the engine writes nothing into it and derives no path from it. Envs and uv's
+download cache are kept per project, so that a package's build code in one project can never change what another
+project's jobs run.
 """
 from __future__ import annotations
 
@@ -24,9 +27,11 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from engine.model import PipOptions, PythonEnv
+from runners.fsops import chown_tree, rmtree, tree_size
+from runners.journal import printable
 from runners.sandbox import engine_paths, python_prefix
 
-FORMAT = 1  # bump when the layout of a built env changes
+FORMAT = 2  # bump when the layout of a built env changes
 _VERSION_CACHE: dict[tuple[str, float], str] = {}
 
 
@@ -158,10 +163,11 @@ def install_spec(env: PythonEnv, default_index: str = "", default_extra: tuple[s
     return spec
 
 
-def env_key(interp: Interpreter, spec: InstallSpec, conda_yaml: str = "", image: str = "") -> str:
+def env_key(interp: Interpreter, spec: InstallSpec, conda_yaml: str = "", image: str = "", project: str = "") -> str:
     shape = {"format": FORMAT, "python": interp.full, "requirements": spec.requirements, "index": spec.index_url,
              "extra": spec.extra_index_urls, "trusted": spec.trusted_hosts, "no_deps": spec.no_deps,
-             "conda": conda_yaml, "platform": f"{sys.platform}-{platform.machine()}", "image": image}
+             "conda": conda_yaml, "platform": f"{sys.platform}-{platform.machine()}", "image": image,
+             "project": project}
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -240,7 +246,7 @@ class EnvCache:
                 line = line.rstrip("\n")
                 tail.append(line)
                 del tail[:-40]
-                log(line)
+                log("  " + printable(line))  # indented: package code's output, never a line of the engine's
                 if time.monotonic() > deadline:
                     break
             try:
@@ -259,17 +265,19 @@ class EnvCache:
         if proc.returncode != 0:
             raise EnvError("environment build failed:\n" + "\n".join(tail[-20:]))
 
-    def _build(self, d: Path, interp: Interpreter, spec: InstallSpec, log: Callable[[str], None]) -> None:
+    def _build(self, d: Path, interp: Interpreter, spec: InstallSpec, log: Callable[[str], None],
+               project: str = "") -> None:
         deadline = time.monotonic() + self.build_timeout_s
         tail: list[str] = []
         scratch = Path(tempfile.mkdtemp(prefix=f".build-{d.name}-", dir=self.root))
+        uv_cache = self.uv_cache / (project or "_")  # one project's build code cannot poison another's downloads
         try:
             home, tmp = scratch / "home", scratch / "tmp"
             home.mkdir()
             tmp.mkdir()
-            env = build_env(self.uv_cache, spec, str(home), str(tmp), uv=bool(self.uv))
-            self.uv_cache.mkdir(parents=True, exist_ok=True)
-            rw = [str(d), str(scratch), str(self.uv_cache)]
+            env = build_env(uv_cache, spec, str(home), str(tmp), uv=bool(self.uv))
+            uv_cache.mkdir(parents=True, exist_ok=True)
+            rw = [str(d), str(scratch), str(home), str(tmp), str(uv_cache)]
             ro = [python_prefix(interp.path), *engine_paths()]
             d.mkdir(parents=True, exist_ok=True)
 
@@ -295,21 +303,38 @@ class EnvCache:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
+    def _marker(self, key: str, what: str) -> Path:
+        return self.root / f"{key}.{what}"
+
+    def complete(self, key: str) -> bool:
+        return self._marker(key, "json").is_file()
+
+    def _write_marker(self, key: str, what: str, text: str) -> None:
+        # In the cache root, which no build can write: never a path a build could have planted a symlink at.
+        tmp = self.root / f".{key}.{what}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, self._marker(key, what))
+
+    def _used(self, key: str) -> None:
+        self._write_marker(key, "used", str(time.time()))
+
     def get(self, interp: Interpreter, spec: InstallSpec, log: Callable[[str], None], *, image: str = "",
-            build: Optional[Callable[[Path], None]] = None) -> tuple[Path, bool]:
+            build: Optional[Callable[[Path], None]] = None, project: str = "") -> tuple[Path, bool]:
         """The env for this interpreter and spec, built if needed; returns (path, built_now). With ``image`` the
-        env belongs to that image's Python and ``build`` makes it (inside a container)."""
-        key = env_key(interp, spec, image=image)
+        env belongs to that image's Python and ``build`` makes it (inside a container). Envs are per project."""
+        key = env_key(interp, spec, image=image, project=project)
         d = self.root / key
-        if (d / ".complete").exists():
-            _touch(d)
+        if self.complete(key):
+            self._used(key)
             return d, False
         with open(self.root / f"{key}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one builder per key; the others wait and reuse its env
-            if (d / ".complete").exists():
-                _touch(d)
+            if self.complete(key):
+                self._used(key)
                 return d, False
-            shutil.rmtree(d, ignore_errors=True)  # a build that was interrupted
+            rmtree(str(d))  # a build that was interrupted
             log(f"building python environment {key[:12]} "
                 + (f"in image {image}" if image else f"with {self.installer}") + f" (python {interp.full})")
             try:
@@ -317,16 +342,17 @@ class EnvCache:
                     d.mkdir(parents=True)
                     build(d)
                 else:
-                    self._build(d, interp, spec, log)
+                    self._build(d, interp, spec, log, project)
+                if os.geteuid() == 0:
+                    chown_tree(str(d), 0, 0)  # built as an unprivileged uid: from now on only the engine changes it
             except BaseException:
-                shutil.rmtree(d, ignore_errors=True)  # nothing half-built stays in the cache
+                rmtree(str(d))  # nothing half-built stays in the cache
                 raise
-            (d / ".meta.json").write_text(json.dumps({
-                "python": interp.full, "requirements": spec.requirements, "index_url": spec.index_url,
-                "extra_index_urls": spec.extra_index_urls, "no_deps": spec.no_deps, "built_at": time.time(),
-                "installer": self.installer}))
-            (d / ".complete").write_text("")
-            _touch(d)
+            self._write_marker(key, "json", json.dumps({
+                "python": interp.full, "python_path": interp.path, "requirements": spec.requirements,
+                "index_url": spec.index_url, "extra_index_urls": spec.extra_index_urls, "no_deps": spec.no_deps,
+                "built_at": time.time(), "installer": self.installer, "project": project, "image": image}))
+            self._used(key)
         self.evict()
         return d, True
 
@@ -334,18 +360,29 @@ class EnvCache:
 
     def entries(self) -> list[dict]:
         out = []
-        for d in sorted(self.root.iterdir()):
-            if not (d / ".complete").exists():
-                continue
-            meta = json.loads((d / ".meta.json").read_text()) if (d / ".meta.json").exists() else {}
-            out.append({"key": d.name, "path": str(d), "last_used": _last_used(d), "size_bytes": _du(d), **meta})
+        for marker in sorted(self.root.glob("*.json")):
+            key = marker.name[:-len(".json")]
+            try:
+                meta = json.loads(marker.read_text())
+            except (OSError, ValueError):
+                meta = {}
+            d = self.root / key
+            out.append({"key": key, "path": str(d), "last_used": self._last_used(key), "size_bytes": tree_size(str(d)),
+                        **meta})
         return out
+
+    def _last_used(self, key: str) -> float:
+        try:
+            return float(self._marker(key, "used").read_text())
+        except (OSError, ValueError):
+            return 0.0
 
     def remove(self, key: str) -> None:
         with open(self.root / f"{key}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            (self.root / key / ".complete").unlink(missing_ok=True)
-            shutil.rmtree(self.root / key, ignore_errors=True)
+            self._marker(key, "json").unlink(missing_ok=True)
+            self._marker(key, "used").unlink(missing_ok=True)
+            rmtree(str(self.root / key))
 
     def prune(self, older_than_s: Optional[float] = None, in_use_grace_s: float = 600.0) -> list[str]:
         """Remove envs unused for ``older_than_s``; then, over the size limit, the least recently used ones.
@@ -374,49 +411,24 @@ class EnvCache:
         return self.prune(None) if self.size_limit_bytes else []
 
 
-def _touch(d: Path) -> None:
-    (d / ".last_used").write_text(str(time.time()))
-
-
-def _last_used(d: Path) -> float:
-    try:
-        return float((d / ".last_used").read_text())
-    except (OSError, ValueError):
-        return 0.0
-
-
-def _du(d: Path) -> int:
-    total = 0
-    for root, _, files in os.walk(d):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(root, f)).st_size
-            except OSError:
-                pass
-    return total
-
-
 # --- the per-job layer -------------------------------------------------------------------------------------------
 
 
-def job_layer(base: Path, dest: Path) -> Path:
+def job_layer(base: Path, dest: Path, interp: Interpreter) -> Path:
     """A tiny venv of the job's own over the cached ``base``: base packages are importable (a .pth), and what the
-    job installs at run time (``pip install``, ``python -m pip``) lands here, never in the cached env."""
-    cfg = (base / "pyvenv.cfg").read_text()
-    version = re.search(r"^version(?:_info)?\s*=\s*(\d+\.\d+)", cfg, re.M)
-    base_py = base / "bin" / "python"
-    if version:
-        mm = version.group(1)
-    else:
-        out = subprocess.run([str(base_py), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                             capture_output=True, text=True, check=True)
-        mm = out.stdout.strip()
-    site = next((base / "lib").glob("python*/site-packages"))
+    job installs at run time (``pip install``, ``python -m pip``) lands here, never in the cached env. Its
+    interpreter is ``interp``, the one the engine chose, whatever the cached env's own links say."""
+    mm = interp.version
+    site = base / "lib" / f"python{mm}" / "site-packages"
+    if not site.is_dir() or site.is_symlink():
+        raise EnvError(f"the cached environment {base.name} has no site-packages for python{mm}: rebuild it "
+                       "(dsjobs env prune)")
+    cfg = f"home = {os.path.dirname(interp.path)}\ninclude-system-site-packages = false\nversion = {interp.full}\n"
     (dest / "bin").mkdir(parents=True, exist_ok=True)
     own_site = dest / "lib" / f"python{mm}" / "site-packages"
     own_site.mkdir(parents=True, exist_ok=True)
     (dest / "pyvenv.cfg").write_text(cfg)
-    real = os.path.realpath(base_py)
+    real = os.path.realpath(interp.path)
     for name in ("python", "python3", f"python{mm}"):
         (dest / "bin" / name).unlink(missing_ok=True)
         os.symlink(real, dest / "bin" / name)

@@ -8,6 +8,12 @@ datasets). The engine's data dir and the real HOME are masked with an empty tmpf
 back, so nothing else of them (the signing key, the database, other jobs, other projects' files and secrets, the
 token) exists inside. A few root-only files of /etc are masked too, for engines that run as root.
 
+Confined code never runs as root: when the engine is root, bwrap (as root, so that it can bind what only root can
+reach) sets the sandbox up, and ``setpriv`` switches to an unprivileged uid (``nobody`` by default) before the job's
+command, with no capabilities and no way to gain any. What the job may write is given to that uid first; /proc/sys
+is read-only. A path that would show the job the hidden directories (``/`` itself, or an ancestor of the data dir
+or of HOME) is refused outright, whatever asked for it.
+
 The job's own processes get the signal: the two bwrap processes (the monitor and the namespace's init) are left
 out of a graceful stop, and when the namespace's init dies the kernel kills whatever is left inside it.
 """
@@ -44,6 +50,7 @@ class Sandbox:
     devices: list[str] = field(default_factory=list)  # device nodes passed through (GPUs)
     path: list[str] = field(default_factory=list)  # directories to put first on the confined process's PATH
     home: str = ""
+    run_as: Optional[tuple[int, int]] = None  # (uid, gid) the command runs as; set when the engine is root
 
 
 def find_bwrap(path: str = "") -> str:
@@ -88,17 +95,52 @@ def _resolv_conf_target() -> Optional[str]:
     return target if not target.startswith("/etc/") and os.path.exists(target) else None
 
 
+def unprivileged() -> Optional[tuple[int, int]]:
+    """The (uid, gid) confined code runs as: None for an engine that is not root (it runs as the engine's user),
+    ``nobody`` for a root engine."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        import pwd
+        pw = pwd.getpwnam("nobody")
+        return pw.pw_uid, pw.pw_gid
+    except (KeyError, ImportError):
+        return 65534, 65534
+
+
+def _refuse_revealing(sb: Sandbox) -> None:
+    hidden = [os.path.realpath(h) for h in sb.hide if h]
+    for p in sb.ro + sb.rw:
+        real = os.path.realpath(p)
+        for h in hidden + ["/run"]:
+            if real == "/" or h == real or h.startswith(real.rstrip("/") + "/"):
+                raise SandboxUnavailable(f"refusing to show {p} to a job: it would reveal {h if real != '/' else '/'}"
+                                         " (a dataset, a mount or an environment that points there?)")
+
+
+def _ancestors(path: str) -> list[str]:
+    parts, out = path.strip("/").split("/"), []
+    for i in range(1, len(parts)):
+        out.append("/" + "/".join(parts[:i]))
+    return out
+
+
 def argv(bwrap: str, sb: Sandbox, command: list[str]) -> list[str]:
+    _refuse_revealing(sb)
     a = [bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--cap-drop", "ALL"]
+    if sb.run_as is not None:
+        a += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]  # for setpriv only, which drops them
+    system = []
     for d in SYSTEM_DIRS:
         if os.path.islink(d):
             a += ["--symlink", os.readlink(d), d]  # merged /usr: /bin -> usr/bin
         elif os.path.isdir(d):
             a += ["--ro-bind", d, d]
+            system.append(d)
     resolv = _resolv_conf_target()
     if resolv:
         a += ["--ro-bind", resolv, resolv]
-    a += ["--ro-bind", "/sys", "/sys", "--proc", "/proc", "--dev", "/dev"]
+    a += ["--ro-bind", "/sys", "/sys", "--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys", "--dev", "/dev"]
     for dev in sb.devices:
         a += ["--dev-bind", dev, dev]
     for m in MASKED:
@@ -110,14 +152,41 @@ def argv(bwrap: str, sb: Sandbox, command: list[str]) -> list[str]:
         if h and os.path.isabs(h) and h != "/":
             a += ["--tmpfs", h]
     a += ["--bind", sb.tmp, "/tmp"] if sb.tmp else ["--tmpfs", "/tmp"]
-    for p in sb.ro:
-        if os.path.exists(p):
-            a += ["--ro-bind", p, p]
-    for p in sb.rw:
-        a += ["--bind", p, p]
+    binds = [("--ro-bind", p) for p in sb.ro if os.path.exists(p)] + [("--bind", p) for p in sb.rw]
+    if sb.run_as is not None:
+        # The directories above each bound path are made by bwrap (in a tmpfs, or in the job's /tmp): they must be
+        # traversable by the unprivileged uid, as the real ones (the data dir, HOME) are not.
+        made = []
+        for _, p in binds:
+            for anc in _ancestors(p):
+                if anc not in made and not any(anc == d or anc.startswith(d + "/") for d in system):
+                    made.append(anc)
+        for anc in made:
+            a += ["--perms", "0755", "--dir", anc]
+    for flag, p in binds:
+        a += [flag, p, p]
     if sb.chdir:
         a += ["--chdir", sb.chdir]
+    if sb.run_as is not None:
+        uid, gid = sb.run_as
+        command = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--inh-caps=-all",
+                   "--no-new-privs", "--", *command]
     return a + ["--", *command]
+
+
+def give(paths: list[str], run_as: Optional[tuple[int, int]], tree: bool = False) -> None:
+    """What confined code may write belongs to the uid it runs as (only when the engine is root)."""
+    if run_as is None:
+        return
+    from runners.fsops import chown_tree
+    for p in paths:
+        if tree:
+            chown_tree(p, *run_as)
+        else:
+            try:
+                os.lchown(p, *run_as)
+            except OSError:
+                pass
 
 
 def python_prefix(executable: str) -> str:
@@ -127,15 +196,21 @@ def python_prefix(executable: str) -> str:
 
 
 def job_sandbox(run_dir: str, work: str, *, rw: list[str] = (), ro: list[str] = (), hide: list[str] = (),
-                devices: list[str] = (), python: str = "") -> Sandbox:
+                devices: list[str] = (), python: str = "", rw_trees: list[str] = ()) -> Sandbox:
     """A job's sandbox: its working directory and ``rw`` read-write, ``ro`` read-only, a private HOME and /tmp
     in its run dir (on disk, as the cloud's are, rather than in memory). With ``python``, ``python`` and
-    ``python3`` on the job's PATH are that interpreter (PATH entries such as pyenv's shims live in the hidden HOME)."""
+    ``python3`` on the job's PATH are that interpreter (PATH entries such as pyenv's shims live in the hidden HOME).
+    When the engine is root, the working directory and ``rw_trees`` (whole trees) and the other writable paths
+    (themselves) are given to the unprivileged uid the job runs as."""
     home, tmp, bin_dir = (os.path.join(run_dir, x) for x in ("home", "tmp", "bin"))
-    for d in (home, tmp):
-        os.makedirs(d, mode=0o700, exist_ok=True)
-    sb = Sandbox(rw=[work, home, *rw], ro=list(ro), hide=list(hide), tmp=tmp, chdir=work, devices=list(devices),
-                 home=home)
+    os.makedirs(home, mode=0o700, exist_ok=True)
+    os.makedirs(tmp, exist_ok=True)
+    os.chmod(tmp, 0o1777)  # a /tmp as a /tmp is: bwrap (root, without its capabilities) makes dirs in it too
+    run_as = unprivileged()
+    give([work, *rw_trees], run_as, tree=True)
+    give([home, *rw], run_as)
+    sb = Sandbox(rw=[work, home, *rw, *rw_trees], ro=list(ro), hide=list(hide), tmp=tmp, chdir=work,
+                 devices=list(devices), home=home, run_as=run_as)
     if python:
         os.makedirs(bin_dir, mode=0o700, exist_ok=True)
         for name in ("python", "python3"):
@@ -149,9 +224,12 @@ def job_sandbox(run_dir: str, work: str, *, rw: list[str] = (), ro: list[str] = 
 
 def confiner(bwrap: str, hide: list[str]):
     """confine(argv, rw, ro) for environment builds (runners/pyenv.py): package setup code runs as confined as a
-    job; what the build writes is only its env, its scratch dir and the download cache."""
+    job, as the same unprivileged uid when the engine is root; what the build writes is only its env, its scratch
+    dir and its project's download cache."""
     def confine(command: list[str], rw: list[str], ro: list[str]) -> list[str]:
-        sb = Sandbox(rw=list(rw), ro=list(ro), hide=list(hide), chdir=rw[0] if rw else "")
+        run_as = unprivileged()
+        give(list(rw), run_as)
+        sb = Sandbox(rw=list(rw), ro=list(ro), hide=list(hide), chdir=rw[0] if rw else "", run_as=run_as)
         return argv(check(bwrap), sb, command)
     return confine
 

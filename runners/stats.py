@@ -20,24 +20,39 @@ def start(run_dir: str, journal: str, done: threading.Event, interval_s: float,
     `.docker_stats.tsv` in the job's journal."""
 
     def loop():
-        fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            with open(os.path.join(run_dir, "docker_stats.tsv"), "a") as f:
-                if f.tell() == 0:
-                    f.write(HEADER)
-                    sv.append_record(fd, sv.STATS, HEADER.encode())
-                while not done.wait(interval_s):
+            fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            f = open(os.open(os.path.join(run_dir, "docker_stats.tsv"), os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                             0o600), "a")
+        except OSError:
+            return  # no room for stats (a full disk): the job runs on without them
+
+        def put(line: str) -> None:
+            try:
+                f.write(line)
+                f.flush()
+                sv.append_record(fd, sv.STATS, line.encode())
+            except OSError:
+                pass  # a row lost to a full disk; the next one tries again
+        try:
+            if f.tell() == 0:
+                put(HEADER)
+            while not done.wait(interval_s):
+                try:
                     row = sample()
-                    if row is None:
-                        continue
-                    cpu, mem, limit, rd, wr, pids = row
-                    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-                    line = f"{stamp}\t{cpu:.1f}\t{int(mem)}\t{int(limit)}\t{int(rd)}\t{int(wr)}\t{int(pids)}\n"
-                    f.write(line)
-                    f.flush()
-                    sv.append_record(fd, sv.STATS, line.encode())
+                except Exception:  # noqa: BLE001 - a sampler's trouble ends no job
+                    row = None
+                if row is None:
+                    continue
+                cpu, mem, limit, rd, wr, pids = row
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+                put(f"{stamp}\t{cpu:.1f}\t{int(mem)}\t{int(limit)}\t{int(rd)}\t{int(wr)}\t{int(pids)}\n")
         finally:
             os.close(fd)
+            try:
+                f.close()
+            except OSError:
+                pass
 
     t = threading.Thread(target=loop, daemon=True, name="dsjobs-stats")
     t.start()

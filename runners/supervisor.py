@@ -17,6 +17,7 @@ the job's main process ends or a stop escalates, then reaps them.
 """
 import _signal as signal
 import ctypes
+import fcntl
 import marshal
 import os
 import select
@@ -30,6 +31,9 @@ STDOUT, STDERR, SYSTEM, PROGRESS, STATS = 1, 2, 3, 4, 5
 MARK = 6  # engine-internal: how much of a remote node's journal is stored (engine/channel.py); never shown
 MAX_RECORD = 64 * 1024
 PR_SET_CHILD_SUBREAPER = 36
+# The supervisor's exit code when it could not even write the job's exit status (a full disk): the engine says so.
+EXIT_NO_SPACE = 75
+LOCK = "lock"  # held (flock) by the supervisor of a run for its whole life: a restarted engine can tell it lives
 TRUNCATED = b"[dsjobs] log limit reached: further output of this stream is dropped\n"
 
 
@@ -161,12 +165,24 @@ class LogSink:
     def __init__(self, journal: str, stdout: str, stderr: str, limit: int = 0):
         self.journal = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self.limit = limit
-        self.files = {STDOUT: open(stdout, "ab"), STDERR: open(stderr, "ab")}
+        self.files = {STDOUT: open(os.open(stdout, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab"),
+                      STDERR: open(os.open(stderr, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")}
         self.written = {STDOUT: 0, STDERR: 0}
         self.partial = {STDOUT: b"", STDERR: b""}
+        # Why the logs could not be written (a full disk, an I/O error): output is dropped from then on, and the
+        # owner of the job stops it, so that the job ends with this error rather than running on unlogged.
+        self.failed = None
+
+    def _guarded(self, write) -> None:
+        if self.failed is not None:
+            return
+        try:
+            write()
+        except OSError as e:
+            self.failed = f"the job's logs could not be written: {e.strerror or e}"
 
     def system(self, msg: str) -> None:
-        append_record(self.journal, SYSTEM, (msg.rstrip("\n") + "\n").encode())
+        self._guarded(lambda: append_record(self.journal, SYSTEM, (msg.rstrip("\n") + "\n").encode()))
 
     def _emit(self, stream: int, data: bytes) -> None:
         if self.limit and self.written[stream] >= self.limit:
@@ -178,9 +194,12 @@ class LogSink:
             self.written[stream] = self.limit
         else:
             self.written[stream] += len(data)
-        self.files[stream].write(data)
-        self.files[stream].flush()
-        append_record(self.journal, stream, data)
+
+        def write():
+            self.files[stream].write(data)
+            self.files[stream].flush()
+            append_record(self.journal, stream, data)
+        self._guarded(write)
 
     def feed(self, stream: int, data: bytes) -> None:
         buf = self.partial[stream] + data
@@ -201,7 +220,10 @@ class LogSink:
 
     def close_files(self) -> None:
         for f in self.files.values():
-            f.close()
+            try:
+                f.close()
+            except OSError:  # the flush of a full disk: already reported through ``failed``
+                pass
 
     def close(self) -> None:
         self.close_files()
@@ -385,6 +407,7 @@ class Supervisor:
                 "error": f"cannot start the job: {err}", "stopped": None,
             })
             return 0
+        # The start is confirmed by this file: the engine marks the job EXECUTING only once it is there.
         write_atomic(os.path.join(self.run_dir, "supervisor"), {
             "pid": os.getpid(), "start_time": proc_start_time(os.getpid()), "job_pid": self.pid,
             "started_at": started,
@@ -431,6 +454,11 @@ class Supervisor:
                     os.close(fd)
                     del streams[fd]
             self._reap()
+            if self.logs.failed and self.main_status is None and self.kill_at is None and self.stopped is None:
+                # A full disk (or an I/O error) under the logs: the job is stopped rather than left unlogged.
+                self.stopped = {"signal": signal.SIGKILL, "timeout": 0.0, "reason": self.logs.failed,
+                                "kind": "storage"}
+                self.kill_at = time.monotonic()
             if owner and self.main_status is None and os.getppid() != owner and self.kill_at is None:
                 self.system("stop: the agent that owned the job is gone; SIGKILL to the whole job")
                 self.stopped = {"signal": signal.SIGKILL, "reason": "the agent that owned the job is gone"}
@@ -457,10 +485,14 @@ class Supervisor:
         else:
             return_code, exit_signal = os.WEXITSTATUS(status), None
         self.logs.close_files()
-        write_atomic(os.path.join(self.run_dir, "status"), {
-            "return_code": return_code, "signal": exit_signal, "started_at": started, "finished_at": time.time(),
-            "stopped": self.stopped,
-        })
+        status = {"return_code": return_code, "signal": exit_signal, "started_at": started,
+                  "finished_at": time.time(), "stopped": self.stopped}
+        if self.logs.failed:
+            status.update(error=self.logs.failed, error_code="RESOURCE_EXHAUSTED")
+        try:
+            write_atomic(os.path.join(self.run_dir, "status"), status)
+        except OSError:
+            return EXIT_NO_SPACE  # the engine reads this exit code as "no space for the exit status"
         os.close(self.journal)
         return 0
 
@@ -470,6 +502,31 @@ def become_subreaper() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     except OSError:
         pass
+
+
+def lock_run(run_dir: str, wait: bool = True):
+    """The run's lock (fd, or None when another holds it and not ``wait``): one supervisor per run, ever."""
+    fd = os.open(os.path.join(run_dir, LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def supervise(run_dir: str, secret_env: dict) -> int:
+    # Held until this process ends (the fd is not passed to the job). An engine that restarted takes it to learn
+    # that no supervisor lives for the run; if it gave the run up meanwhile (its spec is gone), nothing starts.
+    lock_run(run_dir)
+    if not os.path.exists(os.path.join(run_dir, "spec")) or os.path.exists(os.path.join(run_dir, "status")):
+        return 0
+    try:
+        return Supervisor(run_dir, secret_env).run()
+    except OSError as e:
+        if e.errno in (28, 122):  # ENOSPC, EDQUOT: the engine says so, and kills what is left of the job
+            return EXIT_NO_SPACE
+        raise
 
 
 def standby() -> int:
@@ -485,7 +542,7 @@ def standby() -> int:
     os.dup2(null, 0)
     os.dup2(err, 1)
     os.dup2(err, 2)
-    return Supervisor(run_dir, parse_secrets(rest)).run()
+    return supervise(run_dir, parse_secrets(rest))
 
 
 def main() -> int:
@@ -497,7 +554,7 @@ def main() -> int:
     secret_env = parse_secrets(read_stdin())
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
-    return Supervisor(sys.argv[1], secret_env).run()
+    return supervise(sys.argv[1], secret_env)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,13 @@ def substitute(cmd: str, mapping: dict[str, str]) -> str:
 def place_file(src: str, work: Path, rel: str) -> None:
     parent_fd, name = open_beneath(str(work), rel, create_dirs=True)
     try:
-        out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o755, dir_fd=parent_fd)
+        try:
+            out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o755, dir_fd=parent_fd)
+        except (IsADirectoryError, OSError) as e:
+            if isinstance(e, IsADirectoryError) or e.errno == 40:  # ELOOP: a symlink there
+                raise ValueError(f"{rel!r} is already a directory or a symlink (two inputs that conflict?)") \
+                    from None
+            raise
         with open(src, "rb") as s, os.fdopen(out, "wb") as d:
             shutil.copyfileobj(s, d, 1 << 20)
     finally:
@@ -124,7 +130,7 @@ def job_env(variables: dict[str, str], progress_file: str, job_id: str, *, path:
             home: str = "") -> dict[str, str]:
     """A job's environment, on a host or in a container: what it is given beyond the job's own variables.
     Project secrets are not in it: executors hand them over apart (a process job's supervisor gets them on its
-    stdin, a container from a file it removes once read), so that no file of the run dir holds them."""
+    stdin, a container on its stdin), so that no file of the run dir holds them."""
     env = {"PYTHONUNBUFFERED": "1"}  # logs stream live, as in the cloud
     if path:
         env["PATH"] = path

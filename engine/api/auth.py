@@ -12,8 +12,6 @@ import os
 from pathlib import Path
 from typing import Optional
 
-import grpc
-
 
 def load_tokens(token: Optional[str], tokens_file: Optional[str]) -> dict[str, str]:
     """token -> name. A tokens file has one `name:token` per line (# comments allowed)."""
@@ -65,22 +63,3 @@ class Auth:
     def denied(self) -> str:
         where = f" with the token from {self.token_file}" if self.token_file else ""
         return f"missing or invalid bearer token: send `authorization: Bearer <token>`{where}"
-
-
-class AuthInterceptor(grpc.ServerInterceptor):
-    def __init__(self, auth: Auth):
-        self.auth = auth
-        message = auth.denied()
-
-        def deny(request, context):
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-        self._deny_unary = grpc.unary_unary_rpc_method_handler(deny)
-        self._deny_stream = grpc.unary_stream_rpc_method_handler(deny)
-
-    def intercept_service(self, continuation, details):
-        if self.auth.user(details.invocation_metadata) is not None:
-            return continuation(details)
-        handler = continuation(details)
-        if handler is not None and handler.response_streaming:
-            return self._deny_stream
-        return self._deny_unary

@@ -19,10 +19,19 @@ from runners.supervisor import STDERR, STDOUT
 _COMPRESSION = {jpb.NONE: NONE, jpb.ZIP: ZIP, jpb.FILE_COMPRESSION_TYPE_UNSPECIFIED: NONE}
 
 
+MAX_TS = 253402300799  # 9999-12-31T23:59:59Z, the last second a Timestamp can hold
+
+
 def ts(t: Optional[float]) -> Optional[timestamp_pb2.Timestamp]:
+    """A stored time as a Timestamp; one out of range (written by an older engine) is clamped, never an error."""
     if t is None:
         return None
     out = timestamp_pb2.Timestamp()
+    if t != t or t <= 0:  # NaN, or before 1970
+        return out
+    if t >= MAX_TS:
+        out.seconds = MAX_TS
+        return out
     out.FromNanoseconds(int(t * 1e9))
     return out
 

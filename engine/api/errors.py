@@ -1,44 +1,75 @@
-"""Map the engine's errors to gRPC statuses in one place; anything unexpected is logged, never sent as a traceback."""
+"""Map what goes wrong to gRPC statuses in one place; anything unexpected is logged, never sent as a traceback.
+
+A request that is not even a valid protobuf message reaches a handler as ``Malformed`` (see server.py) and is
+answered INVALID_ARGUMENT; a full disk is RESOURCE_EXHAUSTED and an I/O error UNAVAILABLE (both: retry later), so
+the engine's own troubles are never UNKNOWN, and INTERNAL only for a bug, which the engine's log then shows.
+"""
 from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import dataclass
 
 import grpc
 
-from engine.errors import EngineError
+from engine.errors import EngineError, disk_full, io_error
 
 log = logging.getLogger(__name__)
 
+DISK_FULL = "no space left on the device holding the engine's data dir; retry once space is freed"
 
-def _abort(context: grpc.ServicerContext, e: BaseException, method: str):
+
+@dataclass(frozen=True)
+class Malformed:
+    """What a request that does not parse is handed to its handler as, instead of grpc's INTERNAL."""
+
+    message_type: str
+    error: str
+
+
+def classify(e: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
+    if disk_full(e):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, DISK_FULL
     if isinstance(e, EngineError):
-        context.abort(getattr(grpc.StatusCode, e.code), e.message)
-    log.exception("unexpected error in %s", method)
-    context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the engine's log")
+        return getattr(grpc.StatusCode, e.code), e.message
+    if io_error(e):
+        return grpc.StatusCode.UNAVAILABLE, f"the engine's storage failed ({e}); retry"
+    log.exception("unexpected error in %s", method, exc_info=e)
+    return grpc.StatusCode.INTERNAL, f"internal error in {method}; see the engine's log"
+
+
+def _malformed(request) -> tuple[grpc.StatusCode, str]:
+    return grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid {request.message_type}: {request.error}"
 
 
 def grpc_errors(fn):
     @functools.wraps(fn)
     def unary(self, request, context):
-        try:
-            return fn(self, request, context)
-        except Exception as e:  # noqa: BLE001 - classified in _abort
-            if isinstance(e, grpc.RpcError) or type(e).__name__ == "_AbortionException":
-                raise
-            _abort(context, e, fn.__name__)
+        if isinstance(request, Malformed):
+            code, message = _malformed(request)
+        else:
+            try:
+                return fn(self, request, context)
+            except Exception as e:  # noqa: BLE001 - classified here, in one place
+                code, message = classify(e, fn.__name__)
+        context.abort(code, message)
 
     return unary
 
 
 def grpc_stream_errors(fn):
+    """For async-generator handlers (log streams)."""
     @functools.wraps(fn)
-    def stream(self, request, context):
-        try:
-            yield from fn(self, request, context)
-        except Exception as e:  # noqa: BLE001
-            if isinstance(e, grpc.RpcError) or type(e).__name__ == "_AbortionException":
-                raise
-            _abort(context, e, fn.__name__)
+    async def stream(self, request, context):
+        if isinstance(request, Malformed):
+            code, message = _malformed(request)
+        else:
+            try:
+                async for item in fn(self, request, context):
+                    yield item
+                return
+            except Exception as e:  # noqa: BLE001
+                code, message = classify(e, fn.__name__)
+        await context.abort(code, message)
 
     return stream

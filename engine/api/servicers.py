@@ -17,6 +17,9 @@ from engine.ids import check_project
 from engine.jobs import JobService
 
 
+LIST_PAGE_BYTES = 3 << 20  # under the 4 MiB a default gRPC client accepts, with room for the rest of the answer
+
+
 def _ttl(request, field: str):
     return cv.duration_s(getattr(request, field)) if request.HasField(field) else None
 
@@ -66,18 +69,15 @@ class ProjectJobServicer(sgrpc.ProjectJobServiceServicer):
         self.jobs.cancel(request.job_id, request.reason, request.graceful)
         return empty_pb2.Empty()
 
+    # Log streams are coroutines (engine/follow.py): a follower holds no thread of the API.
     @grpc_stream_errors
-    def ReadLogs(self, request, context):
-        if not request.job_id:
-            raise InvalidArgument("job_id is empty")
-        for records, offset in self.jobs.read_logs(request.job_id, request.offset, active=context.is_active):
+    async def ReadLogs(self, request, context):
+        async for records, offset in self.jobs.follow_logs(request.job_id, request.offset):
             yield spb.ReadProjectJobLogsResponse(logs=[cv.log_message_pb(r) for r in records], offset=offset)
 
     @grpc_stream_errors
-    def ReadStdLogs(self, request, context):
-        if not request.job_id:
-            raise InvalidArgument("job_id is empty")
-        for records, offset in self.jobs.read_logs(request.job_id, request.offset, active=context.is_active):
+    async def ReadStdLogs(self, request, context):
+        async for records, offset in self.jobs.follow_logs(request.job_id, request.offset):
             std = [m for m in (cv.std_log_pb(r) for r in records) if m is not None]
             yield spb.ReadProjectJobStdLogsResponse(logs=std, offset=offset)
 
@@ -90,8 +90,14 @@ class ProjectJobServicer(sgrpc.ProjectJobServiceServicer):
 
     @grpc_errors
     def List(self, request, context):
-        jobs, token = self.jobs.list(request.project_id, request.page_size, request.page_token, request.filter)
-        return spb.ListProjectJobResponse(jobs=[cv.job_pb(j) for j in jobs], next_page_token=token)
+        converted = {}
+
+        def size(j):
+            converted[j.id] = cv.job_pb(j)
+            return converted[j.id].ByteSize()
+        jobs, token = self.jobs.list(request.project_id, request.page_size, request.page_token, request.filter,
+                                     size_of=size, max_bytes=LIST_PAGE_BYTES)
+        return spb.ListProjectJobResponse(jobs=[converted[j.id] for j in jobs], next_page_token=token)
 
     @grpc_errors
     def Get(self, request, context):

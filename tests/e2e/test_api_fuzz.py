@@ -59,3 +59,117 @@ def test_random_requests_never_unknown_or_internal(client, req):
     except grpc.RpcError as e:
         assert e.code() not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL), (method, e.details())
         assert e.details()
+
+
+# --- every field of every request, from the descriptors -----------------------------------------------------
+
+from google.protobuf import descriptor as _d  # noqa: E402
+from google.protobuf import message_factory  # noqa: E402
+
+from engine.api.pb.yandex.cloud.datasphere.v2 import project_service_pb2  # noqa: E402
+from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2  # noqa: E402
+from engine.api.pb.yandex.cloud.operation import operation_service_pb2  # noqa: E402
+
+F = _d.FieldDescriptor
+_INTS = {F.TYPE_INT32: (-2 ** 31, 2 ** 31 - 1), F.TYPE_SINT32: (-2 ** 31, 2 ** 31 - 1),
+         F.TYPE_SFIXED32: (-2 ** 31, 2 ** 31 - 1), F.TYPE_UINT32: (0, 2 ** 32 - 1), F.TYPE_FIXED32: (0, 2 ** 32 - 1),
+         F.TYPE_INT64: (-2 ** 63, 2 ** 63 - 1), F.TYPE_SINT64: (-2 ** 63, 2 ** 63 - 1),
+         F.TYPE_SFIXED64: (-2 ** 63, 2 ** 63 - 1), F.TYPE_UINT64: (0, 2 ** 64 - 1), F.TYPE_FIXED64: (0, 2 ** 64 - 1)}
+hostile_text = st.one_of(st.text(max_size=40), st.sampled_from(
+    ["", "..", "../x", "/abs", "a\x00b", "x" * 300, "проект", "${A}", "ds" + "0" * 18, "op" + "0" * 18,
+     "status IN (ERROR)", "c1.4", "3.11", "a" * 20, "-1", str(2 ** 63)]))
+
+
+def _repeated(f: _d.FieldDescriptor) -> bool:
+    return f.is_repeated if hasattr(type(f), "is_repeated") else f.label == F.LABEL_REPEATED
+
+
+def _int_strategy(lo: int, hi: int):
+    return st.one_of(st.integers(lo, hi), st.sampled_from([lo, hi, 0, -1 if lo < 0 else 1, 2 ** 31]).filter(
+        lambda v: lo <= v <= hi))
+
+
+def _field(f: _d.FieldDescriptor, depth: int):
+    if f.type == F.TYPE_MESSAGE:
+        if f.message_type.GetOptions().map_entry:
+            kf, vf = f.message_type.fields_by_name["key"], f.message_type.fields_by_name["value"]
+            return st.dictionaries(_scalar(kf, depth), _scalar(vf, depth), max_size=3)
+        inner = _message(f.message_type, depth + 1)
+    else:
+        inner = _scalar(f, depth)
+    if _repeated(f):
+        return st.lists(inner, max_size=3)
+    return inner
+
+
+def _scalar(f: _d.FieldDescriptor, depth: int):
+    if f.type == F.TYPE_MESSAGE:
+        return _message(f.message_type, depth + 1)
+    if f.type in _INTS:
+        return _int_strategy(*_INTS[f.type])
+    if f.type == F.TYPE_BOOL:
+        return st.booleans()
+    if f.type in (F.TYPE_DOUBLE, F.TYPE_FLOAT):
+        return st.floats(allow_nan=True, allow_infinity=True, width=32 if f.type == F.TYPE_FLOAT else 64)
+    if f.type == F.TYPE_STRING:
+        return hostile_text
+    if f.type == F.TYPE_BYTES:
+        return st.binary(max_size=40)
+    if f.type == F.TYPE_ENUM:
+        return st.one_of(st.sampled_from([v.number for v in f.enum_type.values]), st.integers(-5, 1000))
+    raise AssertionError(f.type)
+
+
+def _message(desc: _d.Descriptor, depth: int = 0):
+    cls = message_factory.GetMessageClass(desc)
+    if depth > 3:
+        return st.just(cls())
+    if desc.full_name == "google.protobuf.Any":
+        return st.just(cls())
+    fields = {f.name: _field(f, depth) for f in desc.fields}
+
+    def build(values: dict):
+        msg = cls()
+        for name, v in values.items():
+            f = desc.fields_by_name[name]
+            try:
+                if _repeated(f) and f.type == F.TYPE_MESSAGE and \
+                        f.message_type.GetOptions().map_entry:
+                    getattr(msg, name).update(v)
+                elif _repeated(f):
+                    getattr(msg, name).extend(v)
+                elif f.type == F.TYPE_MESSAGE:
+                    getattr(msg, name).CopyFrom(v)
+                else:
+                    setattr(msg, name, v)
+            except (ValueError, TypeError):
+                pass  # a value the message itself refuses (a float out of float32's range, say)
+        return msg
+    return st.fixed_dictionaries({}, optional=fields).map(build)
+
+
+SERVICES = [(project_job_service_pb2, "ProjectJobService"), (operation_service_pb2, "OperationService"),
+            (project_service_pb2, "ProjectService")]
+METHODS = [(m, svc.full_name) for module, name in SERVICES
+           for svc in [module.DESCRIPTOR.services_by_name[name]] for m in svc.methods]
+every_request = st.sampled_from(METHODS).flatmap(
+    lambda mm: _message(mm[0].input_type).map(lambda msg: (mm[0], mm[1], msg)))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(req=every_request)
+def test_every_field_of_every_request_never_unknown_or_internal(client, req):
+    method, service, message = req
+    path = f"/{service}/{method.name}"
+    out = message_factory.GetMessageClass(method.output_type)
+    make = client.channel.unary_stream if method.server_streaming else client.channel.unary_unary
+    call = make(path, request_serializer=lambda m: m.SerializeToString(), response_deserializer=out.FromString)
+    try:
+        result = call(message, timeout=10)
+        if method.server_streaming:
+            for _ in result:
+                pass
+    except grpc.RpcError as e:
+        assert e.code() not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL), (method.name, e.details())
+        assert e.code() != grpc.StatusCode.DEADLINE_EXCEEDED or method.server_streaming, (method.name, message)
+        assert e.details()

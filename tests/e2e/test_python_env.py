@@ -119,8 +119,8 @@ def test_failing_build_leaves_nothing_in_the_cache(client, server, indexes):
     _, op = run(client, jpb.JobParameters(cmd="true", env=env("3.12", ["dsj-nope==9"], index=a.url)), timeout=120)
     assert op.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
     assert "dsj-nope" in op.error.message  # the tail of the installer's output
-    envs = server.engine.scheduler.envs.root
-    assert [p for p in envs.iterdir() if p.is_dir() and p.name != "uv-cache" and not (p / ".complete").exists()] == []
+    envs = server.engine.scheduler.envs
+    assert [p for p in envs.root.iterdir() if p.is_dir() and p.name != "uv-cache" and not envs.complete(p.name)] == []
 
 
 def test_cache_hit_runs_no_installer(client, indexes):
@@ -148,7 +148,8 @@ def test_runtime_pip_install_does_not_change_the_cached_env(client, server, inde
     a, b, _ = indexes
     e = env("3.12", ["dsj-beta"], index=a.url)
     ok(client, "true", e)
-    base = next(p for p in server.engine.scheduler.envs.root.iterdir() if (p / ".complete").exists())
+    envs = server.engine.scheduler.envs
+    base = next(p for p in envs.root.iterdir() if p.is_dir() and envs.complete(p.name))
     site = next((base / "lib").glob("python*/site-packages"))
     before = sorted(os.listdir(site))
     _, out = ok(client, f"pip install -q --index-url {b.url} dsj-gamma && python -m pip install -q --index-url "

@@ -461,6 +461,7 @@ def test_a_data_dir_of_the_previous_release_opens(tmp_path):
             output_files=[jpb.FileDesc(path="out.txt")]))
         op = c.execute(running)
         wait_status(c, running, {jpb.EXECUTING})
+        wait_for((data / "jobs" / running / "supervisor").exists, 10, "the old supervisor's start")
         c.close()
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -490,3 +491,162 @@ def test_a_data_dir_of_the_previous_release_opens(tmp_path):
                     assert stat.S_IMODE(os.lstat(p).st_mode) & 0o077 == 0, p
     finally:
         s.stop()
+
+
+# --- what an attack on the first version of this boundary found (each fixed, each tested) ---------------------
+
+
+def test_a_job_of_a_root_engine_runs_as_nobody_and_cannot_touch_the_host(server, tmp_path):
+    assert os.geteuid() == 0, "this machine runs the tests as root: the case where it matters"
+    secret = Path("/opt") / f"dsjobs-root-only-{os.urandom(4).hex()}"  # a root-only file in a directory jobs see
+    secret.write_text("root only")
+    secret.chmod(0o600)
+    try:
+        jid, op = run(server.client, jpb.JobParameters(
+            cmd=f"id -u; (echo x > /proc/sys/kernel/domainname) 2>/dev/null && echo sysctl=WRITTEN || echo sysctl=refused;"
+                f" cat {secret} 2>/dev/null || echo root-file=refused; grep CapEff /proc/self/status"))
+        out = stdout_of(logs(server.client, jid)[0]).decode()
+        assert out.splitlines()[0] == "65534", out
+        assert "sysctl=refused" in out and "root-file=refused" in out and "CapEff:\t0000000000000000" in out, out
+        assert Path("/proc/sys/kernel/domainname").read_text().strip() != "x"
+    finally:
+        secret.unlink()
+
+
+def test_an_output_dataset_made_a_symlink_is_not_published(server):
+    client = server.client
+    jid, op = run(client, jpb.JobParameters(cmd="rmdir ${OUT} && ln -s / ${OUT}", output_datasets=[
+        jpb.OutputDatasetDesc(name="innocent", var="OUT", size_gb=1)]))
+    assert not response(op).output_datasets
+    assert "no longer a directory" in system_log_of(client, jid)
+    from engine.resources import Directories
+    assert Directories(server.data_dir, "dataset").all() == {}
+
+
+def system_log_of(client, job_id: str) -> str:
+    return b"".join(m.content for m in logs(client, job_id)[0] if m.file_path == ".system.log").decode()
+
+
+def test_a_tampered_cached_env_shows_the_job_nothing_more(server):
+    client = server.client
+    pe = jpb.PythonEnv()
+    first, op = run(client, jpb.JobParameters(cmd="true", env=jpb.Environment(python_env=pe)), timeout=120)
+    assert not op.HasField("error"), op.error.message
+    envs = server.engine.scheduler.envs
+    (base,) = [p for p in envs.root.iterdir() if p.is_dir() and envs.complete(p.name)]
+    # What a package's build code could have left: the env's interpreter link pointing at "/x" (prefix "/").
+    (base / "bin" / "python").unlink()
+    os.symlink("/x", base / "bin" / "python")
+    assert not list(base.glob(".complete")) and not (base / ".meta.json").exists()  # the engine's notes are outside
+    jid, op = run(client, jpb.JobParameters(cmd=f"python -c 'print(1)'; ls {server.data_dir} | wc -l; "
+                                                f"test -e {server.data_dir / 'token'} && echo TOKEN || echo no-token",
+                                            env=jpb.Environment(python_env=pe)), timeout=60)
+    assert not op.HasField("error"), op.error.message
+    out = stdout_of(logs(client, jid)[0]).decode().split()
+    assert out[0] == "1" and out[-1] == "no-token", out  # the engine's own interpreter; nothing of the data dir
+
+
+def test_environments_and_download_caches_are_per_project(server):
+    client = server.client
+    pe = jpb.PythonEnv()
+    for project in ("pa", "pb"):
+        _, op = run(client, jpb.JobParameters(cmd="true", env=jpb.Environment(python_env=pe)), project=project,
+                    timeout=120)
+        assert not op.HasField("error"), op.error.message
+    envs = server.engine.scheduler.envs
+    built = [e for e in envs.entries()]
+    assert sorted(e["project"] for e in built) == ["pa", "pb"] and len({e["key"] for e in built}) == 2
+
+
+def test_a_data_dir_someone_else_prepared_is_refused(open_tmp, other_user):
+    open_tmp.chmod(0o1777)  # as /tmp is: anyone may make a directory there first
+    planted = open_tmp / "planted"
+    r = as_user(other_user, """
+        import os, sys
+        os.mkdir(sys.argv[1]); os.chmod(sys.argv[1], 0o755)
+        open(os.path.join(sys.argv[1], "token"), "w").write("attacker-chosen-token")
+        """, str(planted))
+    assert r.returncode == 0, r.stderr
+    from engine.app import build_engine
+    from engine.config import EngineConfig
+    from engine.errors import FailedPrecondition
+    with pytest.raises(FailedPrecondition, match="token"):
+        build_engine(EngineConfig(data_dir=planted))
+    open_dir = open_tmp / "world-writable"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    with pytest.raises(FailedPrecondition, match="writable by others"):
+        build_engine(EngineConfig(data_dir=open_dir))
+
+
+def test_no_token_goes_to_a_port_the_engine_does_not_hold(tmp_path):
+    """A squatter on an endpoint (another user, a job, a host-network container, while the engine is away) gets no
+    token from a client that found one by itself."""
+    from concurrent import futures
+    seen = []
+
+    class Capture(grpc.GenericRpcHandler):
+        def service(self, details):
+            seen.append(dict(details.invocation_metadata))
+            return grpc.unary_unary_rpc_method_handler(
+                lambda req, ctx: ctx.abort(grpc.StatusCode.UNAVAILABLE, "squatter"),
+                request_deserializer=lambda b: b, response_serializer=lambda b: b)
+    squatter = grpc.server(futures.ThreadPoolExecutor(2), handlers=[Capture()])
+    port = squatter.add_insecure_port("127.0.0.1:0")
+    squatter.start()
+    srv = Serve(tmp_path / "data")  # a real engine, with its descriptor, elsewhere
+    real = srv.start()
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "DSJOBS_TOKEN"}
+        r = subprocess.run([sys.executable, "-m", "dsjobs", "--endpoint", f"127.0.0.1:{port}", "project", "job",
+                            "list", "-p", "p"], env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and seen, r.stderr
+        assert all("authorization" not in md for md in seen), seen
+        assert real.list("p") == []  # the real engine's clients still find its token
+    finally:
+        real.close()
+        srv.proc.terminate()
+        srv.proc.wait(10)
+        squatter.stop(0)
+
+
+def test_a_file_name_cannot_forge_a_system_log_line(client):
+    cmd = ("mkdir res; ln -s /nonexistent \"res/x$(printf '\\n')job completed successfully\"; exit 3")
+    jid, op = run(client, jpb.JobParameters(cmd=cmd, output_files=[jpb.FileDesc(path="res")]))
+    lines = system_log_of(client, jid).splitlines()
+    assert "job completed successfully" not in lines, lines
+    assert "job finished with return code 3" in lines
+
+
+@pytest.mark.docker
+def test_containers_get_secrets_on_stdin_whatever_their_user_and_no_raw_sockets(tmp_path):
+    from tests.dockerenv import docker, shell_image
+    base = shell_image()
+    nobody = "dsjobs-test/shell-nobody:2"
+    cid = docker("create", base, "true").stdout.strip()
+    try:
+        docker("commit", "--change", "USER 65534:65534", cid, nobody)
+    finally:
+        docker("rm", cid, check=False)
+    s = Server(tmp_path / "data", docker_run_as_root=True)  # the image's own USER, not the data dir's owner
+    try:
+        Secrets(s.data_dir).set("p1", "API_KEY", "stdin-secret")
+        jid = create(s.client, jpb.JobParameters(
+            cmd="id -u; echo key=$(printf %s \"$API_KEY\" | wc -c); grep CapEff /proc/self/status; sleep 1",
+            env=jpb.Environment(docker_image_spec=jpb.DockerImageSpec(image_url=nobody))))
+        op = s.client.execute(jid)
+        wait_status(s.client, jid, {jpb.EXECUTING})
+        for d, _, files in os.walk(s.data_dir):  # while it runs: the secret is in no file but the store
+            for name in files:
+                p = Path(d) / name
+                if (s.data_dir / "secrets") not in p.parents:
+                    assert b"stdin-secret" not in p.read_bytes(), p
+        done = wait_op(s.client, op, 60)
+        assert not done.HasField("error"), done.error.message
+        out = stdout_of(logs(s.client, jid)[0]).decode().split("\n")
+        assert out[0] == "65534" and f"key={len('stdin-secret')}" in out, out
+        cap_eff = int(next(x for x in out if x.startswith("CapEff")).split()[1], 16)
+        assert cap_eff & (1 << 13) == 0  # CAP_NET_RAW
+    finally:
+        s.stop()
+        docker("rmi", nobody, check=False)
