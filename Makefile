@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DSVENV := .venv-datasphere
 DSSTAMP := $(DSVENV)/.installed
 
-.PHONY: install run run-deps test test-deps official-cli proto proto-check bench clean
+.PHONY: install run run-deps test test-deps official-cli proto proto-check layout-check bench bench-compare clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,13 +34,16 @@ run: install run-deps
 proto: install
 	$(PY) tools/gen_proto.py
 
+layout-check: install
+	$(PY) tools/check_layout.py
+
 proto-check: install
 	$(PY) tools/gen_proto.py --check
 
 test-deps:
 	tools/test-deps.sh
 
-test: install proto-check test-deps official-cli
+test: install proto-check layout-check test-deps official-cli
 	DSJOBS_DATASPHERE_PYTHON=$(CURDIR)/$(DSVENV)/bin/python $(PY) -m pytest -q
 
 bench: install test-deps
@@ -49,6 +52,10 @@ bench: install test-deps
 	$(PY) bench/bench_pyenv.py
 	$(PY) bench/bench_docker.py
 	$(PY) bench/bench_ray.py
+
+# Every benchmark on this tree and on BASE (a commit), alternately, in one run: BASE=deda4f5 make bench-compare
+bench-compare: install test-deps
+	$(PY) bench/compare.py $(BASE)
 
 clean:
 	rm -rf $(VENV) $(DSVENV) build *.egg-info

@@ -12,9 +12,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb  # noqa: E402
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb  # noqa: E402
 from tests.conftest import Server  # noqa: E402
-from tests.e2e.test_cancel import survivors  # noqa: E402
+from tests.helpers import survivors  # noqa: E402
 from tests.helpers import create, wait_op, wait_status  # noqa: E402
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb  # noqa: E402
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb  # noqa: E402
 from tests.conftest import Server  # noqa: E402
 from tests.dockerenv import shell_image  # noqa: E402
 from tests.helpers import run  # noqa: E402

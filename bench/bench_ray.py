@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb  # noqa: E402
-from engine.ray import RayClient  # noqa: E402
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb  # noqa: E402
+from engine.backends.ray.client import RayClient  # noqa: E402
 from tests.conftest import Server  # noqa: E402
 from tests.helpers import create  # noqa: E402
 from tests.raycluster import RayCluster  # noqa: E402

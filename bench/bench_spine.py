@@ -19,8 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dsjobs.client import Client  # noqa: E402
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb  # noqa: E402
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb  # noqa: E402
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb  # noqa: E402
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb  # noqa: E402
 
 
 def pct(xs, p):

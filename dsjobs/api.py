@@ -113,7 +113,7 @@ def run_job(config: str | Path, *, args: Optional[dict] = None, vars: Optional[d
     where the machine cannot confine them.
     """
     from dsjobs.client import OperationFailed, build_params
-    from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+    from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
 
     config = Path(config)
     base = Path(cwd) if cwd is not None else config.resolve().parent
@@ -158,14 +158,14 @@ def run_job(config: str | Path, *, args: Optional[dict] = None, vars: Optional[d
 def _return_code(op, error) -> Optional[int]:
     if error is not None:
         return None
-    from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+    from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
     resp = spb.ExecuteProjectJobResponse()
     op.response.Unpack(resp)
     return int(resp.result.return_code)
 
 
 def _read_logs(c, job_id: str) -> dict:
-    from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+    from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
     out = {"out": [], "err": [], "sys": []}
     for resp in c.jobs.ReadLogs(spb.ReadProjectJobLogsRequest(job_id=job_id, offset=0)):
         for m in resp.logs:
@@ -178,7 +178,7 @@ def _read_logs(c, job_id: str) -> dict:
 
 
 def _progress(op) -> Optional[dict]:
-    from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+    from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
     meta = spb.ExecuteProjectJobMetadata()
     if not op.metadata.Unpack(meta) or not meta.HasField("progress"):
         return None

@@ -53,7 +53,7 @@ class _ProgressBar:
         self.console, self.progress, self.task = console, None, None
 
     def update(self, op) -> None:
-        from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+        from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
         meta = spb.ExecuteProjectJobMetadata()
         if not op.metadata.Unpack(meta) or not meta.HasField("progress"):
             return
@@ -138,7 +138,7 @@ def follow(client: Client, job_id: str, op, base: Path, *, graceful_cancel: bool
             bar.stop()
         if old is not None:
             signal.signal(signal.SIGINT, old)
-    from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+    from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
     resp = spb.ExecuteProjectJobResponse()
     op.response.Unpack(resp)
     if resp.output_files_errors:
@@ -354,7 +354,7 @@ def cmd_get(a) -> int:
 
 def _history(client, job_id: str) -> list[str]:
     """What happened to the job, from the engine's own log of it (what the cloud's job page shows)."""
-    from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+    from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
     out = []
     for resp in client.jobs.ReadLogs(spb.ReadProjectJobLogsRequest(job_id=job_id, offset=0), timeout=10):
         for m in resp.logs:
@@ -374,7 +374,7 @@ def cmd_cancel(a) -> int:
 
 
 def cmd_set_ttl(a) -> int:
-    from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+    from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
     client = _client(a)
     req = spb.SetProjectJobDataTtlRequest(job_id=a.id)
     if a.days.lower() not in ("infinity", "inf"):

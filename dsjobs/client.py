@@ -20,11 +20,11 @@ from google.protobuf import duration_pb2
 
 from dsjobs.discovery import find_token
 from dsjobs.jobconfig import Config, DockerImage
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2_grpc as sgrpc
-from engine.api.pb.yandex.cloud.operation import operation_service_pb2 as ops
-from engine.api.pb.yandex.cloud.operation import operation_service_pb2_grpc as ogrpc
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2_grpc as sgrpc
+from dsjobs_pb.yandex.cloud.operation import operation_service_pb2 as ops
+from dsjobs_pb.yandex.cloud.operation import operation_service_pb2_grpc as ogrpc
 from runners.safezip import extract
 
 DEFAULT_ENDPOINT = "127.0.0.1:9098"

@@ -1,31 +1,67 @@
-"""The composition root: one function wires store, blob store, file endpoint, job service and scheduler."""
+"""The composition root: one function (build_engine) wires store, blob store, file endpoint, job service,
+lifecycle and backends; nothing is patched in afterwards."""
 from __future__ import annotations
 
 import fcntl
 import logging
 import os
 import stat
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
+from engine.backends.base import Backend
+from engine.backends.local import LocalBackend
 from engine.cas import BlobStore
 from engine.config import EngineConfig
 from engine.errors import FailedPrecondition
 from engine.files import FileServer, Signer, load_key
 from engine.jobs import JobService
+from engine.lifecycle import Lifecycle
 from engine.migrate import upgrade
-from engine.remote import RayBackend
-from engine.scheduler import Scheduler
+from engine.records import Records
+from engine.spec import Resolver
 from engine.store import Store
 from engine.tokens import owner_token
 from runners import sandbox as sbx
 from runners.base import Executor
 from runners.docker import DockerExecutor
+from runners.node import Machine
 from runners.process import ProcessExecutor
 from runners.pyenv import EnvCache
 
 log = logging.getLogger(__name__)
+
+
+class Janitor:
+    """One thread for the periodic passes: the reconciler (often) and the expiry of job data (now and then)."""
+
+    def __init__(self, cfg: EngineConfig, reconcile: Callable[[], None], expire: Callable[[], object]):
+        self.cfg, self.reconcile, self.expire = cfg, reconcile, expire
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="dsjobs-janitor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def _loop(self) -> None:
+        last_expiry = 0.0
+        while not self._stop.is_set():
+            try:
+                self.reconcile()
+                if time.monotonic() - last_expiry >= self.cfg.janitor_interval_s:
+                    self.expire()
+                    last_expiry = time.monotonic()
+            except Exception:  # noqa: BLE001 - the next pass tries again (a full disk comes back)
+                log.exception("janitor pass failed")
+            self._stop.wait(self.cfg.reconcile_interval_s)
 
 
 @dataclass
@@ -35,7 +71,10 @@ class Engine:
     blobs: BlobStore
     files: FileServer
     jobs: JobService
-    scheduler: Scheduler
+    lifecycle: Lifecycle
+    backends: dict[str, Backend]
+    machine: Machine  # this machine, as the local backend's node runner sees it
+    janitor: Janitor
     token: str = field(default="", repr=False)  # the owner's token (DATA_DIR/token)
     token_path: Optional[Path] = None
     _lock_fd: Optional[int] = field(default=None, repr=False)
@@ -44,19 +83,20 @@ class Engine:
     def files_url(self) -> str:
         return self.jobs.signer.base_url
 
+    @property
+    def envs(self) -> EnvCache:
+        return self.machine.envs
+
     def start(self) -> "Engine":
         self.files.start()
         self.jobs.hub.start()
-        self.scheduler.start()
+        self.lifecycle.start()
+        self.janitor.start()
         return self
 
     def stop(self, stop_jobs: bool = False) -> None:
-        self.scheduler.shutdown(stop_jobs=stop_jobs)
-        if self.scheduler.remote is not None:
-            self.scheduler.remote.close()
-        self.scheduler.executor.close()
-        if self.scheduler.docker is not None:
-            self.scheduler.docker.close()
+        self.janitor.stop()
+        self.lifecycle.shutdown(stop_jobs=stop_jobs)
         self.files.stop()
         self.jobs.hub.stop()
         self.store.close()
@@ -108,27 +148,38 @@ def lock_data_dir(cfg: EngineConfig) -> int:
     return fd
 
 
-def build_engine(cfg: EngineConfig, *, executor: Optional[Executor] = None) -> Engine:
+def build_engine(cfg: EngineConfig, *, executor: Optional[Executor] = None, store: Optional[Store] = None,
+                 backends: Optional[dict[str, Backend]] = None, clock: Callable[[], float] = time.time) -> Engine:
+    """``executor``: the process executor of this machine (a fake in tests); ``backends``: instead of the ones the
+    configuration names."""
     lock_fd = lock_data_dir(cfg)
     os.chmod(cfg.data_dir, 0o700)  # job data, the token and the signing key are the user's alone
     token, token_path = owner_token(cfg.data_dir)
-    store = Store(cfg.data_dir / "dsjobs.db")
+    store = store or Store(cfg.data_dir / "dsjobs.db")
     upgrade(cfg.data_dir, store)
     blobs = BlobStore(cfg.data_dir / "blobs")
-    # The URLs' base needs the port the file server got, so the server is bound first and given its signer after.
-    files = FileServer((cfg.files_host, cfg.files_port), blobs, Signer(b"", ""), cfg.files_idle_timeout_s)
-    base = cfg.files_url or f"http://{cfg.files_host}:{files.server_address[1]}"
-    signer = Signer(load_key(cfg.data_dir / "signing.key"), base, cfg.url_ttl_s)
-    files.signer = signer
-    jobs = JobService(cfg, store, blobs, signer)
+    key = load_key(cfg.data_dir / "signing.key")
+    files = FileServer((cfg.files_host, cfg.files_port), blobs,
+                       lambda base: Signer(key, cfg.files_url or base, cfg.url_ttl_s), cfg.files_idle_timeout_s)
+    records = Records(cfg, store, clock)
+    lease = records.lease
+
     envs = EnvCache(cfg.data_dir / "envs", installer=cfg.env_installer, build_timeout_s=cfg.env_build_timeout_s,
                     size_limit_bytes=cfg.env_cache_limit_bytes, uv_cache=cfg.uv_cache_dir,
                     confine=None if cfg.sandbox == "none" else sbx.confiner(cfg.bwrap, sbx.hidden_paths(cfg.data_dir)))
-    scheduler = Scheduler(jobs, executor or ProcessExecutor(), cfg.max_concurrent_jobs, envs,
-                          docker=DockerExecutor() if cfg.docker else None)
-    if cfg.backend == "ray" or "ray" in cfg.project_backends.values():
-        if not cfg.ray_address:
-            raise FailedPrecondition("the ray backend needs the address of the cluster's dashboard (ray_address)")
-        scheduler.remote = RayBackend(scheduler, cfg)
-        files.channel = scheduler.remote.channel
-    return Engine(cfg, store, blobs, files, jobs, scheduler, token=token, token_path=token_path, _lock_fd=lock_fd)
+    machine = Machine(root=cfg.data_dir, process=executor or ProcessExecutor(), envs=envs,
+                      docker=DockerExecutor() if cfg.docker else None, run_as_root=cfg.docker_run_as_root,
+                      start_pause_s=cfg.start_pause_s)
+    if backends is None:
+        backends = {"local": LocalBackend(machine, records.run_dir, blobs, lease, cfg.max_concurrent_jobs)}
+        if cfg.backend == "ray" or "ray" in cfg.project_backends.values():
+            if not cfg.ray_address:
+                raise FailedPrecondition("the ray backend needs the address of the cluster's dashboard (ray_address)")
+            from engine.backends.ray import RayBackend
+            backends["ray"] = RayBackend(cfg, records, blobs, lease, files.signer)
+            files.mount("/runner/", backends["ray"].channel.handle)
+    lifecycle = Lifecycle(cfg, records, blobs, Resolver(cfg), backends, lease)
+    jobs = JobService(cfg, records, blobs, files.signer, lifecycle)
+    janitor = Janitor(cfg, lifecycle.reconcile, jobs.expire_data)
+    return Engine(cfg, store, blobs, files, jobs, lifecycle, backends, machine, janitor, token=token,
+                  token_path=token_path, _lock_fd=lock_fd)

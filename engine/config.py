@@ -86,3 +86,6 @@ class EngineConfig:
     ray_pending_timeout_s: float = 120.0
     ray_lost_after_s: float = 120.0  # Ray unreachable and the agent silent this long: the attempt is lost
     ray_backstop_margin_s: float = 30.0  # after the graceful timeout, before Ray's own stop
+    # Ray's job monitor notices a supervisor actor's exit within this after the job ends; a Ray job deleted
+    # earlier comes back as FAILED, so finished attempts are deleted from Ray only after it.
+    ray_settle_s: float = 3.0

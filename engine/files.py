@@ -15,6 +15,7 @@ import secrets
 import sys
 import threading
 import time
+from typing import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -141,11 +142,12 @@ class _Handler(BaseHTTPRequestHandler):
         if not url.path.startswith("/runner/"):
             return False
         self.body_taken = False
-        if self.server.channel is None:
+        handler = self.server.routes.get("/runner/")
+        if handler is None:
             self.drain()
             self._reply(404, "this engine has no remote backend")
         else:
-            self.server.channel.handle(self, method, url.path.split("/"), url.query)
+            handler(self, method, url.path.split("/"), url.query)
         return True
 
     @_answered
@@ -257,12 +259,18 @@ class FileServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, addr: tuple[str, int], blobs: BlobStore, signer: Signer, idle_timeout_s: float = 60.0):
+    def __init__(self, addr: tuple[str, int], blobs: BlobStore, signer: Callable[[str], Signer],
+                 idle_timeout_s: float = 60.0):
+        """``signer`` makes the URL signer from the base URL of the port the server got."""
         self.blobs = blobs
-        self.signer = signer
-        self.channel = None  # engine/channel.py RunnerChannel, when a remote backend is configured
+        self.routes: dict[str, Callable] = {}  # path prefix -> handler(request, method, parts, query)
         super().__init__(addr, type("Handler", (_Handler,), {"timeout": idle_timeout_s}))
+        self.signer = signer(f"http://{addr[0]}:{self.server_address[1]}")
         self._thread: threading.Thread | None = None
+
+    def mount(self, prefix: str, handler: Callable) -> None:
+        """Routes of a backend (the runner channel's /runner/)."""
+        self.routes[prefix] = handler
 
     def handle_error(self, request, client_address) -> None:
         if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):

@@ -13,7 +13,7 @@ import os
 import threading
 from typing import AsyncIterator, Callable, Optional
 
-from engine import logs
+from runners import journal
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +117,8 @@ class LogHub:
             self._streams += n
 
 
-async def follow(hub: LogHub, job_id: str, journal: str, offset: int, lookup: Callable[[], str],
-                 recheck_s: float = 1.0) -> AsyncIterator[tuple[list[logs.LogRecord], int]]:
+async def follow(hub: LogHub, job_id: str, path: str, offset: int, lookup: Callable[[], str],
+                 recheck_s: float = 1.0) -> AsyncIterator[tuple[list[journal.Record], int]]:
     """Batches of records from ``offset`` and the offset after each, until the job is finished and everything
     was sent, or it is gone (deleted meanwhile). ``lookup()`` says "active", "finished" or "gone"."""
     hub._count(1)
@@ -127,7 +127,7 @@ async def follow(hub: LogHub, job_id: str, journal: str, offset: int, lookup: Ca
             state = hub.state(job_id, lookup)  # asked before reading: a finished job's journal is complete
             if state == "gone":
                 return
-            recs, nxt = logs.read(journal, offset)
+            recs, nxt = journal.read(path, offset)
             if nxt != offset:
                 offset = nxt
                 if recs:

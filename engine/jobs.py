@@ -6,24 +6,22 @@ from datetime import datetime
 import json
 import logging
 import re
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional, Protocol
 
-from engine import logs
 from engine.cas import BlobStore
 from engine.config import EngineConfig
 from engine.errors import FailedPrecondition, InvalidArgument, NotFound
 from engine.files import Signer
-from engine.follow import LogHub, follow
+from engine.follow import follow
 from engine.ids import check_made, check_project, new_id
-from engine.model import File, Job, JobParameters, Operation, OperationError, Progress
+from engine.model import File, Job, JobParameters, Operation, Progress
+from engine.records import Records
 from engine.resources import Secrets
-from engine.state import JobStatus, check_transition
-from engine.store import Store
+from engine.state import JobStatus
 from engine.validation import check_ttl, validate
+from runners import journal
 from runners.fsops import read_regular, rmtree
 
 log = logging.getLogger(__name__)
@@ -47,58 +45,44 @@ class ExecuteView:
     output_urls: list[UploadUrl]
 
 
+class WorkQueue(Protocol):
+    """What Execute and Cancel hand over to (engine/lifecycle.py, given by engine/app.py's build_engine)."""
+
+    def enqueue(self, job: Job, op: Operation) -> None: ...
+
+    def cancel(self, job_id: str, reason: str, graceful: bool) -> None: ...
+
+
 class JobService:
-    def __init__(self, cfg: EngineConfig, store: Store, blobs: BlobStore, signer: Signer,
-                 clock: Callable[[], float] = time.time):
+    def __init__(self, cfg: EngineConfig, records: Records, blobs: BlobStore, signer: Signer, work: WorkQueue):
         self.cfg = cfg
-        self.store = store
+        self.records = records
+        self.store = records.store
+        self.clock = records.clock
+        self.hub = records.hub
         self.blobs = blobs
         self.signer = signer
-        self.clock = clock
+        self.work = work
         self.secrets = Secrets(cfg.data_dir)
-        (cfg.data_dir / "jobs").mkdir(mode=0o700, exist_ok=True)
-        self.hub = LogHub(self.journal)  # followers of the jobs' logs, told of every status change here
-        self._mu = threading.RLock()  # serialises read-modify-write of job records within this engine
-        self.on_queued: Callable[[], None] = lambda: None
-        self.on_cancel: Callable[[Job, bool], None] = lambda job, graceful: None
+        self.lock = records.lock
 
-    # --- paths -----------------------------------------------------------------------------------------------
+    # --- paths (engine/records.py) ---------------------------------------------------------------------------
 
     def run_dir(self, job_id: str) -> Path:
-        return self.cfg.data_dir / "jobs" / job_id
+        return self.records.run_dir(job_id)
 
     def progress_path(self, job_id: str) -> Path:
-        """JOB_PROGRESS_FILENAME: in a directory of its own, so a container can get it bind-mounted."""
-        return self.run_dir(job_id) / "progress" / "job_progress.jsonl"
+        return self.records.progress_path(job_id)
 
     def journal(self, job_id: str) -> str:
-        return str(self.run_dir(job_id) / "journal")
+        return self.records.journal(job_id)
 
     def system_log(self, job_id: str, message: str) -> None:
-        """A line of the job's system log. Best effort: on a full disk the line goes to the engine's own log
-        instead, and the job's record (its status, its error) says what happened."""
-        try:
-            self.run_dir(job_id).mkdir(parents=True, exist_ok=True, mode=0o700)
-            logs.append_system(self.journal(job_id), message)
-        except OSError as e:
-            log.warning("job %s: cannot write its system log (%s): %s", job_id, e, message)
+        self.records.system_log(job_id, message)
 
-    # --- state changes ---------------------------------------------------------------------------------------
-
-    def update(self, job_id: str, fn: Callable[[Job], None], *, to: Optional[JobStatus] = None) -> Job:
-        """Apply ``fn`` to a fresh copy of the job and store it; with ``to``, through the transition table."""
-        with self._mu:
-            job = self.store.get_job(job_id)
-            before = job.status
-            if to is not None and to != before:
-                check_transition(before, to)
-                job.status = to
-                if to.terminal:
-                    job.finished_at = self.clock()
-            fn(job)
-            self.store.update_job(job, expect=before)
-        self.hub.notify(job_id, "finished" if job.status.terminal else "active")
-        return job
+    def update(self, job_id: str, fn: Callable[[Job], None]) -> Job:
+        """A change of the job's fields other than its status (that is engine/lifecycle.py's)."""
+        return self.records.update(job_id, fn)
 
     def _upload_urls(self, files: list[File]) -> list[UploadUrl]:
         out, seen = [], set()
@@ -110,8 +94,7 @@ class JobService:
         return out
 
     def lease(self, job_id: str) -> Callable[[str], None]:
-        """What a writer of the job's blobs calls with each digest (engine/cas.py's protocol)."""
-        return lambda sha: self.store.add_blob_ref(job_id, sha)
+        return self.records.lease(job_id)
 
     # --- API ---------------------------------------------------------------------------------------------------
 
@@ -198,7 +181,7 @@ class JobService:
 
     def execute(self, job_id: str) -> Operation:
         check_made("job_id", job_id, "ds")
-        with self._mu:
+        with self.lock:
             job = self.store.get_job(job_id)
             if job.execute_operation_id:
                 return self.store.get_op(job.execute_operation_id)  # attach: the running (or done) operation
@@ -211,36 +194,11 @@ class JobService:
             now = self.clock()
             op = Operation(id=new_id("op"), kind="execute", created_at=now, modified_at=now, job_id=job_id,
                            project_id=job.project_id, created_by=job.created_by_id)
-            check_transition(job.status, S.PREPARING)
-            job.status, job.queued_at, job.execute_operation_id = S.PREPARING, now, op.id
-            job.status_details = "queued"
-            self.store.update_job(job, expect=S.CREATING, op=op)
-        self.hub.notify(job_id, "active")
-        self.system_log(job_id, "job queued")
-        self.on_queued()
+            self.work.enqueue(job, op)
         return op
 
     def cancel(self, job_id: str, reason: str = "", graceful: bool = False) -> None:
-        check_made("job_id", job_id, "ds")
-        with self._mu:
-            job = self.store.get_job(job_id)
-            if job.status.terminal:
-                raise FailedPrecondition(f"job {job_id!r} is already finished ({job.status.name})")
-            why = reason or "cancelled by user"
-            if job.status == S.CREATING or (job.status == S.PREPARING and job.attempt == 0):
-                # Never started: nothing to stop.
-                def done(j: Job):
-                    j.status_details = why
-                    j.error = OperationError("CANCELLED", why)
-                self.update(job_id, done, to=S.CANCELLED)
-                self.system_log(job_id, f"cancelled before start: {why}")
-                return
-            if job.status != S.CANCELLING:
-                def mark(j: Job):
-                    j.status_details = why
-                    j.error = OperationError("CANCELLED", why)
-                job = self.update(job_id, mark, to=S.CANCELLING)
-        self.on_cancel(job, graceful)
+        self.work.cancel(check_made("job_id", job_id, "ds"), reason, graceful)
 
     def get(self, job_id: str) -> Job:
         return self.store.get_job(check_made("job_id", job_id, "ds"))
@@ -374,11 +332,11 @@ class JobService:
         self.get(job_id)
         path = self.journal(job_id)
         if offset == -1:
-            offset = logs.journal_size(path)
+            offset = journal.size(path)
         elif offset < -1:
             raise InvalidArgument(f"offset {offset} is invalid (use 0, a returned offset, or -1 for now)")
-        elif offset > logs.journal_size(path):
-            raise InvalidArgument(f"offset {offset} is past the end of the job's log ({logs.journal_size(path)} "
+        elif offset > journal.size(path):
+            raise InvalidArgument(f"offset {offset} is past the end of the job's log ({journal.size(path)} "
                                   "bytes): use 0, a returned offset, or -1 for now")
 
         def lookup() -> str:

@@ -108,6 +108,10 @@ class JobParameters:
     graceful_shutdown: Optional[GracefulShutdown] = None
     spark_connector_id: str = ""
 
+    @property
+    def uses_docker(self) -> bool:
+        return bool(self.env.docker_image_resource_id or self.env.docker_image_spec is not None)
+
     def all_uploads(self) -> list[File]:
         """Files the client uploads: inputs and local modules."""
         mods = self.env.python_env.local_modules if self.env.python_env else []
@@ -131,8 +135,16 @@ class Progress:
 
 @dataclass
 class OperationError:
-    code: str  # a gRPC status code name
-    message: str
+    """Why a job's Execute operation failed: a failure kind (runners/spec.py FailureKind, which the API edge maps
+    to a gRPC status in one table), or, in records of earlier releases, the gRPC status code's name itself."""
+
+    code: str = ""
+    message: str = ""
+    kind: str = ""
+
+    @classmethod
+    def of(cls, kind, message: str) -> "OperationError":
+        return cls(message=message, kind=getattr(kind, "value", kind))
 
 
 @dataclass
@@ -164,6 +176,7 @@ class Job:
     execute_operation_id: str = ""
     queued_at: Optional[float] = None
     attempt: int = 0
+    backend: str = ""  # where its attempts run (engine/backends/), chosen once when it is first claimed
 
 
 @dataclass

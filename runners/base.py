@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+from runners.spec import Failure, FailureKind, StopRequest
+
+if TYPE_CHECKING:
+    from runners.docker import ContainerSpec
 
 
 @dataclass
@@ -18,25 +23,45 @@ class RunSpec:
     stderr: str
     log_limit_bytes: int = 0
     max_duration_s: Optional[float] = None
-    deadline_stop: dict = field(default_factory=lambda: {"signal": 15, "timeout": 10.0})  # the graceful path
-    container: Optional[object] = None  # runners.docker.ContainerSpec for the docker executor
+    deadline_stop: StopRequest = field(default_factory=lambda: StopRequest(15, 10.0, kind="deadline"))
+    container: Optional["ContainerSpec"] = None  # for the docker executor
     owner_pid: Optional[int] = None  # the job is killed when this process (a node's agent) is gone
     # Project secrets: given to the executor in memory only (never written into the run dir).
     secret_env: dict[str, str] = field(default_factory=dict, repr=False)
     sandboxed: bool = False  # argv starts with bwrap (runners/sandbox.py)
+
+    def supervisor_spec(self) -> dict:
+        """The run dir's ``spec`` file, as the supervisor reads it (and as older engines wrote it)."""
+        return {"argv": self.argv, "cwd": self.cwd, "env": self.env, "journal": self.journal,
+                "stdout": self.stdout, "stderr": self.stderr, "log_limit_bytes": self.log_limit_bytes,
+                "job_id": self.job_id, "max_duration_s": self.max_duration_s,
+                "deadline_stop": self.deadline_stop.as_dict(), "owner_pid": self.owner_pid,
+                "sandboxed": self.sandboxed}
 
 
 @dataclass(frozen=True)
 class ExitResult:
     return_code: Optional[int]
     signal: Optional[int] = None
-    error: Optional[str] = None  # the executor failed (not the program)
-    stopped: Optional[dict] = None  # the stop request that ended the run: {"signal", "timeout", "reason"}
-    note: Optional[str] = None  # what the executor saw that the user should know (e.g. killed for memory)
-    error_code: Optional[str] = None  # the gRPC status of ``error`` when it is not the engine's fault alone
+    failure: Optional[Failure] = None  # the executor failed (not the program)
+    stopped: Optional[StopRequest] = None  # the stop request that ended the run
+    note: str = ""  # what the executor saw that the user should know (e.g. killed for memory)
 
     def successful(self) -> bool:
-        return self.error is None and self.return_code == 0
+        return self.failure is None and self.return_code == 0
+
+    @classmethod
+    def from_status(cls, st: dict) -> "ExitResult":
+        """A supervisor's ``status`` file; older supervisors wrote ``error_code`` where newer ones write a kind."""
+        failure = None
+        if st.get("error"):
+            kind = st.get("error_kind") or ("NO_SPACE" if st.get("error_code") == "RESOURCE_EXHAUSTED" else
+                                            "START_FAILED" if str(st["error"]).startswith("cannot start") else
+                                            "INTERNAL")
+            failure = Failure(FailureKind(kind), str(st["error"]))
+        stopped = st.get("stopped")
+        return cls(return_code=st.get("return_code"), signal=st.get("signal"), failure=failure,
+                   stopped=StopRequest.from_dict(stopped) if isinstance(stopped, dict) else None)
 
 
 class Handle(abc.ABC):
@@ -56,7 +81,7 @@ class Executor(abc.ABC):
         return True
 
     @abc.abstractmethod
-    def adopt(self, run_dir: str) -> Optional[Handle]:
+    def adopt(self, run_dir: str, job_id: str) -> Optional[Handle]:
         """Re-attach to a run started by an earlier engine; None when nothing of it is alive."""
 
     @abc.abstractmethod
@@ -64,8 +89,8 @@ class Executor(abc.ABC):
         """The result once the run is over; None if still running after ``timeout``."""
 
     @abc.abstractmethod
-    def stop(self, handle: Handle, signal: int, timeout_s: float, reason: str) -> None:
-        """Send ``signal`` to the whole job, then SIGKILL whatever is left after ``timeout_s``."""
+    def stop(self, handle: Handle, request: StopRequest) -> None:
+        """Send the request's signal to the whole job, then SIGKILL whatever is left after its grace."""
 
     def cleanup(self, handle: Handle) -> None:
         pass

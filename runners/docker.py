@@ -19,6 +19,8 @@ from typing import Optional
 from runners import stats
 from runners import supervisor as sv
 from runners.base import ExitResult, Executor, Handle, RunSpec
+from runners.spec import Failure, FailureKind, JobFailure, StopRequest
+from runners import journal
 from runners.journal import printable
 
 log = logging.getLogger(__name__)
@@ -105,14 +107,6 @@ def capped(cpus: float, memory_bytes: int, note, name: str) -> tuple[float, int]
     return c, m
 
 
-class DockerError(Exception):
-    """The Docker Engine or an image is not usable; the message says what a user can do."""
-
-    def __init__(self, message: str, code: str = "FAILED_PRECONDITION"):
-        super().__init__(message)
-        self.code = code
-
-
 def client():
     import docker
     try:
@@ -120,8 +114,8 @@ def client():
         c.ping()
         return c
     except Exception as e:  # noqa: BLE001 - any failure to reach the daemon reads the same to a user
-        raise DockerError(f"the Docker Engine is not reachable ({e.__class__.__name__}: {e}); start dockerd or set "
-                          "DOCKER_HOST", code="UNAVAILABLE") from None
+        raise JobFailure(FailureKind.SERVICE_UNAVAILABLE, f"the Docker Engine is not reachable "
+                         f"({e.__class__.__name__}: {e}); start dockerd or set DOCKER_HOST") from None
 
 
 def ensure_image(dc, url: str, username: str = "", password: str = "", note=lambda m: None,
@@ -149,8 +143,7 @@ def ensure_image(dc, url: str, username: str = "", password: str = "", note=lamb
     t.start()
     t.join(timeout_s)
     if not outcome:
-        raise DockerError(f"pulling image {url} took longer than its limit of {timeout_s:g}s",
-                          code="DEADLINE_EXCEEDED")
+        raise JobFailure(FailureKind.DEADLINE, f"pulling image {url} took longer than its limit of {timeout_s:g}s")
     try:
         if outcome[0] is not None:
             raise outcome[0]
@@ -162,7 +155,7 @@ def ensure_image(dc, url: str, username: str = "", password: str = "", note=lamb
         low = text.lower()
         if "denied" in low or "unauthorized" in low or "authentication" in low or "no basic auth" in low:
             hint = "the registry wants credentials: set docker username and a project secret holding the password"
-        raise DockerError(f"cannot pull image {url}: {text} ({hint})") from None
+        raise JobFailure(FailureKind.IMAGE_UNAVAILABLE, f"cannot pull image {url}: {text} ({hint})") from None
 
 
 def _split(url: str) -> tuple[str, str]:
@@ -192,7 +185,7 @@ class ContainerSpec:
 class DockerHandle(Handle):
     run_dir: str
     container_id: str
-    stop: Optional[dict] = None
+    stop: Optional[StopRequest] = None
     threads: list = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -247,8 +240,7 @@ class DockerExecutor(Executor):
         if spec.max_duration_s:
             def deadline():
                 if not h.done.wait(spec.max_duration_s):
-                    stop = dict(spec.deadline_stop, kind="deadline")
-                    self.stop(h, stop["signal"], stop["timeout"], stop.get("reason", "deadline"), kind="deadline")
+                    self.stop(h, spec.deadline_stop)
             threading.Thread(target=deadline, daemon=True, name=f"dsjobs-deadline-{cs.job_id}").start()
         return h
 
@@ -261,13 +253,13 @@ class DockerExecutor(Executor):
         def pump(stream: int):
             try:
                 kw = {"since": since} if since else {}
-                for chunk in self.dc.api.logs(h.container_id, stdout=stream == sv.STDOUT,
-                                              stderr=stream == sv.STDERR, stream=True, follow=True, **kw):
+                for chunk in self.dc.api.logs(h.container_id, stdout=stream == journal.Stream.STDOUT,
+                                              stderr=stream == journal.Stream.STDERR, stream=True, follow=True, **kw):
                     with mu:
                         sink.feed(stream, chunk)
                         failed = sink.failed
                     if failed and h.stop is None:  # a full disk under the logs: the job ends with that error
-                        self.stop(h, 9, 0.0, failed, kind="storage")
+                        self.stop(h, StopRequest(9, 0.0, failed, kind="storage"))
             except Exception as e:  # noqa: BLE001 - a broken stream must not hide the exit status
                 with mu:
                     sink.system(f"log stream from the container ended: {e}")
@@ -278,7 +270,7 @@ class DockerExecutor(Executor):
                         sink.flush_partial()
                         sink.close()
 
-        for stream in (sv.STDOUT, sv.STDERR):
+        for stream in (journal.Stream.STDOUT, journal.Stream.STDERR):
             t = threading.Thread(target=pump, args=(stream,), daemon=True, name="dsjobs-docker-logs")
             t.start()
             h.threads.append(t)
@@ -308,10 +300,9 @@ class DockerExecutor(Executor):
         except (KeyError, TypeError, ZeroDivisionError):
             return None
 
-    def adopt(self, run_dir: str) -> Optional[DockerHandle]:
+    def adopt(self, run_dir: str, job_id: str) -> Optional[DockerHandle]:
         import docker.errors
         info = sv.read_file(os.path.join(run_dir, "container"))
-        job_id = os.path.basename(run_dir.rstrip("/"))
         try:
             if isinstance(info, dict):
                 c = self.dc.containers.get(info["id"])
@@ -325,7 +316,7 @@ class DockerExecutor(Executor):
         h = DockerHandle(run_dir, c.id)
         spec = sv.read_file(os.path.join(run_dir, "spec"))
         if isinstance(spec, dict):
-            last = _last_output_time(spec["journal"])
+            last = journal.last_output_time(spec["journal"])
             rs = RunSpec(job_id=job_id, run_dir=run_dir, argv=[], cwd="", env={}, journal=spec["journal"],
                          stdout=spec["stdout"], stderr=spec["stderr"], log_limit_bytes=spec.get("log_limit_bytes", 0))
             self._follow(h, rs, last)
@@ -341,7 +332,7 @@ class DockerExecutor(Executor):
             return None
         except docker.errors.NotFound:
             handle.done.set()
-            return ExitResult(None, error="the job's container disappeared")
+            return ExitResult(None, failure=Failure(FailureKind.RUNNER_LOST, "the job's container disappeared"))
         handle.done.set()
         for t in handle.threads:
             t.join(10)
@@ -353,24 +344,25 @@ class DockerExecutor(Executor):
         except docker.errors.NotFound:
             pass
         sig = code - 128 if code and code > 128 else None
-        if handle.stop is not None and handle.stop.get("kind") == "storage":
-            return ExitResult(code, signal=sig, stopped=handle.stop, note=note, error=handle.stop["reason"],
-                              error_code="RESOURCE_EXHAUSTED")
-        return ExitResult(code, signal=sig, stopped=handle.stop, note=note)
+        if handle.stop is not None and handle.stop.kind == "storage":
+            return ExitResult(code, signal=sig, stopped=handle.stop, note=note or "",
+                              failure=Failure(FailureKind.NO_SPACE, handle.stop.reason))
+        return ExitResult(code, signal=sig, stopped=handle.stop, note=note or "")
 
-    def stop(self, handle: DockerHandle, signal: int, timeout_s: float, reason: str, kind: str = "cancel") -> None:
+    def stop(self, handle: DockerHandle, request: StopRequest) -> None:
         import docker.errors
-        if handle.stop is not None and signal != 9:
-            return
-        handle.stop = {"signal": int(signal), "timeout": float(timeout_s), "reason": reason, "kind": kind}
+        if handle.stop is not None and not request.forced:
+            return  # already stopping; only a forced stop changes anything
+        handle.stop = request
+        sig = 9 if request.grace_s <= 0 else request.signal
         try:
             # Through the init process, which forwards the signal to the job's process group.
-            self.dc.api.kill(handle.container_id, signal=int(signal))
+            self.dc.api.kill(handle.container_id, signal=int(sig))
         except docker.errors.APIError:
             return
-        if signal != 9 and timeout_s > 0:
+        if sig != 9:
             def escalate():
-                if not handle.done.wait(timeout_s):
+                if not handle.done.wait(request.grace_s):
                     try:
                         self.dc.api.kill(handle.container_id, signal=9)
                     except docker.errors.APIError:
@@ -383,19 +375,6 @@ class DockerExecutor(Executor):
             self.dc.api.remove_container(handle.container_id, force=True)
         except docker.errors.APIError:
             pass
-
-
-def _last_output_time(journal: str) -> Optional[float]:
-    from engine import logs
-    offset, last = 0, None
-    while True:
-        recs, nxt = logs.read(journal, offset)
-        if nxt == offset:
-            return last
-        for r in recs:
-            if r.stream in (sv.STDOUT, sv.STDERR):
-                last = r.created_at
-        offset = nxt
 
 
 _PYTHONS: dict[str, list[str]] = {}
@@ -451,11 +430,9 @@ def build_env_in_image(dc, image: str, version: str, env_dir: str, spec, log, ti
             code = c.wait(timeout=max(1.0, deadline - time.monotonic()))["StatusCode"]
         except Exception:  # noqa: BLE001 - read timeout: the build overran its limit
             c.kill()
-            from runners.pyenv import EnvError
-            raise EnvError(f"environment build took longer than its limit of {timeout_s:g}s",
-                           code="DEADLINE_EXCEEDED") from None
+            raise JobFailure(FailureKind.DEADLINE, f"environment build took longer than its limit of {timeout_s:g}s") \
+                from None
     finally:
         c.remove(force=True)
     if code != 0:
-        from runners.pyenv import EnvError
-        raise EnvError("environment build in the image failed:\n" + "\n".join(tail[-20:]))
+        raise JobFailure(FailureKind.ENV_BUILD_FAILED, "environment build in the image failed:\n" + "\n".join(tail[-20:]))

@@ -1,12 +1,164 @@
-"""A job's log journal: how lines of it are written.
+"""A job's log journal: every stream of a job (stdout, stderr, the system log, progress, resource stats) as framed
+records in one append-only file, read back from any byte offset. The one definition of the format.
 
-``printable``: text that did not come from the engine (package build output, a job's file names) is escaped before
-it goes into a line of the system log, so that nothing a job controls can start a line that looks like the
-engine's ("job completed successfully").
+A record is: stream id (1 byte), unix time (8-byte float), payload length (4 bytes), payload. Writers append whole
+records with one write() each on an O_APPEND descriptor, so writers in several processes never interleave; a
+reader takes whole records only, so a reader racing a writer never sees half of one. Offsets are what ReadLogs and
+the job page hand clients to resume from.
+
+The per-job supervisor imports this file as it is (``python -I -S``, no package on its path), so it depends on the
+standard library's cheapest modules only: no enum, no dataclasses.
 """
-from __future__ import annotations
+import os
+import struct
+import time
+
+HEADER = struct.Struct(">BdI")
+MAX_RECORD = 64 * 1024  # longer payloads are split into several records
+MAX_READ = 1 << 20
+
+
+class Stream:
+    """The streams of a journal (the record's first byte)."""
+
+    STDOUT = 1
+    STDERR = 2
+    SYSTEM = 3
+    PROGRESS = 4
+    STATS = 5
+    GPU_STATS = 7
+    MARK = 6  # engine-internal: how much of a remote node's journal is stored; never shown to clients
+    # As the official client files them (its system_loggers_map): ReadLogs' file_path for each system stream.
+    FILE_PATHS = {SYSTEM: ".system.log", PROGRESS: "job_progress.jsonl", STATS: ".docker_stats.tsv",
+                  GPU_STATS: ".gpu_stats.tsv"}
+    OF_JOB = frozenset({STDOUT, STDERR, SYSTEM, PROGRESS, STATS, GPU_STATS})  # what a node may ship
+
+
+class Record:
+    __slots__ = ("stream", "created_at", "content")
+
+    def __init__(self, stream: int, created_at: float, content: bytes):
+        self.stream, self.created_at, self.content = stream, created_at, content
+
+    def __repr__(self) -> str:
+        return f"Record({self.stream}, {self.created_at}, {self.content[:40]!r})"
+
+
+def frame(stream: int, payload: bytes, now: float = None) -> bytes:
+    """The bytes of ``payload`` as records of ``stream`` (split at MAX_RECORD)."""
+    now = time.time() if now is None else now
+    return b"".join(HEADER.pack(stream, now, len(payload[i:i + MAX_RECORD])) + payload[i:i + MAX_RECORD]
+                    for i in range(0, max(len(payload), 1), MAX_RECORD))
+
+
+def append(fd: int, stream: int, payload: bytes, now: float = None) -> None:
+    """Append whole records with single write() calls on an O_APPEND fd, so two writers never interleave."""
+    now = time.time() if now is None else now
+    for i in range(0, max(len(payload), 1), MAX_RECORD):
+        chunk = payload[i:i + MAX_RECORD]
+        os.write(fd, HEADER.pack(stream, now, len(chunk)) + chunk)
+
+
+def open_for_append(path: str) -> int:
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+
+def append_line(path: str, stream: int, message: str) -> None:
+    """One line (a newline is added) into the journal at ``path``."""
+    fd = open_for_append(path)
+    try:
+        append(fd, stream, (message.rstrip("\n") + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def whole(buf: bytes, limit: int = None, streams=None) -> int:
+    """The length of the longest prefix of ``buf`` made of whole records (at most ``limit`` bytes of them when
+    given, but always at least one whole record). With ``streams``, a record of another stream, or one whose
+    length runs past the buffer's end in a way no writer makes, raises ValueError naming its offset."""
+    pos = 0
+    while pos + HEADER.size <= len(buf) and (limit is None or pos < limit):
+        stream, _, n = HEADER.unpack_from(buf, pos)
+        if streams is not None and stream not in streams:
+            raise ValueError(f"a record of unknown stream {stream} at offset {pos}")
+        if pos + HEADER.size + n > len(buf):
+            break
+        pos += HEADER.size + n
+    return pos
+
+
+def parse(buf: bytes, keep_marks: bool = False) -> list:
+    """The records of a buffer of whole records."""
+    out, pos = [], 0
+    while pos + HEADER.size <= len(buf):
+        stream, ts, n = HEADER.unpack_from(buf, pos)
+        end = pos + HEADER.size + n
+        if end > len(buf):
+            break
+        if keep_marks or stream != Stream.MARK:
+            out.append(Record(stream, ts, buf[pos + HEADER.size:end]))
+        pos = end
+    return out
+
+
+def size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+
+
+def read(path: str, offset: int, max_bytes: int = MAX_READ) -> tuple:
+    """Whole records from ``offset``: (records, the offset just past the last one). Marks are skipped."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(max_bytes + HEADER.size + MAX_RECORD)
+    except FileNotFoundError:
+        return [], offset
+    end = whole(data, max_bytes)
+    return parse(data[:end]), offset + end
+
+
+def records(path: str):
+    """Every record of the journal, from the start."""
+    offset = 0
+    while True:
+        recs, nxt = read(path, offset)
+        if nxt == offset:
+            return
+        yield from recs
+        offset = nxt
+
+
+def extract_stream(path: str, stream: int, dest: str) -> None:
+    """One stream as a plain file with a time stamp per line (the downloadable system.log)."""
+    with open(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+        for r in records(path):
+            if r.stream == stream:
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.created_at)).encode()
+                for line in r.content.splitlines():
+                    out.write(stamp + b"  " + line + b"\n")
+
+
+def extract_raw(path: str, stream: int, dest: str) -> None:
+    """One stream's bytes as the job wrote them (stdout.txt / stderr.txt of a job that ran on a remote node)."""
+    with open(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+        for r in records(path):
+            if r.stream == stream:
+                out.write(r.content)
+
+
+def last_output_time(path: str):
+    """When the job last wrote to stdout or stderr (to resume copying a container's logs after a restart)."""
+    last = None
+    for r in records(path):
+        if r.stream in (Stream.STDOUT, Stream.STDERR):
+            last = r.created_at
+    return last
 
 
 def printable(text: str) -> str:
-    """Untrusted text for a log line: control characters (a newline that would start a forged line) escaped."""
+    """Untrusted text for a log line: control characters (a newline that would start a forged line) escaped, so
+    that nothing a job controls can start a line that looks like the engine's ("job completed successfully")."""
     return "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in text)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Callable
 
-from engine.model import NONE, ZIP, File, FileDesc, FileError
 from runners.fsops import walk_fd
-from runners.safezip import open_beneath
+from runners.safezip import UnsafeArchive, open_beneath
+from runners.spec import OutputDecl, OutputError, OutputFile
 
 # sink(stream) stores the bytes and returns (sha256, size)
 Sink = Callable[[BinaryIO], "tuple[str, int]"]
@@ -24,8 +24,8 @@ Sink = Callable[[BinaryIO], "tuple[str, int]"]
 
 @dataclass
 class Collected:
-    files: list[File]
-    errors: list[FileError]
+    files: list[OutputFile]
+    errors: list[OutputError]
 
 
 MAX_DEPTH = 128  # levels under a declared output directory; deeper entries are the job's problem, reported
@@ -62,13 +62,13 @@ def _zip_dir(dir_fd: int, arc_root: str, zf: zipfile.ZipFile, skipped: list[str]
             os.close(fd)
 
 
-def collect(work: Path, outputs: list[tuple[FileDesc, str]], sink: Sink, tmp_dir: str,
+def collect(work: Path, outputs: list[tuple[OutputDecl, str]], sink: Sink, tmp_dir: str,
             note: Callable[[str], None] = lambda m: None) -> Collected:
-    files: list[File] = []
-    errors: list[FileError] = []
+    files: list[OutputFile] = []
+    errors: list[OutputError] = []
     for desc, rel in outputs:
         def fail(kind: str, why: str) -> None:
-            errors.append(FileError(description=why, type=kind, output_file_desc=desc))
+            errors.append(OutputError(path=desc.path, var=desc.var, kind=kind, description=why))
             note(f"output {desc.path!r}: {why}")
 
         try:
@@ -76,7 +76,7 @@ def collect(work: Path, outputs: list[tuple[FileDesc, str]], sink: Sink, tmp_dir
         except FileNotFoundError:
             fail("NOT_FOUND", "file not found")
             continue
-        except ValueError as e:
+        except UnsafeArchive as e:
             fail("UPLOAD_FAILED", f"refused: {e}")
             continue
         try:
@@ -96,7 +96,7 @@ def collect(work: Path, outputs: list[tuple[FileDesc, str]], sink: Sink, tmp_dir
                 if stat.S_ISREG(st.st_mode):
                     with os.fdopen(os.dup(fd), "rb") as src:
                         sha, size = sink(src)
-                    files.append(File(desc=desc, sha256=sha, size_bytes=size, compression_type=NONE))
+                    files.append(OutputFile(path=desc.path, var=desc.var, sha256=sha, size=size))
                 elif stat.S_ISDIR(st.st_mode):
                     arc_root = PurePosixPath(desc.path.rstrip("/")).name or "output"
                     skipped: list[str] = []
@@ -109,7 +109,7 @@ def collect(work: Path, outputs: list[tuple[FileDesc, str]], sink: Sink, tmp_dir
                         note(f"output {desc.path!r}: {s} not collected")
                     if len(skipped) > 20:
                         note(f"output {desc.path!r}: {len(skipped) - 20} more entries not collected")
-                    files.append(File(desc=desc, sha256=sha, size_bytes=size, compression_type=ZIP))
+                    files.append(OutputFile(path=desc.path, var=desc.var, sha256=sha, size=size, zipped=True))
                 else:
                     fail("UPLOAD_FAILED", "not a regular file or directory")
             finally:

@@ -14,6 +14,7 @@ from typing import Optional
 from runners import stats
 from runners import supervisor as sv
 from runners.base import ExitResult, Executor, Handle, RunSpec
+from runners.spec import Failure, FailureKind, StopRequest
 
 SUPERVISOR = sv.__file__
 
@@ -46,8 +47,7 @@ def read_status(run_dir: str) -> Optional[ExitResult]:
     st = sv.read_file(os.path.join(run_dir, "status"))
     if not isinstance(st, dict):
         return None
-    return ExitResult(return_code=st.get("return_code"), signal=st.get("signal"), error=st.get("error"),
-                      stopped=st.get("stopped"), error_code=st.get("error_code"))
+    return ExitResult.from_status(st)
 
 
 def run_state(run_dir: str) -> str:
@@ -120,12 +120,7 @@ class ProcessExecutor(Executor):
             p.wait(5)
 
     def start(self, spec: RunSpec) -> ProcessHandle:
-        sv.write_atomic(os.path.join(spec.run_dir, "spec"), {
-            "argv": spec.argv, "cwd": spec.cwd, "env": spec.env, "journal": spec.journal,
-            "stdout": spec.stdout, "stderr": spec.stderr, "log_limit_bytes": spec.log_limit_bytes,
-            "job_id": spec.job_id, "max_duration_s": spec.max_duration_s, "deadline_stop": spec.deadline_stop,
-            "owner_pid": spec.owner_pid, "sandboxed": spec.sandboxed,
-        }, durable=False)
+        sv.write_atomic(os.path.join(spec.run_dir, "spec"), spec.supervisor_spec(), durable=False)
         secrets = marshal.dumps(dict(spec.secret_env))
         secrets = str(len(secrets)).encode() + b"\n" + secrets  # on the supervisor's stdin, never on disk
         popen = self._take_standby()
@@ -196,7 +191,7 @@ class ProcessExecutor(Executor):
             return cpu, mem, psutil.virtual_memory().total, rd, wr, len(tree)
         stats.start(h.run_dir, journal, h.done, self.STATS_INTERVAL_S, sample)
 
-    def adopt(self, run_dir: str) -> Optional[ProcessHandle]:
+    def adopt(self, run_dir: str, job_id: str = "") -> Optional[ProcessHandle]:
         info = sv.read_file(os.path.join(run_dir, "supervisor"))
         if not isinstance(info, dict):
             return None
@@ -229,20 +224,21 @@ class ProcessExecutor(Executor):
             if handle.job_id:
                 sv.kill_marked(handle.job_id)
             if handle.popen is not None and handle.popen.returncode == sv.EXIT_NO_SPACE:
-                return ExitResult(None, error="no space left on the device holding the job's run directory: its "
-                                              "exit status could not be written", error_code="RESOURCE_EXHAUSTED")
+                return ExitResult(None, failure=Failure(FailureKind.NO_SPACE, "no space left on the device holding "
+                                                        "the job's run directory: its exit status could not be "
+                                                        "written"))
             try:
                 with open(os.path.join(handle.run_dir, "supervisor.err"), "rb") as f:
                     tail = f.read()[-2000:].decode(errors="replace").strip()
             except OSError:
                 tail = ""
-            result = ExitResult(None, error="the job's supervisor ended without an exit status"
-                                + (f": {tail}" if tail else ""))
+            result = ExitResult(None, failure=Failure(FailureKind.START_FAILED if not os.path.exists(
+                os.path.join(handle.run_dir, "supervisor")) else FailureKind.RUNNER_LOST,
+                "the job's supervisor ended without an exit status" + (f": {tail}" if tail else "")))
         return result
 
-    def stop(self, handle: ProcessHandle, signal: int, timeout_s: float, reason: str) -> None:
-        sv.write_atomic(os.path.join(handle.run_dir, "stop"),
-                        {"signal": int(signal), "timeout": float(timeout_s), "reason": reason}, durable=False)
+    def stop(self, handle: ProcessHandle, request: StopRequest) -> None:
+        sv.write_atomic(os.path.join(handle.run_dir, "stop"), request.as_dict(), durable=False)
         if handle.alive():
             try:
                 os.kill(handle.pid, _signal.SIGUSR1)

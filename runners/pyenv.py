@@ -26,21 +26,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from engine.model import PipOptions, PythonEnv
 from runners.fsops import chown_tree, rmtree, tree_size
 from runners.journal import printable
 from runners.sandbox import engine_paths, python_prefix
+from runners.spec import FailureKind, JobFailure, PythonSpec
 
 FORMAT = 2  # bump when the layout of a built env changes
 _VERSION_CACHE: dict[tuple[str, float], str] = {}
 
 
-class EnvError(Exception):
-    """The environment cannot be had; ``code`` names the gRPC status the job's operation ends with."""
+class EnvError(JobFailure):
+    """The environment cannot be built (ENV_BUILD_FAILED unless another kind says more)."""
 
-    def __init__(self, message: str, code: str = "FAILED_PRECONDITION"):
-        super().__init__(message)
-        self.code = code
+    def __init__(self, message: str, kind: FailureKind = FailureKind.ENV_BUILD_FAILED):
+        super().__init__(kind, message)
 
 
 @dataclass(frozen=True)
@@ -114,7 +113,8 @@ def pick(version: str, extra: tuple[str, ...] = ()) -> Interpreter:
     found = discover(extra)
     if version not in found:
         raise EnvError(f"python_version {version} is not available on this machine "
-                       f"(available: {', '.join(sorted(found, key=lambda v: tuple(map(int, v.split('.')))))})")
+                       f"(available: {', '.join(sorted(found, key=lambda v: tuple(map(int, v.split('.')))))})",
+                       FailureKind.MISSING)
     return found[version]
 
 
@@ -130,12 +130,11 @@ class InstallSpec:
     no_deps: bool = False
 
 
-def install_spec(env: PythonEnv, default_index: str = "", default_extra: tuple[str, ...] = ()) -> InstallSpec:
-    """PipOptions plus option lines of the requirements (``--no-deps``, ``--extra-index-url X``, ...), which
+def install_spec(env: PythonSpec, default_index: str = "", default_extra: tuple[str, ...] = ()) -> InstallSpec:
+    """The pip options plus option lines of the requirements (``--no-deps``, ``--extra-index-url X``, ...), which
     apply to the whole install as they would on pip's command line."""
-    po = env.pip_options or PipOptions()
-    spec = InstallSpec(index_url=po.index_url, extra_index_urls=list(po.extra_index_urls),
-                       trusted_hosts=list(po.trusted_hosts), no_deps=po.no_deps)
+    spec = InstallSpec(index_url=env.index_url, extra_index_urls=list(env.extra_index_urls),
+                       trusted_hosts=list(env.trusted_hosts), no_deps=env.no_deps)
     for line in env.requirements:
         line = line.strip()
         if not line or line.startswith("#"):
@@ -156,7 +155,7 @@ def install_spec(env: PythonEnv, default_index: str = "", default_extra: tuple[s
             spec.index_url = value
         else:
             raise EnvError(f"requirement line {line!r}: option not supported (use --no-deps, --index-url, "
-                           "--extra-index-url or --trusted-host)", code="INVALID_ARGUMENT")
+                           "--extra-index-url or --trusted-host)", FailureKind.INVALID_INPUT)
     if not spec.index_url and default_index:
         spec.index_url = default_index
         spec.extra_index_urls = list(default_extra) + spec.extra_index_urls
@@ -226,7 +225,7 @@ class EnvCache:
         self.uv_cache = Path(uv_cache) if uv_cache else self.root / "uv-cache"
         self.uv = find_uv() if installer in ("auto", "uv") else None
         if installer == "uv" and self.uv is None:
-            raise EnvError("installer uv was asked for but is not installed")
+            raise EnvError("installer uv was asked for but is not installed", FailureKind.MISSING)
         self.build_timeout_s = build_timeout_s
         self.size_limit_bytes = size_limit_bytes
 
@@ -257,7 +256,7 @@ class EnvCache:
                 os.killpg(proc.pid, 9)
                 proc.wait()
                 raise EnvError(f"environment build took longer than its limit of {self.build_timeout_s:g}s",
-                               code="DEADLINE_EXCEEDED")
+                               FailureKind.DEADLINE)
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, 9)

@@ -26,6 +26,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Optional
 
+from runners.spec import FailureKind, JobFailure
+
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt")
 MASKED = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/sudoers", "/etc/sudoers.d",
           "/etc/ssh")
@@ -34,8 +36,11 @@ OPT_OUT = ("--sandbox none (dsjobs serve, dsjobs run), sandbox=\"none\" (dsjobs.
            "(the pytest plugin)")
 
 
-class SandboxUnavailable(Exception):
+class SandboxUnavailable(JobFailure):
     """bubblewrap is missing or cannot create namespaces here (an ordinary Docker container's seccomp profile)."""
+
+    def __init__(self, message: str):
+        super().__init__(FailureKind.SANDBOX_UNAVAILABLE, message)
 
 
 @dataclass

@@ -7,21 +7,21 @@ import threading
 import time
 from typing import Callable, Optional
 
-from runners import supervisor as sv
+from runners import journal
 
 HEADER = "time\tcpu_percent\tmemory_bytes\tmemory_limit_bytes\tblock_read_bytes\tblock_write_bytes\tpids\n"
 # (cpu percent, memory bytes, memory limit bytes, block read bytes, block write bytes, pids)
 Sample = tuple[float, int, int, int, int, int]
 
 
-def start(run_dir: str, journal: str, done: threading.Event, interval_s: float,
+def start(run_dir: str, journal_path: str, done: threading.Event, interval_s: float,
           sample: Callable[[], Optional[Sample]]) -> threading.Thread:
     """Every ``interval_s`` until ``done``: append a row to run_dir/docker_stats.tsv and stream it as
     `.docker_stats.tsv` in the job's journal."""
 
     def loop():
         try:
-            fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = journal.open_for_append(journal_path)
             f = open(os.open(os.path.join(run_dir, "docker_stats.tsv"), os.O_WRONLY | os.O_APPEND | os.O_CREAT,
                              0o600), "a")
         except OSError:
@@ -31,7 +31,7 @@ def start(run_dir: str, journal: str, done: threading.Event, interval_s: float,
             try:
                 f.write(line)
                 f.flush()
-                sv.append_record(fd, sv.STATS, line.encode())
+                journal.append(fd, journal.Stream.STATS, line.encode())
             except OSError:
                 pass  # a row lost to a full disk; the next one tries again
         try:

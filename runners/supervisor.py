@@ -11,7 +11,8 @@ double that). Its whole channel to the engine is files in RUN_DIR, in ``marshal`
 - ``stop`` (in, then SIGUSR1): a stop request ``{"signal": N, "timeout": seconds, "reason": str}``;
 - ``status`` (out, written last, atomically): the job's exit status, even if the engine is down by then.
 
-Logs go to a journal of framed records (see ``append_record``) plus plain stdout/stderr files. It is a child
+Logs go to the job's journal (runners/journal.py, the one definition of its format) plus plain stdout/stderr
+files. It is a child
 subreaper: descendants that double-fork or call setsid are re-parented to it, and it kills every one of them when
 the job's main process ends or a stop escalates, then reaps them.
 """
@@ -21,28 +22,22 @@ import fcntl
 import marshal
 import os
 import select
-import struct
 import sys
 import time
 
-# Journal record: stream id (1 byte), unix time (8-byte float), payload length (4 bytes), payload.
-HEADER = struct.Struct(">BdI")
-STDOUT, STDERR, SYSTEM, PROGRESS, STATS = 1, 2, 3, 4, 5
-MARK = 6  # engine-internal: how much of a remote node's journal is stored (engine/channel.py); never shown
-MAX_RECORD = 64 * 1024
+if __package__:
+    from runners import journal
+else:  # started as `python -I -S supervisor.py`: the package is not on the path, the file beside this one is
+    sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+    import journal
+
+STDOUT, STDERR, SYSTEM = journal.Stream.STDOUT, journal.Stream.STDERR, journal.Stream.SYSTEM
+MAX_RECORD = journal.MAX_RECORD
 PR_SET_CHILD_SUBREAPER = 36
 # The supervisor's exit code when it could not even write the job's exit status (a full disk): the engine says so.
 EXIT_NO_SPACE = 75
 LOCK = "lock"  # held (flock) by the supervisor of a run for its whole life: a restarted engine can tell it lives
 TRUNCATED = b"[dsjobs] log limit reached: further output of this stream is dropped\n"
-
-
-def append_record(fd: int, stream: int, payload: bytes, now: float = None) -> None:
-    """Append whole records with single write() calls on an O_APPEND fd, so two writers never interleave."""
-    now = time.time() if now is None else now
-    for i in range(0, max(len(payload), 1), MAX_RECORD):
-        chunk = payload[i:i + MAX_RECORD]
-        os.write(fd, HEADER.pack(stream, now, len(chunk)) + chunk)
 
 
 def write_atomic(path: str, data: dict, durable: bool = True) -> None:
@@ -162,8 +157,8 @@ class LogSink:
     """A job's output: whole lines into the journal and into plain stdout/stderr files, each stream capped at
     ``limit`` bytes with a marker; a very long line is sent in pieces rather than held without bound."""
 
-    def __init__(self, journal: str, stdout: str, stderr: str, limit: int = 0):
-        self.journal = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    def __init__(self, journal_path: str, stdout: str, stderr: str, limit: int = 0):
+        self.journal = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self.limit = limit
         self.files = {STDOUT: open(os.open(stdout, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab"),
                       STDERR: open(os.open(stderr, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")}
@@ -182,7 +177,7 @@ class LogSink:
             self.failed = f"the job's logs could not be written: {e.strerror or e}"
 
     def system(self, msg: str) -> None:
-        self._guarded(lambda: append_record(self.journal, SYSTEM, (msg.rstrip("\n") + "\n").encode()))
+        self._guarded(lambda: journal.append(self.journal, SYSTEM, (msg.rstrip("\n") + "\n").encode()))
 
     def _emit(self, stream: int, data: bytes) -> None:
         if self.limit and self.written[stream] >= self.limit:
@@ -198,7 +193,7 @@ class LogSink:
         def write():
             self.files[stream].write(data)
             self.files[stream].flush()
-            append_record(self.journal, stream, data)
+            journal.append(self.journal, stream, data)
         self._guarded(write)
 
     def feed(self, stream: int, data: bytes) -> None:
@@ -404,7 +399,7 @@ class Supervisor:
             self.system(f"cannot start the job: {err}")
             write_atomic(os.path.join(self.run_dir, "status"), {
                 "return_code": 127, "signal": None, "started_at": started, "finished_at": time.time(),
-                "error": f"cannot start the job: {err}", "stopped": None,
+                "error": f"cannot start the job: {err}", "error_kind": "START_FAILED", "stopped": None,
             })
             return 0
         # The start is confirmed by this file: the engine marks the job EXECUTING only once it is there.
@@ -441,7 +436,7 @@ class Supervisor:
                     if signal.SIGUSR1 in sigs:
                         self._check_stop_request()
                     if signal.SIGTERM in sigs:
-                        self.stopped = {"signal": signal.SIGKILL, "reason": "supervisor terminated"}
+                        self.stopped = {"signal": signal.SIGKILL, "reason": "supervisor terminated", "kind": "owner"}
                         self.kill_at = time.monotonic()
                     continue
                 try:
@@ -461,7 +456,8 @@ class Supervisor:
                 self.kill_at = time.monotonic()
             if owner and self.main_status is None and os.getppid() != owner and self.kill_at is None:
                 self.system("stop: the agent that owned the job is gone; SIGKILL to the whole job")
-                self.stopped = {"signal": signal.SIGKILL, "reason": "the agent that owned the job is gone"}
+                self.stopped = {"signal": signal.SIGKILL, "reason": "the agent that owned the job is gone",
+                                "kind": "owner"}
                 self.kill_at = time.monotonic()
             now = time.monotonic()
             if self.kill_at is not None and now >= self.kill_at and self.main_status is None:
@@ -488,7 +484,7 @@ class Supervisor:
         status = {"return_code": return_code, "signal": exit_signal, "started_at": started,
                   "finished_at": time.time(), "stopped": self.stopped}
         if self.logs.failed:
-            status.update(error=self.logs.failed, error_code="RESOURCE_EXHAUSTED")
+            status.update(error=self.logs.failed, error_kind="NO_SPACE")  # runners/spec.py FailureKind
         try:
             write_atomic(os.path.join(self.run_dir, "status"), status)
         except OSError:

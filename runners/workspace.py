@@ -1,6 +1,7 @@
 """Materialise a job's working directory: inputs placed, ZIPs unpacked safely, ``${VAR}`` substituted."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -8,10 +9,10 @@ import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
-from engine.model import ZIP, FileDesc, JobParameters
-from runners.safezip import ZipLimits, extract, open_beneath
+from runners.safezip import UnsafeArchive, ZipLimits, extract, open_beneath
+from runners.spec import AttemptSpec, OutputDecl
 
 VAR_RE = re.compile(r"\$\{(.+?)}")
 DS_PROJECT_HOME = "DS_PROJECT_HOME"
@@ -23,10 +24,28 @@ class Layout:
 
     work: Path
     vars: dict[str, str] = field(default_factory=dict)  # ${NAME} -> text to substitute
-    outputs: list[tuple[FileDesc, str]] = field(default_factory=list)  # (declared desc, path relative to work)
+    outputs: list[tuple[OutputDecl, str]] = field(default_factory=list)  # (declared output, path relative to work)
     output_datasets: dict[str, str] = field(default_factory=dict)  # var -> path relative to work
     # Host path -> path seen by the job (identity for process jobs; /job/... in a container).
     to_job_path: Callable[[str], str] = staticmethod(lambda p: p)
+
+    def save(self, path: Path) -> None:
+        """What a restarted engine needs to collect the outputs (the run dir's ``layout``, as older engines wrote
+        it: they are read back the same way)."""
+        text = json.dumps({"work": str(self.work), "outputs": [[d.path, d.var, rel] for d, rel in self.outputs],
+                           "output_datasets": self.output_datasets})
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+
+    @classmethod
+    def load(cls, path: Path) -> "Optional[Layout]":
+        try:
+            d = json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            return None
+        return cls(work=Path(d["work"]), outputs=[(OutputDecl(p, v), rel) for p, v, rel in d["outputs"]],
+                   output_datasets=d.get("output_datasets", {}))
 
 
 def _var_dir_name(var: str) -> str:
@@ -45,7 +64,7 @@ def place_file(src: str, work: Path, rel: str) -> None:
             out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o755, dir_fd=parent_fd)
         except (IsADirectoryError, OSError) as e:
             if isinstance(e, IsADirectoryError) or e.errno == 40:  # ELOOP: a symlink there
-                raise ValueError(f"{rel!r} is already a directory or a symlink (two inputs that conflict?)") \
+                raise UnsafeArchive(f"{rel!r} is already a directory or a symlink (two inputs that conflict?)") \
                     from None
             raise
         with open(src, "rb") as s, os.fdopen(out, "wb") as d:
@@ -54,39 +73,31 @@ def place_file(src: str, work: Path, rel: str) -> None:
         os.close(parent_fd)
 
 
-def materialise(
-    params: JobParameters,
-    work: Path,
-    blob_path: Callable[[str], str],
-    *,
-    mounts: dict[str, str] | None = None,
-    project_home: str | None = None,
-    zip_limits: ZipLimits = ZipLimits(),
-    to_job_path: Callable[[str], str] = lambda p: p,
-) -> Layout:
-    """Lay out the working directory and compute the substitutions. Raises ValueError naming a bad input."""
+def materialise(spec: AttemptSpec, work: Path, blob_path: Callable[[str], str], *,
+                zip_limits: ZipLimits = ZipLimits(), to_job_path: Callable[[str], str] = lambda p: p) -> Layout:
+    """Lay out the working directory and compute the substitutions. Raises UnsafeArchive naming a bad input."""
     work.mkdir(parents=True, exist_ok=True)
     layout = Layout(work=work, to_job_path=to_job_path)
     q = lambda host_path: shlex.quote(to_job_path(str(host_path)))  # noqa: E731
 
-    for module in params.env.python_env.local_modules if params.env.python_env else []:
+    for module in spec.python.local_modules if spec.python else []:
         try:
             extract(blob_path(module.sha256), str(work), zip_limits)
-        except ValueError as e:
-            raise ValueError(f"local module {module.desc.var}: {e}") from None
+        except UnsafeArchive as e:
+            raise UnsafeArchive(f"local module {module.var}: {e}") from None
 
-    for f in params.input_files:
+    for f in spec.inputs:
         src = blob_path(f.sha256)
         try:
-            if not f.desc.var:
-                if f.compression_type == ZIP:
-                    parent = os.path.dirname(os.path.normpath(f.desc.path))
+            if not f.var:
+                if f.zipped:
+                    parent = os.path.dirname(os.path.normpath(f.path))
                     extract(src, str(work / parent) if parent else str(work), zip_limits)
                 else:
-                    place_file(src, work, f.desc.path)
+                    place_file(src, work, f.path)
                 continue
-            name = _var_dir_name(f.desc.var)
-            if f.compression_type == ZIP:
+            name = _var_dir_name(f.var)
+            if f.zipped:
                 tmp = work / f".unpack_{name}"
                 top = extract(src, str(tmp), zip_limits)
                 only = tmp / top[0] if len(top) == 1 else None
@@ -97,32 +108,31 @@ def materialise(
                     tmp.rename(work / name)
             else:
                 place_file(src, work, name)
-            layout.vars[f.desc.var] = q(work / name)
-        except ValueError as e:
-            raise ValueError(f"input {f.desc.path!r}: {e}") from None
+            layout.vars[f.var] = q(work / name)
+        except UnsafeArchive as e:
+            raise UnsafeArchive(f"input {f.path!r}: {e}") from None
 
-    for desc in params.output_files:
-        if desc.var:
-            rel = _var_dir_name(desc.var)
-            layout.vars[desc.var] = q(work / rel)
+    for decl in spec.outputs:
+        if decl.var:
+            rel = _var_dir_name(decl.var)
+            layout.vars[decl.var] = q(work / rel)
         else:
-            rel = os.path.normpath(desc.path)
+            rel = os.path.normpath(decl.path)
             parent_fd, _ = open_beneath(str(work), rel, create_dirs=True)  # the job can write `> out/res`
             os.close(parent_fd)
-        layout.outputs.append((desc, rel))
+        layout.outputs.append((decl, rel))
 
-    for ds in params.output_datasets:
-        rel = _var_dir_name(ds.var)
+    for var in spec.output_datasets:
+        rel = _var_dir_name(var)
         (work / rel).mkdir()
-        layout.output_datasets[ds.var] = rel
-        layout.vars[ds.var] = q(work / rel)
+        layout.output_datasets[var] = rel
+        layout.vars[var] = q(work / rel)
 
-    for rid, path in (mounts or {}).items():
-        layout.vars[rid] = q(path)
-    for arg in params.arguments:
-        layout.vars[arg.name] = arg.value
-    if project_home is not None:
-        layout.vars[DS_PROJECT_HOME] = q(project_home)
+    for m in spec.mounts:
+        layout.vars[m.rid] = q(m.host_dir)
+    layout.vars.update(spec.arguments)
+    if spec.project_home:
+        layout.vars[DS_PROJECT_HOME] = q(spec.project_home)
     return layout
 
 

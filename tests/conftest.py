@@ -54,3 +54,30 @@ def server(tmp_path):
 @pytest.fixture
 def client(server):
     return server.client
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """A real two-node Ray cluster on loopback (tests/raycluster.py), started once for the session."""
+    from tests.raycluster import RayCluster
+    cluster = RayCluster(tmp_path_factory.mktemp("ray")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def indexes(tmp_path_factory):
+    """Package indexes served by the tests (tests/pyindex.py): a, b (a second index) and a TLS one."""
+    from tests.pyindex import Index
+    root = tmp_path_factory.mktemp("indexes")
+    a, b, tls = Index(root / "a"), Index(root / "b"), Index(root / "tls", tls=True)
+    a.add("dsj-beta", "1.0")
+    a.add("dsj-alpha", "1.0", deps=["dsj-beta"])
+    a.add("dsj-tool", "1.0", code="def main():\n    print('tool says hi')\n", scripts={"dsj-tool": "dsj_tool:main"})
+    a.add("dsj-shared", "1.0")
+    b.add("dsj-gamma", "1.0")
+    b.add("dsj-shared", "2.0")  # on both indexes: the best version across them wins, as with pip
+    tls.add("dsj-secure", "1.0")
+    yield a, b, tls
+    for i in (a, b, tls):
+        i.close()

@@ -4,14 +4,22 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
 
 import requests
 
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "jobs"
 
 
 def blob(data: bytes, path: str, var: str = "", zipped: bool = False) -> tuple[jpb.File, bytes]:
@@ -118,3 +126,74 @@ def wait_for(predicate, timeout: float = 10, what: str = "condition"):
             return got
         assert time.monotonic() < deadline, f"{what} not reached in {timeout}s"
         time.sleep(0.02)
+
+
+def wait_output(client, job_id: str, needle: bytes, timeout: float = 30) -> None:
+    """Until the job's stdout has ``needle`` (a sentinel the job prints once it is ready, e.g. after its trap)."""
+    deadline = time.monotonic() + timeout
+    seen = b""
+    stream = client.jobs.ReadLogs(spb.ReadProjectJobLogsRequest(job_id=job_id, offset=0), timeout=timeout)
+    try:
+        for resp in stream:
+            seen += stdout_of(resp.logs)
+            if needle in seen:
+                return
+            assert time.monotonic() < deadline, f"{needle!r} not in the job's output: {seen[-300:]!r}"
+    finally:
+        stream.cancel()
+    raise AssertionError(f"the job ended without printing {needle!r}: {seen[-300:]!r}")
+
+
+def graceful(sig: int, timeout_s: int) -> jpb.GracefulShutdownParameters:
+    g = jpb.GracefulShutdownParameters(signal=sig)
+    g.timeout.seconds = timeout_s
+    return g
+
+
+def python_env(version="", requirements=(), index="", extra=(), trusted=(), no_deps=False, modules=()):
+    pe = jpb.PythonEnv(python_version=version, requirements=list(requirements), local_modules=list(modules))
+    if index or extra or trusted or no_deps:
+        pe.pip_options.CopyFrom(jpb.PipOptions(index_url=index, extra_index_urls=list(extra),
+                                               trusted_hosts=list(trusted), no_deps=no_deps))
+    return jpb.Environment(python_env=pe)
+
+
+def ok(client, cmd, e, files=()):
+    """Run and expect success; (job id, its stdout)."""
+    job_id, op = run(client, jpb.JobParameters(cmd=cmd, env=e), list(files), timeout=180)
+    assert not op.HasField("error"), op.error.message
+    r = response(op)
+    out = stdout_of(logs(client, job_id)[0]).decode()
+    assert r.result.return_code == 0, out
+    return job_id, out
+
+
+class Serve:
+    def __init__(self, data_dir):
+        self.data_dir = data_dir
+        self.proc = None
+        self.extra: list[str] = []
+
+    def start(self):
+        from dsjobs.client import Client
+        self.proc = subprocess.Popen([sys.executable, "-m", "dsjobs", "serve", "--listen", "127.0.0.1:0",
+                                      "--data-dir", str(self.data_dir), "--log-level", os.environ.get("DSJOBS_TEST_LOG_LEVEL", "warning"), *self.extra],
+                                     stdout=subprocess.PIPE, text=True)
+        port = re.search(r"on 127\.0\.0\.1:(\d+)", self.proc.stdout.readline()).group(1)
+        return Client(f"127.0.0.1:{port}")
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+
+def official_python() -> str:
+    py = os.environ.get("DSJOBS_DATASPHERE_PYTHON") or str(ROOT / ".venv-datasphere" / "bin" / "python")
+    assert os.path.exists(py), "the official CLI is not installed: `make test` installs it into .venv-datasphere"
+    return py
+
+
+def copy_example(name, tmp_path) -> Path:
+    dst = tmp_path / name
+    shutil.copytree(EXAMPLES / name, dst, ignore=shutil.ignore_patterns("out", "tests", "*.txt.size"))
+    return dst

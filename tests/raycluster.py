@@ -123,3 +123,9 @@ class RayCluster:
         self.stop()
         self.start()
 
+
+def ray_cfg(cluster: RayCluster, tmp_path) -> dict:
+    """An engine whose jobs all go to ``cluster``, with its node dir under ``tmp_path``."""
+    import sys
+    return dict(backend="ray", ray_address=cluster.address, ray_token=cluster.token, ray_agent_python=sys.executable,
+                ray_node_dir=str(tmp_path / "node"), ray_poll_s=0.2, max_concurrent_jobs=4)

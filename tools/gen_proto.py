@@ -1,6 +1,6 @@
-"""Generate Python code from proto/ into engine/api/pb (``make proto``); ``--check`` fails on stale code.
+"""Generate Python code from proto/ into dsjobs_pb (``make proto``); ``--check`` fails on stale code.
 
-The generated modules import each other as ``engine.api.pb.yandex...`` so they never collide with the official
+The generated modules import each other as ``dsjobs_pb.yandex...`` so they never collide with the official
 ``yandex`` package (yandexcloud) in the same environment.
 """
 import argparse
@@ -17,8 +17,8 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO = ROOT / "proto"
-OUT = ROOT / "engine" / "api" / "pb"
-PREFIX = "engine.api.pb."
+OUT = ROOT / "dsjobs_pb"
+PREFIX = "dsjobs_pb."
 
 
 def _include_dirs():
@@ -57,13 +57,13 @@ def _same_tree(a: Path, b: Path) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--check", action="store_true", help="fail if engine/api/pb is stale")
+    parser.add_argument("--check", action="store_true", help="fail if dsjobs_pb is stale")
     opts = parser.parse_args()
     if opts.check:
         with tempfile.TemporaryDirectory() as tmp:
             generate(Path(tmp))
             if not OUT.exists() or not _same_tree(Path(tmp), OUT):
-                sys.exit("engine/api/pb is stale: run `make proto` and commit the result")
+                sys.exit("dsjobs_pb is stale: run `make proto` and commit the result")
         print("generated proto code is up to date")
         return
     if OUT.exists():

@@ -4,17 +4,17 @@ from __future__ import annotations
 from typing import Optional
 
 from google.protobuf import any_pb2, duration_pb2, empty_pb2, timestamp_pb2
-from google.rpc import code_pb2, status_pb2
+from google.rpc import status_pb2
 
-from engine import logs
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
-from engine.api.pb.yandex.cloud.operation import operation_pb2 as opb
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+from dsjobs_pb.yandex.cloud.operation import operation_pb2 as opb
+from engine.api.errors import job_error_code
 from engine.jobs import ExecuteView, UploadUrl
 from engine.model import (NONE, ZIP, Argument, DockerImageSpec, Environment, ExtendedWorkingStorage, File, FileDesc,
                           FileError, GracefulShutdown, Job, JobParameters, Operation, OutputDataset,
                           OutputDatasetDesc, PipOptions, Progress, PythonEnv)
-from runners.supervisor import STDERR, STDOUT
+from runners.journal import Record, Stream
 
 _COMPRESSION = {jpb.NONE: NONE, jpb.ZIP: ZIP, jpb.FILE_COMPRESSION_TYPE_UNSPECIFIED: NONE}
 
@@ -222,7 +222,7 @@ def operation_pb(op: Operation, *, view: Optional[ExecuteView] = None,
         out.metadata.CopyFrom(_pack(meta))
         if op.done:
             if op.error is not None:
-                out.error.CopyFrom(status_pb2.Status(code=code_pb2.Code.Value(op.error.code),
+                out.error.CopyFrom(status_pb2.Status(code=job_error_code(op.error).value[0],
                                                      message=op.error.message))
             else:
                 j = view.job
@@ -248,20 +248,20 @@ _DESCRIPTIONS = {"create": "Create job", "clone": "Clone job", "execute": "Execu
                  "delete_data": "Delete job data", "delete_all_data": "Delete all job data"}
 
 
-def log_message_pb(r: logs.LogRecord) -> spb.LogMessage:
+def log_message_pb(r: Record) -> spb.LogMessage:
     m = spb.LogMessage(content=r.content, created_at=ts(r.created_at))
-    if r.stream == STDOUT:
+    if r.stream == Stream.STDOUT:
         m.standard_stream = spb.OUT
-    elif r.stream == STDERR:
+    elif r.stream == Stream.STDERR:
         m.standard_stream = spb.ERR
     else:
-        m.file_path = logs.STREAM_NAMES.get(r.stream, ".system.log")
+        m.file_path = Stream.FILE_PATHS.get(r.stream, ".system.log")
     return m
 
 
-def std_log_pb(r: logs.LogRecord) -> Optional[spb.StdLog]:
-    if r.stream == STDOUT:
+def std_log_pb(r: Record) -> Optional[spb.StdLog]:
+    if r.stream == Stream.STDOUT:
         return spb.StdLog(content=r.content, type=spb.StdLog.OUT)
-    if r.stream == STDERR:
+    if r.stream == Stream.STDERR:
         return spb.StdLog(content=r.content, type=spb.StdLog.ERR)
     return None

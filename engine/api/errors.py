@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import grpc
 
 from engine.errors import EngineError, disk_full, io_error
+from engine.model import OperationError
+from runners.spec import FailureKind as K
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,33 @@ class Malformed:
 
     message_type: str
     error: str
+
+
+# The one table of what a job's failure shows as: the Execute operation's error status.
+JOB_FAILURE_CODES: dict[K, grpc.StatusCode] = {
+    K.INVALID_INPUT: grpc.StatusCode.INVALID_ARGUMENT,
+    K.MISSING: grpc.StatusCode.FAILED_PRECONDITION,
+    K.UNSUPPORTED: grpc.StatusCode.FAILED_PRECONDITION,
+    K.MISCONFIGURED: grpc.StatusCode.FAILED_PRECONDITION,
+    K.ENV_BUILD_FAILED: grpc.StatusCode.FAILED_PRECONDITION,
+    K.IMAGE_UNAVAILABLE: grpc.StatusCode.FAILED_PRECONDITION,
+    K.SANDBOX_UNAVAILABLE: grpc.StatusCode.FAILED_PRECONDITION,
+    K.SERVICE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    K.RUNNER_LOST: grpc.StatusCode.UNAVAILABLE,
+    K.DEADLINE: grpc.StatusCode.DEADLINE_EXCEEDED,
+    K.NO_SPACE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    K.START_FAILED: grpc.StatusCode.INTERNAL,
+    K.ENGINE_STOPPED: grpc.StatusCode.ABORTED,
+    K.CANCELLED: grpc.StatusCode.CANCELLED,
+    K.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+
+
+def job_error_code(e: OperationError) -> grpc.StatusCode:
+    """A job's error as a gRPC status; records of earlier releases name the status itself."""
+    if e.kind:
+        return JOB_FAILURE_CODES[K(e.kind)]
+    return getattr(grpc.StatusCode, e.code, grpc.StatusCode.INTERNAL)
 
 
 def classify(e: BaseException, method: str) -> tuple[grpc.StatusCode, str]:

@@ -16,9 +16,9 @@ from google.protobuf import message_factory
 
 from engine.api.auth import Auth, local_user
 from engine.api.errors import Malformed
-from engine.api.pb.yandex.cloud.datasphere.v2 import project_service_pb2
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2
-from engine.api.pb.yandex.cloud.operation import operation_service_pb2
+from dsjobs_pb.yandex.cloud.datasphere.v2 import project_service_pb2
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2
+from dsjobs_pb.yandex.cloud.operation import operation_service_pb2
 from engine.api.servicers import OperationServicer, ProjectJobServicer, ProjectServicer
 from engine.app import Engine
 

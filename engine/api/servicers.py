@@ -7,11 +7,11 @@ from google.protobuf import empty_pb2
 from engine.api import convert as cv
 from engine.api.auth import Auth
 from engine.api.errors import grpc_errors, grpc_stream_errors
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2_grpc as sgrpc
-from engine.api.pb.yandex.cloud.datasphere.v2 import project_pb2 as ppb
-from engine.api.pb.yandex.cloud.datasphere.v2 import project_service_pb2_grpc as pgrpc
-from engine.api.pb.yandex.cloud.operation import operation_service_pb2_grpc as ogrpc
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2_grpc as sgrpc
+from dsjobs_pb.yandex.cloud.datasphere.v2 import project_pb2 as ppb
+from dsjobs_pb.yandex.cloud.datasphere.v2 import project_service_pb2_grpc as pgrpc
+from dsjobs_pb.yandex.cloud.operation import operation_service_pb2_grpc as ogrpc
 from engine.errors import FailedPrecondition, InvalidArgument
 from engine.ids import check_project
 from engine.jobs import JobService

@@ -5,8 +5,8 @@ import grpc
 import pytest
 
 from dsjobs.client import Client
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
 from engine.api.server import start_grpc
 from tests.helpers import create, run
 
@@ -75,7 +75,7 @@ def test_log_flood_is_capped_and_does_not_block(tmp_path):
 
 
 def test_more_concurrent_calls_than_configured_get_resource_exhausted(server):
-    from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb2
+    from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb2
     srv, port = start_grpc(server.engine, "127.0.0.1:0", max_concurrent_rpcs=2)
     c = Client(f"127.0.0.1:{port}", token=server.engine.token)
     try:

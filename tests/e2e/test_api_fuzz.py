@@ -6,8 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
 
 pytestmark = pytest.mark.e2e
 
@@ -66,9 +66,9 @@ def test_random_requests_never_unknown_or_internal(client, req):
 from google.protobuf import descriptor as _d  # noqa: E402
 from google.protobuf import message_factory  # noqa: E402
 
-from engine.api.pb.yandex.cloud.datasphere.v2 import project_service_pb2  # noqa: E402
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2  # noqa: E402
-from engine.api.pb.yandex.cloud.operation import operation_service_pb2  # noqa: E402
+from dsjobs_pb.yandex.cloud.datasphere.v2 import project_service_pb2  # noqa: E402
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2  # noqa: E402
+from dsjobs_pb.yandex.cloud.operation import operation_service_pb2  # noqa: E402
 
 F = _d.FieldDescriptor
 _INTS = {F.TYPE_INT32: (-2 ** 31, 2 ** 31 - 1), F.TYPE_SINT32: (-2 ** 31, 2 ** 31 - 1),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_crash_recovery import Serve
+from tests.helpers import Serve
 
 pytestmark = pytest.mark.e2e
 HELLO = Path(__file__).resolve().parents[2] / "examples" / "jobs" / "hello"

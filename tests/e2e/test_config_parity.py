@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dsjobs.jobconfig import ConfigError, parse
-from tests.e2e.test_official_cli import official_python
+from tests.helpers import official_python
 
 pytestmark = pytest.mark.e2e
 

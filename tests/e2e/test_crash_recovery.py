@@ -3,37 +3,15 @@ is never started twice, is re-adopted each time, and ends with its outputs (Noma
 from __future__ import annotations
 
 import os
-import re
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from dsjobs.client import Client
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
-from tests.helpers import create, response, survivors, wait_for, wait_op, wait_status, work_dir
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
+from tests.helpers import Serve, create, response, survivors, wait_for, wait_op, wait_status, work_dir
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-class Serve:
-    def __init__(self, data_dir):
-        self.data_dir = data_dir
-        self.proc = None
-        self.extra: list[str] = []
-
-    def start(self) -> Client:
-        self.proc = subprocess.Popen([sys.executable, "-m", "dsjobs", "serve", "--listen", "127.0.0.1:0",
-                                      "--data-dir", str(self.data_dir), "--log-level", os.environ.get("DSJOBS_TEST_LOG_LEVEL", "warning"), *self.extra],
-                                     stdout=subprocess.PIPE, text=True)
-        port = re.search(r"on 127\.0\.0\.1:(\d+)", self.proc.stdout.readline()).group(1)
-        return Client(f"127.0.0.1:{port}")
-
-    def kill9(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
 
 
 def _comm(pid: int) -> str:
@@ -169,7 +147,7 @@ def test_kill9_during_an_upload_leaves_nothing_under_the_digest(tmp_path):
     import hashlib
     import socket
     from urllib.parse import urlsplit
-    from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+    from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
     srv = Serve(tmp_path / "data")
     client = srv.start()
     try:

@@ -11,8 +11,8 @@ import grpc
 import pytest
 import requests
 
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
 from engine.config import InstanceType
 from engine.resources import Images, Secrets
 from tests.conftest import Server
@@ -183,7 +183,7 @@ def test_private_registry_with_a_project_secret(server, client, image, tmp_path)
 
 
 def test_docker_job_survives_kill9_of_the_engine(tmp_path, image):
-    from tests.e2e.test_crash_recovery import Serve
+    from tests.helpers import Serve
     release = tmp_path / "release"
     release.mkdir()
     srv = Serve(tmp_path / "data")
@@ -232,37 +232,6 @@ def test_datasets_are_read_only_in_a_container(server, client, image, tmp_path):
         dataset_ids=[rid], env=in_image(image)))
     out = stdout_of(logs(client, jid)[0])
     assert out == b"data\nrefused\n" and not (d / "y.txt").exists()
-
-
-def test_python_version_and_env_with_the_images_python(tmp_path):
-    from tests.dockerenv import python_image
-    from tests.pyindex import Index
-    # The build reaches the test's index on the host's loopback: builds get a network setting of their own.
-    s = Server(tmp_path / "data", docker_build_network="host")
-    client = s.client
-    py = python_image()  # Debian bookworm: python3.11
-    _, op = run(client, jpb.JobParameters(cmd="true", env=jpb.Environment(
-        docker_image_spec=jpb.DockerImageSpec(image_url=py), python_env=jpb.PythonEnv(python_version="3.12"))))
-    assert op.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
-    assert "3.12" in op.error.message and "python3.11" in op.error.message
-    idx = Index(tmp_path / "index")
-    idx.add("dsj-beta", "1.0")
-    try:
-        pe = jpb.PythonEnv(python_version="3.11", requirements=["dsj-beta"])
-        pe.pip_options.index_url = idx.url
-        params = jpb.JobParameters(
-            cmd="python -c 'import sys, dsj_beta; print(sys.version_info[:2], dsj_beta.VERSION)'; echo $VIRTUAL_ENV",
-            env=jpb.Environment(docker_image_spec=jpb.DockerImageSpec(image_url=py), python_env=pe))
-        first, op = run(client, params, timeout=300)
-        assert not op.HasField("error"), op.error.message
-        out = stdout_of(logs(client, first)[0]).decode()
-        assert out.startswith("(3, 11) 1.0")
-        second, op = run(client, params, timeout=120)
-        system = b"".join(m.content for m in logs(client, second)[0] if m.file_path == ".system.log").decode()
-        assert "taken from the cache" in system
-    finally:
-        idx.close()
-        s.stop()
 
 
 def test_image_pull_has_its_own_time_limit(tmp_path):

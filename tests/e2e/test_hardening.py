@@ -28,12 +28,10 @@ import psutil
 import pytest
 import requests
 
-from dsjobs.client import Client
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2_grpc as sgrpc
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
 from tests.conftest import Server
-from tests.e2e.test_crash_recovery import Serve
+from tests.helpers import Serve
 from tests.helpers import (blob, create, logs, response, run, stdout_of, survivors, wait_for, wait_op, wait_status,
                            zip_bytes)
 
@@ -119,8 +117,8 @@ def logs_so_far(client, job_id: str):
 
 FOLLOWERS = """
 import asyncio, sys, grpc
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2_grpc as sgrpc
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2_grpc as sgrpc
 endpoint, token, job_id, n = sys.argv[1], sys.stdin.readline().strip(), sys.argv[2], int(sys.argv[3])
 got = [0]
 

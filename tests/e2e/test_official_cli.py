@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -13,19 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
-from tests.e2e.test_crash_recovery import Serve
-from tests.helpers import wait_status
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
+from tests.helpers import Serve, copy_example, official_python, wait_status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples" / "jobs"
-
-
-def official_python() -> str:
-    py = os.environ.get("DSJOBS_DATASPHERE_PYTHON") or str(ROOT / ".venv-datasphere" / "bin" / "python")
-    assert os.path.exists(py), "the official CLI is not installed: `make test` installs it into .venv-datasphere"
-    return py
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +36,6 @@ def ds(engine, *args, cwd, check=True):
     if check:
         assert res.returncode == 0, res.stdout + res.stderr
     return res
-
-
-def copy_example(name, tmp_path) -> Path:
-    dst = tmp_path / name
-    shutil.copytree(EXAMPLES / name, dst, ignore=shutil.ignore_patterns("out", "tests", "*.txt.size"))
-    return dst
 
 
 def tree(root: Path) -> dict:

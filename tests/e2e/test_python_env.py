@@ -6,66 +6,18 @@ import os
 import grpc
 import pytest
 
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
-from tests.helpers import blob, create, logs, response, run, stdout_of, wait_op, zip_bytes
-from tests.pyindex import Index
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
+from tests.helpers import create, logs, ok, python_env, run, wait_op
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def indexes(tmp_path_factory):
-    root = tmp_path_factory.mktemp("indexes")
-    a, b, tls = Index(root / "a"), Index(root / "b"), Index(root / "tls", tls=True)
-    a.add("dsj-beta", "1.0")
-    a.add("dsj-alpha", "1.0", deps=["dsj-beta"])
-    a.add("dsj-tool", "1.0", code="def main():\n    print('tool says hi')\n", scripts={"dsj-tool": "dsj_tool:main"})
-    a.add("dsj-shared", "1.0")
-    b.add("dsj-gamma", "1.0")
-    b.add("dsj-shared", "2.0")  # on both indexes: the best version across them wins, as with pip
-    tls.add("dsj-secure", "1.0")
-    yield a, b, tls
-    for i in (a, b, tls):
-        i.close()
-
-
-def env(version="", requirements=(), index="", extra=(), trusted=(), no_deps=False, modules=()):
-    pe = jpb.PythonEnv(python_version=version, requirements=list(requirements), local_modules=list(modules))
-    if index or extra or trusted or no_deps:
-        pe.pip_options.CopyFrom(jpb.PipOptions(index_url=index, extra_index_urls=list(extra),
-                                               trusted_hosts=list(trusted), no_deps=no_deps))
-    return jpb.Environment(python_env=pe)
-
-
-def ok(client, cmd, e, files=()):
-    job_id, op = run(client, jpb.JobParameters(cmd=cmd, env=e), list(files), timeout=180)
-    assert not op.HasField("error"), op.error.message
-    r = response(op)
-    out = stdout_of(logs(client, job_id)[0]).decode()
-    assert r.result.return_code == 0, out
-    return job_id, out
 
 
 def system(client, job_id) -> str:
     return b"".join(m.content for m in logs(client, job_id)[0] if m.file_path == ".system.log").decode()
 
 
-def test_requirements_installed_and_python_version_used(client, indexes):
-    a, _, _ = indexes
-    jid, out = ok(client, "python -c 'import sys, dsj_alpha, dsj_beta; print(sys.version)'; dsj-tool; "
-                          "which python pip; echo $VIRTUAL_ENV",
-                  env("3.12", ["dsj-alpha", "dsj-tool"], index=a.url))
-    assert out.startswith("3.12.") and "tool says hi" in out
-    lines = out.split("\n")
-    assert lines[2].endswith("/venv/bin/python") and lines[3].endswith("/venv/bin/pip")
-    _, out = ok(client, "python -c 'import sys; print(sys.version)'", env("3.10"))
-    assert out.startswith("3.10.")
-    job = client.get(jid)
-    assert [f.desc.path.rsplit("/", 1)[1] for f in job.diagnostic_files] == ["env_build.log"]
-
-
 def test_missing_version_fails_naming_what_exists(client):
-    job_id, op = run(client, jpb.JobParameters(cmd="true", env=env("3.4")))
+    job_id, op = run(client, jpb.JobParameters(cmd="true", env=python_env("3.4")))
     assert op.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
     assert "3.4" in op.error.message and "3.12" in op.error.message
 
@@ -73,59 +25,38 @@ def test_missing_version_fails_naming_what_exists(client):
 def test_extra_index_and_best_match(client, indexes):
     a, b, _ = indexes
     _, out = ok(client, "python -c 'import dsj_gamma, dsj_shared; print(dsj_shared.VERSION)'",
-                env("3.12", ["dsj-gamma", "dsj-shared"], index=a.url, extra=[b.url]))
+                python_env("3.12", ["dsj-gamma", "dsj-shared"], index=a.url, extra=[b.url]))
     assert out.strip() == "2.0"
     # Without the extra index, gamma cannot be found: the option really mattered.
-    _, op = run(client, jpb.JobParameters(cmd="true", env=env("3.12", ["dsj-gamma"], index=a.url)), timeout=120)
+    _, op = run(client, jpb.JobParameters(cmd="true", env=python_env("3.12", ["dsj-gamma"], index=a.url)), timeout=120)
     assert op.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0] and "dsj-gamma" in op.error.message
     # The same through requirement lines, as the official client sends them.
     _, out = ok(client, "python -c 'import dsj_gamma; print(1)'",
-                env("3.12", [f"--extra-index-url {b.url}", "dsj-gamma"], index=a.url))
+                python_env("3.12", [f"--extra-index-url {b.url}", "dsj-gamma"], index=a.url))
     assert out.strip() == "1"
-
-
-def test_no_deps_option_and_line(client, indexes):
-    a, _, _ = indexes
-    probe = "python -c 'import dsj_alpha\ntry:\n import dsj_beta; print(\"deps\")\nexcept ImportError: print(\"nodeps\")'"
-    assert ok(client, probe, env("3.12", ["dsj-alpha"], index=a.url))[1].strip() == "deps"
-    assert ok(client, probe, env("3.12", ["dsj-alpha"], index=a.url, no_deps=True))[1].strip() == "nodeps"
-    assert ok(client, probe, env("3.12", ["dsj-alpha", "--no-deps"], index=a.url))[1].strip() == "nodeps"
 
 
 def test_trusted_hosts(client, indexes):
     _, _, tls = indexes
-    _, op = run(client, jpb.JobParameters(cmd="true", env=env("3.12", ["dsj-secure"], index=tls.url)), timeout=120)
+    _, op = run(client, jpb.JobParameters(cmd="true", env=python_env("3.12", ["dsj-secure"], index=tls.url)), timeout=120)
     assert op.HasField("error")  # a self-signed certificate is refused...
     _, out = ok(client, "python -c 'import dsj_secure; print(1)'",
-                env("3.12", ["dsj-secure"], index=tls.url, trusted=[tls.host]))  # ...unless the host is trusted
+                python_env("3.12", ["dsj-secure"], index=tls.url, trusted=[tls.host]))  # ...unless the host is trusted
     assert out.strip() == "1"
-
-
-def test_local_modules_importable(client):
-    mod = blob(zip_bytes({"mylib/__init__.py": b"NAME = 'mylib'\n", "helper.py": b"X = 7\n"}), "/tmp/x.zip",
-               "_LOCAL_MODULE_0", zipped=True)
-    main = blob(b"import mylib, helper\nif __name__ == '__main__':\n    print(mylib.NAME, helper.X)\n", "main.py")
-    pe = env("3.12")
-    pe.python_env.local_modules.append(mod[0])
-    job_id = create(client, jpb.JobParameters(cmd="python main.py", env=pe, input_files=[main[0]]),
-                    {mod[0].sha256: mod[1], main[0].sha256: main[1]})
-    op = wait_op(client, client.execute(job_id), 120)
-    assert not op.HasField("error"), op.error.message
-    assert stdout_of(logs(client, job_id)[0]) == b"mylib 7\n"
 
 
 def test_failing_build_leaves_nothing_in_the_cache(client, server, indexes):
     a, _, _ = indexes
-    _, op = run(client, jpb.JobParameters(cmd="true", env=env("3.12", ["dsj-nope==9"], index=a.url)), timeout=120)
+    _, op = run(client, jpb.JobParameters(cmd="true", env=python_env("3.12", ["dsj-nope==9"], index=a.url)), timeout=120)
     assert op.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
     assert "dsj-nope" in op.error.message  # the tail of the installer's output
-    envs = server.engine.scheduler.envs
+    envs = server.engine.envs
     assert [p for p in envs.root.iterdir() if p.is_dir() and p.name != "uv-cache" and not envs.complete(p.name)] == []
 
 
 def test_cache_hit_runs_no_installer(client, indexes):
     a, _, _ = indexes
-    e = env("3.12", ["dsj-beta"], index=a.url)
+    e = python_env("3.12", ["dsj-beta"], index=a.url)
     first, _ = ok(client, "true", e)
     assert "built in" in system(client, first)
     second, _ = ok(client, "python -c 'import dsj_beta'", e)
@@ -135,7 +66,7 @@ def test_cache_hit_runs_no_installer(client, indexes):
 
 def test_concurrent_jobs_build_one_env_once(client, indexes):
     a, _, _ = indexes
-    e = env("3.12", ["dsj-alpha", "dsj-shared"], index=a.url)
+    e = python_env("3.12", ["dsj-alpha", "dsj-shared"], index=a.url)
     ids = [create(client, jpb.JobParameters(cmd="python -c 'import dsj_alpha'", env=e)) for _ in range(3)]
     ops = [client.execute(i) for i in ids]
     for op in ops:
@@ -146,9 +77,9 @@ def test_concurrent_jobs_build_one_env_once(client, indexes):
 
 def test_runtime_pip_install_does_not_change_the_cached_env(client, server, indexes):
     a, b, _ = indexes
-    e = env("3.12", ["dsj-beta"], index=a.url)
+    e = python_env("3.12", ["dsj-beta"], index=a.url)
     ok(client, "true", e)
-    envs = server.engine.scheduler.envs
+    envs = server.engine.envs
     base = next(p for p in envs.root.iterdir() if p.is_dir() and envs.complete(p.name))
     site = next((base / "lib").glob("python*/site-packages"))
     before = sorted(os.listdir(site))
@@ -164,7 +95,7 @@ def test_host_pip_configuration_does_not_leak(client, indexes, monkeypatch):
     a, b, _ = indexes
     monkeypatch.setenv("PIP_EXTRA_INDEX_URL", b.url)
     monkeypatch.setenv("UV_EXTRA_INDEX_URL", b.url)
-    _, op = run(client, jpb.JobParameters(cmd="true", env=env("3.12", ["dsj-gamma"], index=a.url)), timeout=120)
+    _, op = run(client, jpb.JobParameters(cmd="true", env=python_env("3.12", ["dsj-gamma"], index=a.url)), timeout=120)
     assert op.HasField("error")  # gamma is only on b, which only the host's settings name
 
 

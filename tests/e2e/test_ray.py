@@ -1,11 +1,9 @@
-"""The ray backend on a real two-node Ray cluster on loopback (tests/raycluster.py): the spine's end-to-end
-scenarios, placement by instance type, cancel, node loss, an engine kill -9, a head restart and the official CLI.
-
-The scenarios the local backend passes are run unchanged against an engine whose jobs all go to Ray."""
+"""The ray backend on a real two-node Ray cluster on loopback (tests/raycluster.py): placement by instance type,
+cancel, node loss, an engine kill -9, a head restart, the official CLI, and what needs the engine's disk refused in
+one place. The scenarios every backend passes run on Ray too, from tests/e2e/test_spine.py."""
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import signal
@@ -17,32 +15,18 @@ import grpc
 import pytest
 import requests
 
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
 from engine.resources import Secrets
 from tests.conftest import Server
-from tests.e2e import test_cancel, test_jobs_api, test_python_env
-from tests.e2e.test_cancel import graceful, survivors
-from tests.e2e.test_crash_recovery import Serve
-from tests.e2e.test_official_cli import copy_example, official_python
-from tests.e2e.test_python_env import indexes  # noqa: F401 - a fixture the reused scenarios need
+from tests.helpers import graceful, survivors
+from tests.helpers import Serve
+from tests.helpers import copy_example, official_python
 from tests.dockerenv import Registry, docker, shell_image
 from tests.helpers import create, logs, response, run, stdout_of, wait_op, wait_status
-from tests.raycluster import RayCluster, free_port, pids_where
+from tests.raycluster import free_port, pids_where, ray_cfg
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ray, pytest.mark.slow]
-
-
-@pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory):
-    cluster = RayCluster(tmp_path_factory.mktemp("ray")).start()
-    yield cluster
-    cluster.stop()
-
-
-def ray_cfg(cluster: RayCluster, tmp_path) -> dict:
-    return dict(backend="ray", ray_address=cluster.address, ray_token=cluster.token, ray_agent_python=sys.executable,
-                ray_node_dir=str(tmp_path / "node"), ray_poll_s=0.2, max_concurrent_jobs=4)
 
 
 @pytest.fixture
@@ -60,37 +44,6 @@ def server(ray_cluster, tmp_path):
 @pytest.fixture
 def client(server):
     return server.client
-
-
-SPINE = [
-    test_jobs_api.test_vars_args_env_dirs_and_outputs,
-    test_jobs_api.test_missing_output_and_nonzero_exit,
-    test_jobs_api.test_zip_slip_input_is_refused,
-    test_jobs_api.test_output_symlinks_are_not_followed,
-    test_jobs_api.test_logs_from_zero_resumed_and_now,
-    test_jobs_api.test_set_data_ttl_and_download_job_files,
-    test_jobs_api.test_restart_keeps_jobs_and_logs,
-    test_cancel.test_graceful_cancel_keeps_checkpoint,
-    test_cancel.test_forced_cancel_kills_setsid_and_double_forked,
-    test_cancel.test_escalation_after_timeout_and_cancel_before_start,
-    test_cancel.test_job_deadline_uses_the_graceful_path,
-    test_cancel.test_forced_cancel_during_a_graceful_wait_kills_at_once,
-    test_python_env.test_requirements_installed_and_python_version_used,
-    test_python_env.test_no_deps_option_and_line,
-    test_python_env.test_local_modules_importable,
-]
-
-
-@pytest.mark.parametrize("scenario", SPINE, ids=[f.__name__.removeprefix("test_") for f in SPINE])
-def test_spine_scenario_on_ray(scenario, client, server, tmp_path, request):
-    wanted = inspect.signature(scenario).parameters
-    available = {"client": client, "server": server, "tmp_path": tmp_path}
-    if "indexes" in wanted:
-        available["indexes"] = request.getfixturevalue("indexes")
-    scenario(**{k: available[k] for k in wanted})
-    for job in server.client.list("p1"):  # the scenario may have restarted the engine
-        if job.status == jpb.SUCCESS:
-            assert server.engine.store.attempts(job_id=job.id)[0].backend == "ray"  # it did run on Ray
 
 
 def types(*names):
@@ -377,3 +330,24 @@ def test_an_agent_killed_takes_its_container_with_it(client, server, ray_cluster
     assert job.status == jpb.ERROR and "lost" in job.status_details, job.status_details
     for c in docker("ps", "-aq", "--filter", label).stdout.split():
         docker("rm", "-f", c)  # the agent that would have removed it is gone
+
+
+def test_what_needs_the_engines_disk_is_refused_in_one_place(client, server, tmp_path):
+    """Mounts, datasets, output datasets and the project disk live on the engine's disk, which a node has no way
+    to: one capability check refuses them before anything reaches Ray, saying what to do."""
+    from engine.resources import Directories
+    for kind, rid in (("mount", "s3mount0000000000001"), ("dataset", "dataset0000000000001")):
+        d = tmp_path / kind
+        d.mkdir()
+        Directories(tmp_path / "data", kind).add(rid, d)
+    for params, needle in [
+        (jpb.JobParameters(cmd="ls ${s3mount0000000000001}", s3_mount_ids=["s3mount0000000000001"]), "s3 mounts"),
+        (jpb.JobParameters(cmd="ls ${dataset0000000000001}", dataset_ids=["dataset0000000000001"]), "datasets"),
+        (jpb.JobParameters(cmd="touch ${DS}/x", output_datasets=[jpb.OutputDatasetDesc(name="d", var="DS")]),
+         "output datasets"),
+        (jpb.JobParameters(cmd="ls $DS_PROJECT_HOME", attach_project_disk=True), "the project disk"),
+    ]:
+        jid, op = run(client, params, timeout=30)
+        assert op.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0], op.error
+        assert needle in op.error.message and "pin the project to the local backend" in op.error.message
+        assert not attempts(server, jid)  # Ray never saw it

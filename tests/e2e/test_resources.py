@@ -4,7 +4,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
 from engine.resources import Directories
 from tests.helpers import logs, response, run, stdout_of
 

@@ -1,4 +1,4 @@
-"""The runner channel (engine/channel.py) over real HTTP, without a Ray cluster: the one-time spec token, log
+"""The runner channel (engine/backends/ray/channel.py) over real HTTP, without a Ray cluster: the one-time spec token, log
 chunks appended once at their offset, the stop long poll, digest-checked output uploads and fencing."""
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ import time
 import pytest
 import requests
 
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
-from runners.supervisor import HEADER, MARK, STDERR, STDOUT
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
+from runners.journal import HEADER, Stream
+from runners.spec import StopRequest
+
+MARK, STDERR, STDOUT = Stream.MARK, Stream.STDERR, Stream.STDOUT
 from tests.conftest import Server
 from tests.helpers import create, logs
 
@@ -31,7 +34,7 @@ def record(stream: int, payload: bytes) -> bytes:
 
 class Agent:
     def __init__(self, server, client):
-        self.channel = server.engine.scheduler.remote.channel
+        self.channel = server.engine.backends["ray"].channel
         self.job_id = create(client, jpb.JobParameters(cmd="true"))
         self.attempt, self.spec_token = self.channel.new_attempt(self.job_id, "ray", instance="c1.4", node_id="n1")
         self.url = f"{server.engine.files_url}/runner/{self.attempt.id}/"
@@ -53,7 +56,7 @@ def test_the_spec_token_works_once_and_gives_the_attempt_token(server, client):
     a = Agent(server, client)
     assert a.call("GET", "spec", token="guess").status_code == 403
     spec = a.fetch_spec()
-    assert spec["job_id"] == a.job_id and spec["params"]["cmd"] == "true"
+    assert spec["job_id"] == a.job_id and spec["cmd"] == "true"
     assert a.call("GET", "spec", token=a.spec_token).status_code == 410  # spent
     assert a.call("GET", "stop", token=a.spec_token, params={"wait": 0}).status_code == 403
     assert a.call("GET", "stop", params={"wait": 0}).json() == {"stop": None}
@@ -78,7 +81,7 @@ def test_log_chunks_are_stored_once_at_their_offset(server, client):
     assert job_lines == [(1, b"one\n"), (2, b"err\n"), (1, b"two\n")]  # once each, in order, no bookkeeping
     # A restarted engine knows the offset from its own journal.
     server.restart()
-    a.channel = server.engine.scheduler.remote.channel
+    a.channel = server.engine.backends["ray"].channel
     a.url = f"{server.engine.files_url}/runner/{a.attempt.id}/"
     assert a.call("PUT", "journal", params={"offset": 0}, data=one).json()["received"] == len(one + two)
 
@@ -95,12 +98,12 @@ def test_stop_is_a_long_poll(server, client):
     th = threading.Thread(target=poll)
     th.start()
     time.sleep(0.3)
-    a.channel.request_stop(a.attempt.id, 10, 5.0, "user asked")
+    a.channel.request_stop(a.attempt.id, StopRequest(10, 5.0, "user asked"))
     th.join(5)
-    assert got["reply"]["stop"] == {"signal": 10, "timeout": 5.0, "reason": "user asked"}
+    assert got["reply"]["stop"] == {"signal": 10, "timeout": 5.0, "reason": "user asked", "kind": "cancel"}
     assert got["took"] < 1.5
-    a.channel.request_stop(a.attempt.id, 9, 0.0, "forced")
-    a.channel.request_stop(a.attempt.id, 15, 10.0, "graceful again")  # never softens a forced stop
+    a.channel.request_stop(a.attempt.id, StopRequest(9, 0.0, "forced"))
+    a.channel.request_stop(a.attempt.id, StopRequest(15, 10.0, "graceful again"))  # never softens a forced stop
     assert a.call("GET", "stop", params={"wait": 0}).json()["stop"]["signal"] == 9
 
 

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 import grpc
@@ -25,14 +24,14 @@ import pytest
 import requests
 
 from dsjobs.client import Client
-from engine.api.pb.yandex.cloud.datasphere.v2 import project_service_pb2 as pspb
-from engine.api.pb.yandex.cloud.datasphere.v2 import project_service_pb2_grpc as pgrpc
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+from dsjobs_pb.yandex.cloud.datasphere.v2 import project_service_pb2 as pspb
+from dsjobs_pb.yandex.cloud.datasphere.v2 import project_service_pb2_grpc as pgrpc
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
 from engine.resources import Secrets
 from tests.conftest import Server
-from tests.e2e.test_crash_recovery import Serve
-from tests.e2e.test_official_cli import official_python
+from tests.helpers import Serve
+from tests.helpers import official_python
 from tests.helpers import blob, create, logs, response, run, stdout_of, wait_for, wait_op, wait_status, work_dir
 
 pytestmark = pytest.mark.e2e
@@ -83,8 +82,8 @@ def test_another_local_user_can_do_nothing(open_tmp, other_user):
         r = as_user(other_user, """
             import sys, grpc
             from dsjobs.client import Client
-            from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
-            from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+            from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
+            from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
             c = Client("127.0.0.1:" + sys.argv[1])  # finds no token: it is not theirs to find
             calls = {
                 "list": lambda: c.list("mine"),
@@ -237,9 +236,9 @@ def test_a_container_cannot_act_as_the_engine(tmp_path, network):
                     print("connect", port, "refused")
             try:
                 import grpc
-                from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
-                from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
-                from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2_grpc as sgrpc
+                from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
+                from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+                from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2_grpc as sgrpc
                 stub = sgrpc.ProjectJobServiceStub(grpc.insecure_channel("127.0.0.1:{grpc_port}"))
                 stub.Create(spb.CreateProjectJobRequest(project_id="p1",
                             job_parameters=jpb.JobParameters(cmd="id")), timeout=5)
@@ -532,7 +531,7 @@ def test_a_tampered_cached_env_shows_the_job_nothing_more(server):
     pe = jpb.PythonEnv()
     first, op = run(client, jpb.JobParameters(cmd="true", env=jpb.Environment(python_env=pe)), timeout=120)
     assert not op.HasField("error"), op.error.message
-    envs = server.engine.scheduler.envs
+    envs = server.engine.envs
     (base,) = [p for p in envs.root.iterdir() if p.is_dir() and envs.complete(p.name)]
     # What a package's build code could have left: the env's interpreter link pointing at "/x" (prefix "/").
     (base / "bin" / "python").unlink()
@@ -553,7 +552,7 @@ def test_environments_and_download_caches_are_per_project(server):
         _, op = run(client, jpb.JobParameters(cmd="true", env=jpb.Environment(python_env=pe)), project=project,
                     timeout=120)
         assert not op.HasField("error"), op.error.message
-    envs = server.engine.scheduler.envs
+    envs = server.engine.envs
     built = [e for e in envs.entries()]
     assert sorted(e["project"] for e in built) == ["pa", "pb"] and len({e["key"] for e in built}) == 2
 

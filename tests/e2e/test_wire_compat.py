@@ -54,7 +54,7 @@ def _dump(prefix: str) -> dict:
 
 @pytest.mark.e2e
 def test_descriptors_match_official_yandexcloud():
-    ours = _dump("engine.api.pb.")
+    ours = _dump("dsjobs_pb.")
     official = _dump("")  # the `yandex` package installed by yandexcloud
     assert set(ours) == set(official), set(ours) ^ set(official)
     diffs = [k for k in official if ours[k] != official[k]]
@@ -78,5 +78,5 @@ print(json.dumps([s.full_name, s.input_type.full_name, s.output_type.full_name,
                   {f.name: [f.number, f.type] for f in req.fields}]))
 '''
     out = [subprocess.run([sys.executable, "-c", code, prefix], capture_output=True, text=True, check=True).stdout
-           for prefix in ("engine.api.pb.", "")]
+           for prefix in ("dsjobs_pb.", "")]
     assert out[0] == out[1] and "yandex.cloud.datasphere.v2.ProjectService.Get" in out[0]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from engine.config import DEFAULT_INSTANCE_TYPES as T
-from engine.ray import LABEL, Node, place, shape
+from engine.backends.ray.client import LABEL, Node, place, shape
 
 GIB = 1 << 30
 HEAD = Node("head", 4, 0, 32 * GIB, {LABEL: "c1.4"})

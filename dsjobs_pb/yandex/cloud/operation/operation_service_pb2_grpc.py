@@ -3,8 +3,8 @@
 import grpc
 import warnings
 
-from engine.api.pb.yandex.cloud.operation import operation_pb2 as yandex_dot_cloud_dot_operation_dot_operation__pb2
-from engine.api.pb.yandex.cloud.operation import operation_service_pb2 as yandex_dot_cloud_dot_operation_dot_operation__service__pb2
+from dsjobs_pb.yandex.cloud.operation import operation_pb2 as yandex_dot_cloud_dot_operation_dot_operation__pb2
+from dsjobs_pb.yandex.cloud.operation import operation_service_pb2 as yandex_dot_cloud_dot_operation_dot_operation__service__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__

@@ -4,9 +4,9 @@ import grpc
 import warnings
 
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as yandex_dot_cloud_dot_datasphere_dot_v2_dot_jobs_dot_jobs__pb2
-from engine.api.pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as yandex_dot_cloud_dot_datasphere_dot_v2_dot_jobs_dot_project__job__service__pb2
-from engine.api.pb.yandex.cloud.operation import operation_pb2 as yandex_dot_cloud_dot_operation_dot_operation__pb2
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as yandex_dot_cloud_dot_datasphere_dot_v2_dot_jobs_dot_jobs__pb2
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as yandex_dot_cloud_dot_datasphere_dot_v2_dot_jobs_dot_project__job__service__pb2
+from dsjobs_pb.yandex.cloud.operation import operation_pb2 as yandex_dot_cloud_dot_operation_dot_operation__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__

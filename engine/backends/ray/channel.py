@@ -1,16 +1,18 @@
-"""The runner channel: how an agent running a job on a remote node talks to the engine, over HTTP only.
+"""The runner channel: how an agent running a job on a remote node talks to the engine, over HTTP only (the agent's
+side is runners/agent.py).
 
 The agent always dials the engine; the backend (Ray) never carries job data. Routes, under ``/runner/<attempt>/``:
 
-- ``GET spec`` with the one-time token from the entrypoint: the job's spec and the attempt token for every later call
+- ``GET spec`` with the one-time token from the entrypoint: the attempt's AttemptSpec (runners/spec.py) and the
+  attempt token for every later call
   (the entrypoint is shown in Ray's dashboard, so what it carries must be useless once used);
 - ``POST state`` {"status": "EXECUTING"|"UPLOADING_OUTPUT"}: the job's status as the node sees it;
-- ``PUT journal?offset=N``: whole log records (runners/supervisor.py framing) at byte offset N of the node's
+- ``PUT journal?offset=N``: whole log records (runners/journal.py framing) at byte offset N of the node's
   journal; appended once, at that offset only, else 409 with the offset the engine has (the agent rewinds);
 - ``PUT progress`` / ``PUT file?name=``: the job's progress file and small diagnostic files, whole;
 - ``GET stop?wait=S``: long-poll for a stop request (also the agent's heartbeat);
 - ``PUT blob?sha=&size=``: an output's bytes into the blob store, digest checked;
-- ``PUT result``: the exit status and the collected outputs; idempotent.
+- ``PUT result``: the AttemptResult, outputs included; idempotent.
 
 Attempts are fenced: once the engine declares an attempt lost, every call from it gets 410 Gone and its agent kills
 its process tree and exits, so a job is never reported twice.
@@ -29,16 +31,16 @@ import time
 from typing import Callable, Optional
 from urllib.parse import parse_qs
 
-from engine.cas import SHA_RE, DigestMismatch
+from engine.backends.base import Sink
+from engine.cas import SHA_RE, BlobStore, DigestMismatch
 from engine.errors import EngineError
-from engine.jobs import JobService
 from engine.model import Attempt
-from engine.state import JobStatus
+from engine.records import Records
 from engine.store import StaleWrite
-from runners.supervisor import HEADER, MARK
+from runners import journal
+from runners.spec import JobFailure, StopRequest
 
 log = logging.getLogger(__name__)
-S = JobStatus
 MARK_OFFSET = struct.Struct(">Q")
 MAX_JOURNAL_PUT = 8 << 20
 SMALL_FILES = {"docker_stats.tsv", "env_build.log"}
@@ -53,12 +55,16 @@ class Gone(Exception):
 
 
 class RunnerChannel:
-    def __init__(self, jobs: JobService, spec_of: Callable[[Attempt], dict]):
-        self.jobs = jobs
-        self.store = jobs.store
+    def __init__(self, records: Records, blobs: BlobStore, lease: Callable[[str], Callable[[str], None]],
+                 spec_of: Callable[[Attempt], dict]):
+        self.records = records
+        self.store = records.store
+        self.blobs = blobs
+        self.lease = lease
         self.spec_of = spec_of
+        self.sink: Optional[Sink] = None  # set when the backend opens
         self._cv = threading.Condition()
-        self._stops: dict[str, dict] = {}
+        self._stops: dict[str, StopRequest] = {}
         self._received: dict[str, int] = {}
         self._journal_mu = threading.Lock()
         self.last_seen: dict[str, float] = {}  # attempt -> monotonic time of its agent's last call
@@ -80,15 +86,15 @@ class RunnerChannel:
         self.store.put_attempt(a)
         return a, token
 
-    def request_stop(self, attempt_id: str, sig: int, timeout_s: float, reason: str) -> None:
+    def request_stop(self, attempt_id: str, request: StopRequest) -> None:
         with self._cv:
             prev = self._stops.get(attempt_id)
-            if prev is not None and prev["signal"] == 9:
+            if prev is not None and prev.forced:
                 return  # a forced stop is never softened by a later graceful one
-            self._stops[attempt_id] = {"signal": int(sig), "timeout": float(timeout_s), "reason": reason}
+            self._stops[attempt_id] = request
             self._cv.notify_all()
 
-    def stop_request(self, attempt_id: str) -> Optional[dict]:
+    def stop_request(self, attempt_id: str) -> Optional[StopRequest]:
         with self._cv:
             return self._stops.get(attempt_id)
 
@@ -173,59 +179,44 @@ class RunnerChannel:
         self.last_seen[a.id] = time.monotonic()
         try:
             spec = self.spec_of(a)
-        except EngineError as e:
+        except (EngineError, JobFailure) as e:
             self.fence(a.id, e.message)
             raise Gone(e.message) from None
-        h.reply_json(200, {"token": attempt_token, "spec": spec})
+        h.reply_json(200, {"token": attempt_token, **spec})
 
     def _state(self, h, a: Attempt, q: dict) -> None:
         body = json.loads(h.read_body(1 << 16) or b"{}")
         status = body.get("status")
-        jobs = self.jobs
-        with jobs._mu:
-            job = jobs.store.get_job(a.job_id)
-            if status == "EXECUTING" and job.status == S.PREPARING:
-                def executing(j):
-                    j.started_at = jobs.clock()
-                    j.status_details = ""
-                    j.actual_cloud_instance_type = a.instance
-                jobs.update(a.job_id, executing, to=S.EXECUTING)
-            elif status == "UPLOADING_OUTPUT" and job.status == S.EXECUTING:
-                jobs.update(a.job_id, lambda j: None, to=S.UPLOADING_OUTPUT)
+        if status == "EXECUTING":
+            self.sink.executing(a.job_id, a.instance)
+        elif status == "UPLOADING_OUTPUT":
+            self.sink.uploading(a.job_id)
         with self._cv:
             stop = self._stops.get(a.id)
-        h.reply_json(200, {"stop": stop})
+        h.reply_json(200, {"stop": stop.as_dict() if stop else None})
 
     def received(self, a: Attempt) -> int:
         """How many bytes of the attempt's node journal the engine has (from the marks in its own journal)."""
         if a.id in self._received:
             return self._received[a.id]
-        tag, got, pos = a.id.encode() + b"\0", 0, 0
+        tag, got = a.id.encode() + b"\0", 0
         try:
-            with open(self.jobs.journal(a.job_id), "rb") as f:
+            with open(self.records.journal(a.job_id), "rb") as f:
                 data = f.read()
         except FileNotFoundError:
             data = b""
-        while pos + HEADER.size <= len(data):
-            stream, _, n = HEADER.unpack_from(data, pos)
-            payload = data[pos + HEADER.size:pos + HEADER.size + n]
-            if stream == MARK and payload.startswith(tag):
-                got = MARK_OFFSET.unpack(payload[len(tag):])[0]
-            pos += HEADER.size + n
+        for r in journal.parse(data, keep_marks=True):
+            if r.stream == journal.Stream.MARK and r.content.startswith(tag):
+                got = MARK_OFFSET.unpack(r.content[len(tag):])[0]
         self._received[a.id] = got
         return got
 
     def _journal(self, h, a: Attempt, q: dict) -> None:
         offset = int(q["offset"])
         body = h.read_body(MAX_JOURNAL_PUT)
-        pos = 0
-        while pos < len(body):  # whole, well-formed records only: the journal is shared with the engine's lines
-            if pos + HEADER.size > len(body):
-                raise ValueError("a partial record header")
-            stream, _, n = HEADER.unpack_from(body, pos)
-            if stream not in (1, 2, 3, 4, 5) or pos + HEADER.size + n > len(body):
-                raise ValueError(f"a malformed record at body offset {pos}")
-            pos += HEADER.size + n
+        # Whole, well-formed records of the job's streams only: the journal is shared with the engine's lines.
+        if journal.whole(body, streams=journal.Stream.OF_JOB) != len(body):
+            raise ValueError("a partial or malformed record at the end of the body")
         with self._journal_mu:
             have = self.received(a)
             if offset != have:
@@ -236,10 +227,10 @@ class RunnerChannel:
                 now = have + len(body)
                 tag = a.id.encode() + b"\0" + MARK_OFFSET.pack(now)
                 # Records and the mark in one write: after a crash the mark says exactly what was stored.
-                self.jobs.run_dir(a.job_id).mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.jobs.journal(a.job_id), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                self.records.run(a.job_id).make()
+                fd = journal.open_for_append(self.records.journal(a.job_id))
                 try:
-                    os.write(fd, body + HEADER.pack(MARK, time.time(), len(tag)) + tag)
+                    os.write(fd, body + journal.frame(journal.Stream.MARK, tag))
                 finally:
                     os.close(fd)
                 self._received[a.id] = now
@@ -247,7 +238,7 @@ class RunnerChannel:
 
     def _progress(self, h, a: Attempt, q: dict) -> None:
         body = h.read_body(1 << 20)
-        path = self.jobs.progress_path(a.job_id)
+        path = self.records.progress_path(a.job_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(body)
@@ -259,8 +250,8 @@ class RunnerChannel:
         if name not in SMALL_FILES:
             raise ValueError(f"file name {name!r} is not one of {sorted(SMALL_FILES)}")
         body = h.read_body(16 << 20)
-        self.jobs.run_dir(a.job_id).mkdir(parents=True, exist_ok=True)
-        path = self.jobs.run_dir(a.job_id) / name
+        self.records.run(a.job_id).make()
+        path = self.records.run_dir(a.job_id) / name
         tmp = path.with_name(name + ".tmp")
         tmp.write_bytes(body)
         os.replace(tmp, path)
@@ -279,21 +270,21 @@ class RunnerChannel:
             return h.reply_json(503, {"error": "the engine is stopping; retry"})
         if self.store.get_attempt(a.id).state == "LOST":
             raise Gone(f"attempt {a.id} was declared lost")
-        h.reply_json(200, {"stop": stop})
+        h.reply_json(200, {"stop": stop.as_dict() if stop else None})
 
     def _blob(self, h, a: Attempt, q: dict) -> None:
         sha, size = q["sha"], int(q["size"])
         if not SHA_RE.fullmatch(sha):
             raise ValueError(f"sha {sha!r} is not a sha256 digest")
-        lease = self.jobs.lease(a.job_id)
-        with self.jobs.blobs.lock(sha):  # the job's reference first, then whether the object exists (cas.py)
+        lease = self.lease(a.job_id)
+        with self.blobs.lock(sha):  # the job's reference first, then whether the object exists (cas.py)
             lease(sha)
-            have = self.jobs.blobs.has(sha)
+            have = self.blobs.has(sha)
         if have:
             h.drain()
             return h.reply_json(200, {})
         try:
-            self.jobs.blobs.write(h.body_chunks(), expect_sha=sha, expect_size=size, lease=lease)
+            self.blobs.write(h.body_chunks(), expect_sha=sha, expect_size=size, lease=lease)
         except DigestMismatch as e:
             return h.reply_json(400, {"error": f"digest invalid: {e.message}"})
         except EngineError as e:

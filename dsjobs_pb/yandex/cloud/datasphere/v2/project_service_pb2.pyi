@@ -1,4 +1,4 @@
-from engine.api.pb.yandex.cloud.datasphere.v2 import project_pb2 as _project_pb2
+from dsjobs_pb.yandex.cloud.datasphere.v2 import project_pb2 as _project_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from typing import ClassVar as _ClassVar, Optional as _Optional

@@ -3,8 +3,8 @@
 import grpc
 import warnings
 
-from engine.api.pb.yandex.cloud.datasphere.v2 import project_pb2 as yandex_dot_cloud_dot_datasphere_dot_v2_dot_project__pb2
-from engine.api.pb.yandex.cloud.datasphere.v2 import project_service_pb2 as yandex_dot_cloud_dot_datasphere_dot_v2_dot_project__service__pb2
+from dsjobs_pb.yandex.cloud.datasphere.v2 import project_pb2 as yandex_dot_cloud_dot_datasphere_dot_v2_dot_project__pb2
+from dsjobs_pb.yandex.cloud.datasphere.v2 import project_service_pb2 as yandex_dot_cloud_dot_datasphere_dot_v2_dot_project__service__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__

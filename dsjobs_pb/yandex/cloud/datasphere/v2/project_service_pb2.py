@@ -22,7 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from engine.api.pb.yandex.cloud.datasphere.v2 import project_pb2 as yandex_dot_cloud_dot_datasphere_dot_v2_dot_project__pb2
+from dsjobs_pb.yandex.cloud.datasphere.v2 import project_pb2 as yandex_dot_cloud_dot_datasphere_dot_v2_dot_project__pb2
 
 
 DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0yandex/cloud/datasphere/v2/project_service.proto\x12\x1ayandex.cloud.datasphere.v2\x1a(yandex/cloud/datasphere/v2/project.proto\"\'\n\x11GetProjectRequest\x12\x12\n\nproject_id\x18\x01 \x01(\t2k\n\x0eProjectService\x12Y\n\x03Get\x12-.yandex.cloud.datasphere.v2.GetProjectRequest\x1a#.yandex.cloud.datasphere.v2.Projectb\x06proto3')

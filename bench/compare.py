@@ -1,0 +1,103 @@
+"""Every benchmark, on this tree and on an earlier commit, in the same run: is anything slower than it was?
+
+    python bench/compare.py BASE_REV [--rounds 3] [--only spine,cancel] [--out bench/results/compare.json]
+
+BASE_REV is checked out in a temporary git worktree; each round runs each benchmark once on the base and once on
+this tree, alternately (so both see the same machine, warm or not), each tree's own script against its own code.
+Each figure is reported as the median of the rounds, with its run-to-run spread (max - min over the rounds, the
+larger of the two trees'); a figure is "worse" only when it moved the wrong way by more than that spread.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent.parent
+BENCHES = {  # name -> extra arguments (kept small: each runs 2 x rounds times)
+    "spine": ["--jobs", "30", "--burst", "100"],
+    "cancel": ["--cancels", "40"],
+    "pyenv": [],
+    "docker": [],
+    "ray": ["--jobs", "6", "--burst", "10"],
+}
+HIGHER_IS_BETTER = ("per_s", "jobs_per_s")
+
+
+def flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[key] = float(v)
+    return out
+
+
+def run_one(tree: Path, name: str, extra: list[str]) -> dict:
+    script = tree / "bench" / f"bench_{name}.py"
+    result = tree / "bench" / "results" / f"{name}.json"
+    result.unlink(missing_ok=True)
+    env = dict(os.environ, PYTHONPATH=str(tree))  # this tree's code, ahead of the editable install
+    t = time.monotonic()
+    p = subprocess.run([sys.executable, str(script), *extra], cwd=tree, env=env, capture_output=True, text=True,
+                       timeout=3600)
+    if p.returncode != 0 or not result.exists():
+        raise RuntimeError(f"bench_{name} on {tree} failed ({p.returncode}):\n{p.stdout[-2000:]}{p.stderr[-3000:]}")
+    print(f"  {name:<7} {tree.name:<10} {time.monotonic() - t:6.1f}s", flush=True)
+    return flatten(json.loads(result.read_text()))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("base")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", default="")
+    ap.add_argument("--out", default=str(HERE / "bench" / "results" / "compare.json"))
+    a = ap.parse_args()
+    names = [n for n in BENCHES if not a.only or n in a.only.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "base"
+        subprocess.run(["git", "-C", str(HERE), "worktree", "add", "--detach", str(base), a.base], check=True,
+                       capture_output=True)
+        try:
+            runs: dict = {n: {"base": [], "this": []} for n in names}
+            for r in range(a.rounds):
+                print(f"round {r + 1}/{a.rounds}", flush=True)
+                for n in names:
+                    for side, tree in (("base", base), ("this", HERE)) if r % 2 == 0 else \
+                            (("this", HERE), ("base", base)):
+                        runs[n][side].append(run_one(tree, n, BENCHES[n]))
+        finally:
+            subprocess.run(["git", "-C", str(HERE), "worktree", "remove", "--force", str(base)], capture_output=True)
+    rows, report = [], {"base": a.base, "rounds": a.rounds, "figures": {}}
+    for n in names:
+        keys = sorted(set.intersection(*(set(x) for x in runs[n]["base"] + runs[n]["this"])))
+        for k in keys:
+            b = [x[k] for x in runs[n]["base"]]
+            t = [x[k] for x in runs[n]["this"]]
+            mb, mt = statistics.median(b), statistics.median(t)
+            spread = max(max(b) - min(b), max(t) - min(t))
+            higher = any(k.endswith(h) for h in HIGHER_IS_BETTER)
+            worse = (mb - mt if higher else mt - mb) > spread
+            report["figures"][f"{n}.{k}"] = {"base": mb, "this": mt, "spread": spread, "worse": worse}
+            rows.append(f"| {n}.{k} | {mb:.2f} | {mt:.2f} | {spread:.2f} | {'**worse**' if worse else 'ok'} |")
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(report, indent=2))
+    print(f"\nmedians of {a.rounds} rounds; spread = max - min over the rounds\n")
+    print(f"| figure | {a.base[:10]} | this tree | spread | |\n|---|---|---|---|---|")
+    print("\n".join(rows))
+    worse = [k for k, v in report["figures"].items() if v["worse"]]
+    print(f"\n{len(worse)} figure(s) worse beyond the spread" + (f": {', '.join(worse)}" if worse else ""))
+    return 1 if worse else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

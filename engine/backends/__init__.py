@@ -1,0 +1,1 @@
+"""Where attempts run: on this machine (local.py) or on a Ray cluster (ray/), behind one interface (base.py)."""

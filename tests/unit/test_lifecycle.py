@@ -1,0 +1,104 @@
+"""The lifecycle and the local backend with the fake executor (runners/fake.py): the real store (SQLite), the
+real dispatcher, cancel and the final-status rule, with no process started, so each test takes milliseconds."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from engine.app import build_engine
+from engine.config import EngineConfig
+from engine.model import FileDesc, JobParameters
+from engine.state import JobStatus as S
+from runners.fake import FakeExecutor
+
+
+@pytest.fixture
+def engine(tmp_path):
+    fake = FakeExecutor()
+    e = build_engine(EngineConfig(data_dir=tmp_path / "data", sandbox="none", docker=False, max_concurrent_jobs=2,
+                                  reconcile_interval_s=0.2), executor=fake).start()
+    e.fake = fake
+    yield e
+    e.stop(stop_jobs=True)
+
+
+def submit(engine, **script) -> str:
+    outputs = [FileDesc(path=p) for p in script.get("outputs", {})]
+    op, _ = engine.jobs.create("p1", JobParameters(cmd="fake " + json.dumps(script), output_files=outputs))
+    engine.jobs.execute(op.job_id)
+    return op.job_id
+
+
+def wait(engine, job_id, statuses, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        job = engine.store.get_job(job_id)
+        if job.status in statuses:
+            return job
+        assert time.monotonic() < deadline, f"job stayed {job.status.name}"
+        time.sleep(0.01)
+
+
+def test_a_job_runs_to_success_with_its_outputs(engine):
+    jid = submit(engine, outputs={"o.txt": "made"}, stdout="hi\n")
+    job = wait(engine, jid, {S.SUCCESS, S.ERROR})
+    assert job.status == S.SUCCESS and job.return_code == 0 and job.started_at and job.finished_at
+    assert job.backend == "local" and job.actual_cloud_instance_type == "c1.4"
+    assert [f.desc.path for f in job.output_files] == ["o.txt"]
+    assert engine.blobs.path(job.output_files[0].sha256).read_bytes() == b"made"
+    assert {f.desc.path.rsplit("/", 1)[1] for f in job.log_files} == {"stdout.txt", "system.log"}
+
+
+def test_no_more_jobs_run_at_once_than_the_backend_has_room_for(engine):
+    jids = [submit(engine, run_for=0.3) for _ in range(6)]
+    peak = 0
+    while not all(engine.store.get_job(j).status.terminal for j in jids):
+        running = sum(1 for h in engine.fake.started if not h.done.is_set())
+        peak = max(peak, running)
+        time.sleep(0.01)
+    assert peak == 2 and all(engine.store.get_job(j).status == S.SUCCESS for j in jids)
+
+
+def test_a_cancel_while_running_and_one_while_queued(engine):
+    running = submit(engine, run_for=30)
+    wait(engine, running, {S.EXECUTING})
+    blockers = [submit(engine, run_for=30)]  # the second slot
+    wait(engine, blockers[0], {S.EXECUTING})
+    queued = submit(engine, run_for=30)
+    time.sleep(0.1)
+    assert engine.store.get_job(queued).attempt == 0  # no room: it waits in the store
+    engine.jobs.cancel(queued, "not needed")
+    assert engine.store.get_job(queued).status == S.CANCELLED
+    engine.jobs.cancel(running, "user asked", graceful=True)
+    job = wait(engine, running, {S.CANCELLED, S.ERROR, S.SUCCESS})
+    assert job.status == S.CANCELLED and job.error.kind == "CANCELLED" and job.status_details == "user asked"
+    assert engine.fake.started[0].stop.reason == "user asked"
+
+
+def test_a_failing_program_and_a_failing_start(engine):
+    bad = submit(engine, exit_code=3)
+    unstarted = submit(engine, start_error="no bash")
+    job = wait(engine, bad, {S.SUCCESS, S.ERROR})
+    assert job.status == S.ERROR and job.return_code == 3 and job.status_details == "program returned code 3"
+    assert job.error is None  # the program's failure, not the engine's: the operation has its return code
+    job = wait(engine, unstarted, {S.SUCCESS, S.ERROR})
+    assert job.status == S.ERROR and job.error.kind == "START_FAILED" and job.started_at is None
+
+
+def test_an_end_the_store_cannot_take_is_written_later(engine, monkeypatch):
+    """A full disk under the final write: the job is kept and written as it ended once there is room."""
+    import sqlite3
+    real = engine.store.update_job
+    fails = {"n": 0}
+
+    def full(job, **kw):
+        if job.status.terminal and fails["n"] < 3:
+            fails["n"] += 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(job, **kw)
+    monkeypatch.setattr(engine.store, "update_job", full)
+    jid = submit(engine, outputs={"o.txt": "kept"})
+    job = wait(engine, jid, {S.SUCCESS, S.ERROR})
+    assert job.status == S.SUCCESS and fails["n"] == 3 and [f.desc.path for f in job.output_files] == ["o.txt"]

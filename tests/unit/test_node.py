@@ -1,0 +1,141 @@
+"""The node runner (runners/node.py) with the fake executor: what an attempt does with its spec, in milliseconds,
+without a process. Inputs from a dict, outputs into one, as a NodeIO."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import threading
+import zipfile
+
+import pytest
+
+from runners import journal
+from runners.fake import FakeExecutor
+from runners.node import Attempt, Machine, NodeIO, RetryLater
+from runners.rundir import RunDir
+from runners.spec import AttemptSpec, FailureKind, InputFile, Limits, OutputDecl, StopRequest
+
+
+class DictIO(NodeIO):
+    def __init__(self, inputs: dict[str, bytes], tmp, full_for: int = 0):
+        self.paths, self.stored, self.events, self.full_for = {}, {}, [], full_for
+        for sha, data in inputs.items():
+            p = tmp / sha
+            p.write_bytes(data)
+            self.paths[sha] = str(p)
+
+    def input_path(self, sha256):
+        return self.paths[sha256]
+
+    def store_output(self, stream):
+        if self.full_for:
+            self.full_for -= 1
+            raise RetryLater("no space left on device")
+        data = stream.read()
+        sha = hashlib.sha256(data).hexdigest()
+        self.stored[sha] = data
+        return sha, len(data)
+
+    def started(self, instance):
+        self.events.append(("started", instance))
+
+    def uploading(self):
+        self.events.append("uploading")
+
+
+def fake(**script) -> str:
+    return "fake " + json.dumps(script)
+
+
+def attempt(tmp_path, cmd, *, inputs=(), blobs=None, outputs=(), io_=None, **kw):
+    spec = AttemptSpec(job_id="ds1", project_id="p1", attempt="1", cmd=cmd, sandbox="none",
+                       instance_types=[Limits("c1.4", 4, 32 << 30)], inputs=list(inputs), outputs=list(outputs), **kw)
+    io_ = io_ or DictIO(blobs or {}, tmp_path)
+    ex = FakeExecutor()
+    a = Attempt("ds1", RunDir(tmp_path / "run"), Machine(root=tmp_path, process=ex), io_, spec)
+    return a, io_, ex
+
+
+def system_log(tmp_path) -> str:
+    return "\n".join(r.content.decode() for r in journal.records(str(tmp_path / "run" / "journal"))
+                     if r.stream == journal.Stream.SYSTEM)
+
+
+def test_vars_are_substituted_outputs_collected_and_the_start_reported(tmp_path):
+    a, io_, _ = attempt(tmp_path, fake(outputs={"${OUT}": "result", "plain.txt": "p"}, stdout="hello\n"),
+                        outputs=[OutputDecl("", "OUT"), OutputDecl("plain.txt"), OutputDecl("missing.txt")])
+    r = a.run()
+    assert r.started and r.return_code == 0 and r.failure is None and r.instance == "c1.4"
+    assert io_.events == [("started", "c1.4"), "uploading"]
+    got = {(o.path, o.var): io_.stored[o.sha256] for o in r.outputs}
+    assert got == {("", "OUT"): b"result", ("plain.txt", ""): b"p"}
+    assert [(e.path, e.kind) for e in r.output_errors] == [("missing.txt", "NOT_FOUND")]
+    assert (tmp_path / "run" / "stdout.txt").read_text() == "hello\n"
+    assert "program exited with return code 0" in system_log(tmp_path)
+
+
+def test_an_unsafe_input_is_the_users_problem_named(tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("../escape.txt", "x")
+    data = buf.getvalue()
+    sha = hashlib.sha256(data).hexdigest()
+    a, io_, ex = attempt(tmp_path, fake(), inputs=[InputFile("in.zip", "", sha, len(data), zipped=True)],
+                         blobs={sha: data})
+    r = a.run()
+    assert not r.started and r.failure.kind == FailureKind.INVALID_INPUT and "in.zip" in r.failure.message
+    assert not ex.started and not io_.events
+
+
+def test_the_deadline_stops_the_job_by_its_graceful_path(tmp_path):
+    a, _, _ = attempt(tmp_path, fake(run_for=30), max_duration_s=0.1,
+                      deadline_stop=StopRequest(15, 1.0, "the job's maximum running time (0.1s) was reached",
+                                                kind="deadline"))
+    r = a.run()
+    assert r.started and r.stopped.kind == "deadline" and r.signal == 15
+
+
+def test_a_stop_before_the_start_means_it_never_starts(tmp_path):
+    a, io_, ex = attempt(tmp_path, fake(run_for=30))
+    a.stop(StopRequest(15, 5.0, "cancelled by user"))
+    r = a.run()
+    assert not r.started and r.stopped.reason == "cancelled by user" and not ex.started and not io_.events
+
+
+def test_a_stop_while_it_runs_and_a_forced_one_after(tmp_path):
+    a, io_, ex = attempt(tmp_path, fake(run_for=30, ignore_stop=True))
+    t = threading.Thread(target=lambda: setattr(a, "result", a.run()))
+    t.start()
+    while not io_.events:
+        t.join(0.01)
+    a.stop(StopRequest(15, 30.0, "graceful"))
+    a.stop(StopRequest(15, 1.0, "graceful again"))  # asked once: the first graceful stop stands
+    assert a.stop_request.reason == "graceful"
+    a.stop(StopRequest(9, 0.0, "forced"))  # a forced stop is never refused
+    t.join(5)
+    assert a.result.stopped.reason == "forced" and a.result.signal == 9
+
+
+def test_a_start_that_is_not_confirmed_is_never_executing(tmp_path):
+    a, io_, _ = attempt(tmp_path, fake(start_error="no bash here"))
+    r = a.run()
+    assert r.failure.kind == FailureKind.START_FAILED and ("started", "c1.4") not in io_.events
+
+
+def test_outputs_are_stored_again_when_the_storage_is_full_for_a_while(tmp_path):
+    io_ = DictIO({}, tmp_path, full_for=2)
+    a, _, _ = attempt(tmp_path, fake(outputs={"o.txt": "kept"}), outputs=[OutputDecl("o.txt")], io_=io_)
+    r = a.run()
+    assert [io_.stored[o.sha256] for o in r.outputs] == [b"kept"] and not r.output_errors
+    assert "cannot be stored now" in system_log(tmp_path)
+
+
+@pytest.mark.parametrize("instance_types,gpus_needed", [([Limits("g1.1", 8, 48 << 30, 1)], True)])
+def test_an_image_job_that_needs_a_gpu_this_machine_lacks(tmp_path, instance_types, gpus_needed):
+    from runners.spec import ImageSpec
+    a, _, _ = attempt(tmp_path, fake(), image=ImageSpec("img"))
+    a.spec.instance_types = instance_types
+    a.machine.docker = FakeExecutor()
+    r = a.run()
+    assert r.failure.kind == FailureKind.UNSUPPORTED and "no GPU" in r.failure.message
