@@ -21,6 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
 BENCHES = {  # name -> extra arguments (kept small: each runs 2 x rounds times)
+    "startup": [],
     "spine": ["--jobs", "30", "--burst", "100"],
     "cancel": ["--cancels", "40"],
     "pyenv": [],
@@ -41,7 +42,28 @@ def flatten(d, prefix=""):
     return out
 
 
+def startup(tree: Path, n: int = 30) -> dict:
+    """What is on every job's path before any of its own code: the supervisor's start (``python -I -S``, it
+    exits at once on a bad argument, after its imports) and the Ray agent's imports, in ms (medians of ``n``)."""
+    sup = next(p for p in (tree / "runners" / "executors" / "supervisor.py", tree / "runners" / "supervisor.py")
+               if p.exists())
+    env = dict(os.environ, PYTHONPATH=str(tree))
+
+    def median_ms(argv, **kw):
+        xs = []
+        for _ in range(n):
+            t = time.perf_counter()
+            subprocess.run(argv, capture_output=True, **kw)
+            xs.append((time.perf_counter() - t) * 1e3)
+        return statistics.median(xs)
+    return {"supervisor_start_ms": median_ms([sys.executable, "-I", "-S", str(sup), "--bogus"]),
+            "agent_import_ms": median_ms([sys.executable, "-c", "import runners.agent"], cwd=tree, env=env),
+            "python_bare_ms": median_ms([sys.executable, "-I", "-S", "-c", "pass"])}
+
+
 def run_one(tree: Path, name: str, extra: list[str]) -> dict:
+    if name == "startup":
+        return startup(tree)
     script = tree / "bench" / f"bench_{name}.py"
     result = tree / "bench" / "results" / f"{name}.json"
     result.unlink(missing_ok=True)

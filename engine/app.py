@@ -26,10 +26,10 @@ from engine.spec import Resolver
 from engine.store import Store
 from engine.tokens import owner_token
 from runners import sandbox as sbx
-from runners.base import Executor
-from runners.docker import DockerExecutor
+from runners.executors.base import Executor
+from runners.executors.docker import DockerExecutor
 from runners.node import Machine
-from runners.process import ProcessExecutor
+from runners.executors.process import ProcessExecutor
 from runners.pyenv import EnvCache
 
 log = logging.getLogger(__name__)

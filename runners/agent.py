@@ -17,7 +17,6 @@ import os
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -26,13 +25,12 @@ from pathlib import Path
 from typing import Optional
 
 from runners import journal
-from runners import sandbox as sbx
 from runners.fsops import read_regular, rmtree
 from runners.node import Attempt, Machine, NodeIO
-from runners.process import ProcessExecutor
+from runners.executors.process import ProcessExecutor
 from runners.rundir import RunDir
 from runners.spec import AttemptResult, AttemptSpec, StopRequest, from_plain, plain
-from runners.supervisor import kill_marked
+from runners.executors.supervisor import kill_marked
 
 SHIP_INTERVAL_S = 0.2
 SHIP_MAX = 4 << 20
@@ -208,6 +206,7 @@ class Agent:
         if dest.exists():
             return str(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        import tempfile
         h = hashlib.sha256()
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
         try:
@@ -224,6 +223,7 @@ class Agent:
         return str(dest)
 
     def put_blob(self, stream) -> tuple[str, int]:
+        import tempfile
         h, size = hashlib.sha256(), 0
         with tempfile.TemporaryFile(dir=self.run.path) as tmp:
             while chunk := stream.read(1 << 20):
@@ -242,14 +242,14 @@ class Agent:
         (the agent's start-up is on every Ray job's path)."""
         spec, envs, docker = self.spec, None, None
         if spec.python is not None:
-            from runners import pyenv
+            from runners import pyenv, sandbox as sbx
             es = spec.env
             envs = pyenv.EnvCache(self.node_dir / "envs", installer=es.installer, build_timeout_s=es.build_timeout_s,
                                   size_limit_bytes=es.cache_limit_bytes, uv_cache=self.node_dir / "uv-cache",
                                   confine=None if spec.sandbox == "none" else
                                   sbx.confiner(spec.bwrap, sbx.hidden_paths(self.node_dir)))
         if spec.image is not None:
-            from runners.docker import DockerExecutor
+            from runners.executors.docker import DockerExecutor
             docker = DockerExecutor()
         return Machine(root=self.node_dir, process=ProcessExecutor(standby=False), envs=envs, docker=docker,
                        run_as_root=bool(spec.image and spec.image.run_as_root), owner_pid=os.getpid(),

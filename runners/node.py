@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Callable, Optional
 
 from runners import journal
-from runners import sandbox as sbx
-from runners.base import ExitResult, Executor, Handle, RunSpec
+from runners.executors.base import ExitResult, Executor, Handle, RunSpec
 from runners.fsops import chown_tree
 from runners.outputs import collect
 from runners.rundir import RunDir
@@ -36,8 +35,9 @@ from runners.workspace import Layout, job_env, materialise, process_env, substit
 
 if TYPE_CHECKING:
     from runners.pyenv import EnvCache, Interpreter
+    from runners.sandbox import Sandbox
 
-WATCHDOG = str(Path(__file__).with_name("container_watchdog.py"))
+WATCHDOG = str(Path(__file__).parent / "executors" / "container_watchdog.py")
 CONTAINER_PROGRESS = "/dsjobs/progress"
 CONTAINER_PROJECT_HOME = "/dsjobs/project"
 JOB_DIR = "/job"
@@ -80,7 +80,7 @@ class Machine:
     root: Path  # the data dir or the node dir: hidden from sandboxed jobs; its owner gets what containers write
     process: Executor
     envs: Optional["EnvCache"] = None
-    docker: Optional[Executor] = None  # runners.docker.DockerExecutor, when this machine runs containers
+    docker: Optional[Executor] = None  # runners.executors.docker.DockerExecutor, when this machine runs containers
     run_as_root: bool = False  # containers run as root (else as the owner of ``root``)
     owner_pid: Optional[int] = None  # a node's agent: the job dies with it, and so does its container
     start_pause_s: float = 0.0  # fault injection for tests: a pause before a start and before its confirmation
@@ -296,6 +296,7 @@ class Attempt:
         env = self._env(layout, venv, image_env, box)
         argv = ["bash", "-c", cmd]
         if box is not None:
+            from runners import sandbox as sbx
             argv = sbx.argv(sbx.check(spec.bwrap), box, argv)
         runspec = RunSpec(job_id=self.job_id, run_dir=str(run.path), argv=argv, cwd=str(run.work), env=env,
                           secret_env={} if docker else dict(spec.secrets), sandboxed=box is not None,
@@ -309,7 +310,7 @@ class Attempt:
 
     def _path_mapper(self) -> Callable[[str], str]:
         """Host path -> the path a container sees."""
-        from runners.docker import job_path_mapper
+        from runners.executors.docker import job_path_mapper
         run = self.run_dir
         table = [(str(run.work), JOB_DIR), (str(run.progress_dir), CONTAINER_PROGRESS)]
         table += [(mt.host_dir, mt.container_dir) for mt in self.spec.mounts]
@@ -355,7 +356,8 @@ class Attempt:
 
     def _image_python_env(self, image: str) -> Path:
         """A job in a container: its python_version must be the image's, and its env is built with it."""
-        from runners import docker as rd, pyenv
+        from runners import pyenv
+        from runners.executors import docker as rd
         if self.machine.envs is None:
             raise JobFailure(FailureKind.UNSUPPORTED, "this machine has no environment cache")
         pe, es, dc = self.spec.python, self.spec.env, self.machine.docker.dc
@@ -381,7 +383,7 @@ class Attempt:
         return env_dir
 
     def _container(self, limits: Limits):
-        from runners import docker as rd
+        from runners.executors import docker as rd
         spec, run, m = self.spec, self.run_dir, self.machine
         im, dc = spec.image, m.docker.dc
         rd.ensure_image(dc, im.image, im.username, im.password, note=self.log, timeout_s=im.pull_timeout_s)
@@ -404,12 +406,12 @@ class Attempt:
         return rd.ContainerSpec(image=im.image, job_id=self.job_id, project_id=spec.project_id, binds=binds,
                                 user=user, network=network.name, cpus=cpus, memory_bytes=memory, secrets=secrets)
 
-    def _sandbox(self, venv: Optional["PythonLayer"]) -> Optional[sbx.Sandbox]:
+    def _sandbox(self, venv: Optional["PythonLayer"]) -> Optional["Sandbox"]:
         """What a process job may see (runners/sandbox.py); None when the engine runs jobs unconfined."""
         spec = self.spec
         if spec.sandbox == "none":
             return None
-        from runners import pyenv
+        from runners import pyenv, sandbox as sbx
         rw = [str(self.run_dir.progress_dir)] + ([spec.project_home] if spec.project_home else [])
         ro = [mt.host_dir for mt in spec.mounts]
         # The interpreter the engine chose (job_sandbox shows its installation), never a link in a built env.
@@ -422,7 +424,7 @@ class Attempt:
                                hide=sbx.hidden_paths(self.machine.root), python=interp.path)
 
     def _env(self, layout: Layout, venv: Optional["PythonLayer"], image_env: Optional[Path],
-             box: Optional[sbx.Sandbox]) -> dict[str, str]:
+             box: Optional["Sandbox"]) -> dict[str, str]:
         """The job's environment without its project secrets (executors hand those over apart)."""
         spec = self.spec
         progress = layout.to_job_path(str(self.run_dir.progress))
@@ -471,7 +473,7 @@ class Found:
 
 
 def find_run(run: RunDir, executor: Executor, job_id: str, docker: bool, wait_s: float = 30.0) -> Found:
-    from runners.process import read_status, run_state
+    from runners.executors.process import read_status, run_state
     if docker:
         try:
             handle = executor.adopt(str(run.path), job_id)

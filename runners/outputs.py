@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Callable
+from typing import TYPE_CHECKING, BinaryIO, Callable
 
 from runners.fsops import walk_fd
 from runners.safezip import UnsafeArchive, open_beneath
 from runners.spec import OutputDecl, OutputError, OutputFile
+
+if TYPE_CHECKING:
+    import zipfile
 
 # sink(stream) stores the bytes and returns (sha256, size)
 Sink = Callable[[BinaryIO], "tuple[str, int]"]
@@ -31,7 +32,8 @@ class Collected:
 MAX_DEPTH = 128  # levels under a declared output directory; deeper entries are the job's problem, reported
 
 
-def _zip_dir(dir_fd: int, arc_root: str, zf: zipfile.ZipFile, skipped: list[str]) -> None:
+def _zip_dir(dir_fd: int, arc_root: str, zf: "zipfile.ZipFile", skipped: list[str]) -> None:
+    import zipfile
     """The tree under ``dir_fd`` into ``zf``, iteratively (any depth costs no recursion): regular files and
     directories only, each opened with O_NOFOLLOW relative to its parent; what is not collected goes to
     ``skipped`` with the reason."""
@@ -100,6 +102,8 @@ def collect(work: Path, outputs: list[tuple[OutputDecl, str]], sink: Sink, tmp_d
                 elif stat.S_ISDIR(st.st_mode):
                     arc_root = PurePosixPath(desc.path.rstrip("/")).name or "output"
                     skipped: list[str] = []
+                    import tempfile  # only for directory outputs (a node's start-up time)
+                    import zipfile
                     with tempfile.TemporaryFile(dir=tmp_dir) as tmp:
                         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
                             _zip_dir(fd, arc_root, zf, skipped)

@@ -3,13 +3,13 @@
 The same names on the engine's machine (DATA_DIR/jobs/<job id>/) and on a Ray node (NODE_DIR/runs/<attempt>/);
 engines of earlier releases wrote the same names, which is how a restarted engine adopts what they started:
 
-    spec, supervisor, status, stop   the executor <-> supervisor channel (runners/supervisor.py)
+    spec, supervisor, status, stop   the executor <-> supervisor channel (runners/executors/supervisor.py)
     container                        the id of a Docker job's container
     layout, instance                 what a restarted engine needs to collect outputs and to confirm a start
     journal                          every log line of the job, framed (runners/journal.py)
     stdout.txt, stderr.txt           the job's output, as the cloud's log files
     system.log, env_build.log        the engine's lines about the job; the python env build's output
-    docker_stats.tsv                 resource samples (runners/stats.py)
+    docker_stats.tsv                 resource samples (runners/executors/stats.py)
     progress/job_progress.jsonl      JOB_PROGRESS_FILENAME, in a directory of its own (bind-mounted in containers)
     work/                            the job's working directory
     venv/, home/, tmp/, bin/         the job's own env layer, and its sandbox's HOME, /tmp and PATH

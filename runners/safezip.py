@@ -5,10 +5,13 @@ import errno
 import os
 import shutil
 import stat
-import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import zipfile
 
 
 class UnsafeArchive(ValueError):
@@ -87,6 +90,7 @@ def extract(zip_path: str, target: str, limits: ZipLimits = ZipLimits()) -> list
     there (a file where a directory is, or the other way round), and an archive that expands past its limits or
     the free disk are refused too. Raises UnsafeArchive naming the entry.
     """
+    import zipfile  # only for jobs with archives (a node's start-up time)
     os.makedirs(target, exist_ok=True)
     top: list[str] = []
     try:

@@ -16,11 +16,11 @@ from engine.cas import BlobStore
 from engine.errors import disk_full, io_error
 from engine.model import Job
 from engine.state import JobStatus
-from runners.base import Executor
+from runners.executors.base import Executor
 from runners.node import Attempt, Interrupted, Machine, NodeIO, RetryLater, find_run
 from runners.rundir import RunDir
 from runners.spec import AttemptResult, Failure, FailureKind, JobFailure, StopRequest
-from runners.supervisor import kill_marked
+from runners.executors.supervisor import kill_marked
 
 log = logging.getLogger(__name__)
 S = JobStatus

@@ -185,7 +185,7 @@ def test_kill9_during_an_upload_leaves_nothing_under_the_digest(tmp_path):
 
 @pytest.mark.parametrize("sandbox", ["bwrap", "none"])
 def test_supervisor_killed_with_the_engine_leaves_no_orphans(tmp_path, sandbox):
-    from runners.supervisor import read_file
+    from runners.executors.supervisor import read_file
     srv = Serve(tmp_path / "data")
     srv.extra = ["--sandbox", sandbox]
     client = srv.start()

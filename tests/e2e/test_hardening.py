@@ -279,7 +279,7 @@ def test_a_full_disk_fails_the_job_it_hits_and_the_engine_recovers_by_itself(tmp
 
 
 def test_a_supervisor_that_dies_while_the_engine_runs_takes_the_job_with_it(tmp_path):
-    from runners.supervisor import read_file
+    from runners.executors.supervisor import read_file
     for sandbox in ("bwrap", "none"):
         s = Server(tmp_path / f"data-{sandbox}", sandbox=sandbox)
         try:

@@ -48,7 +48,7 @@ def test_jobs_of_the_engine_before_the_redesign_are_readopted(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-    from runners.supervisor import read_file
+    from runners.executors.supervisor import read_file
     pid = read_file(str(data / "jobs" / running / "supervisor"))["pid"]
     assert str(old) in open(f"/proc/{pid}/cmdline").read()  # the old release's supervisor runs the job
     (work_dir(data, finishing) / "go").touch()  # it ends while no engine runs

@@ -1,4 +1,4 @@
-"""The lifecycle and the local backend with the fake executor (runners/fake.py): the real store (SQLite), the
+"""The lifecycle and the local backend with the fake executor (runners/executors/fake.py): the real store (SQLite), the
 real dispatcher, cancel and the final-status rule, with no process started, so each test takes milliseconds."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from engine.app import build_engine
 from engine.config import EngineConfig
 from engine.model import FileDesc, JobParameters
 from engine.state import JobStatus as S
-from runners.fake import FakeExecutor
+from runners.executors.fake import FakeExecutor
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import zipfile
 import pytest
 
 from runners import journal
-from runners.fake import FakeExecutor
+from runners.executors.fake import FakeExecutor
 from runners.node import Attempt, Machine, NodeIO, RetryLater
 from runners.rundir import RunDir
 from runners.spec import AttemptSpec, FailureKind, InputFile, Limits, OutputDecl, StopRequest

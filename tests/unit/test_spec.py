@@ -1,6 +1,6 @@
 """The engine <-> node contract (runners/spec.py) and the executor's typed values: what travels over the runner
 channel comes back equal, and files written by supervisors of earlier releases still read."""
-from runners.base import ExitResult, RunSpec
+from runners.executors.base import ExitResult, RunSpec
 from runners.spec import (AttemptResult, AttemptSpec, Failure, FailureKind, ImageSpec, InputFile, Limits, Mount,
                           OutputDecl, OutputFile, PythonSpec, StopRequest, from_plain, plain)
 

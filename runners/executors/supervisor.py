@@ -27,8 +27,8 @@ import time
 
 if __package__:
     from runners import journal
-else:  # started as `python -I -S supervisor.py`: the package is not on the path, the file beside this one is
-    sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+else:  # started as `python -I -S supervisor.py`: the package is not on the path; runners/journal.py alone is
+    sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import journal
 
 STDOUT, STDERR, SYSTEM = journal.Stream.STDOUT, journal.Stream.STDERR, journal.Stream.SYSTEM

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Optional
 from runners.spec import Failure, FailureKind, StopRequest
 
 if TYPE_CHECKING:
-    from runners.docker import ContainerSpec
+    from runners.executors.docker import ContainerSpec
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Process executor: each job runs under its own supervisor process (runners/supervisor.py)."""
+"""Process executor: each job runs under its own supervisor process (runners/executors/supervisor.py)."""
 from __future__ import annotations
 
 import marshal
@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from runners import stats
-from runners import supervisor as sv
-from runners.base import ExitResult, Executor, Handle, RunSpec
+from runners.executors import stats
+from runners.executors import supervisor as sv
+from runners.executors.base import ExitResult, Executor, Handle, RunSpec
 from runners.spec import Failure, FailureKind, StopRequest
 
 SUPERVISOR = sv.__file__

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from runners import journal
-from runners.base import ExitResult, Executor, Handle, RunSpec
+from runners.executors.base import ExitResult, Executor, Handle, RunSpec
 from runners.spec import Failure, FailureKind, StopRequest
 
 

@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from runners import stats
-from runners import supervisor as sv
-from runners.base import ExitResult, Executor, Handle, RunSpec
+from runners.executors import stats
+from runners.executors import supervisor as sv
+from runners.executors.base import ExitResult, Executor, Handle, RunSpec
 from runners.spec import Failure, FailureKind, JobFailure, StopRequest
 from runners import journal
 from runners.journal import printable
