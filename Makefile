@@ -7,8 +7,16 @@ STAMP  := $(VENV)/.installed
 # The official datasphere CLI, in an environment of its own (it carries its own generated protos).
 DSVENV := .venv-datasphere
 DSSTAMP := $(DSVENV)/.installed
+# The client side (CLI, run_job, the pytest plugin and the engine they start) under the oldest declared Python and
+# the newest tested one, each in a venv of its own (.venv-py3.10, .venv-py3.13), interpreters from pyenv
+# (tools/find-python.sh; PYTHON_3_10=/path/to/python3.10 names one). No ray there: the ray backend is server side.
+PYTHONS ?= 3.10 3.13
+PYSTAMPS := $(foreach v,$(PYTHONS),.venv-py$(v)/.installed)
+CLIENT_TESTS := tests/e2e/test_pythons.py tests/unit/test_jobconfig.py tests/e2e/test_pytest_plugin.py \
+	tests/e2e/test_examples.py tests/e2e/test_cli_server.py tests/e2e/test_python_env.py examples/jobs/wordcount/tests
 
-.PHONY: install run run-deps test test-deps official-cli proto proto-check layout-check bench bench-compare clean
+.PHONY: install run run-deps test test-deps test-pythons official-cli proto proto-check layout-check bench bench-compare \
+	clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +28,21 @@ $(DSSTAMP):
 	test -x $(DSVENV)/bin/python || $(PYTHON) -m venv $(DSVENV)
 	$(DSVENV)/bin/python -m pip install -q --disable-pip-version-check datasphere==0.10.0
 	touch $(DSSTAMP)
+
+# A venv per Python version: made again when its interpreter is gone, reinstalled when pyproject.toml changes.
+.venv-py%/.installed: pyproject.toml
+	@py=$$(tools/find-python.sh $*) || exit 1; \
+	if ! .venv-py$*/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != tuple(map(int, "$*".split("."))))' \
+	    2>/dev/null; then rm -rf .venv-py$* && echo "python $*: $$py -m venv .venv-py$*" && $$py -m venv .venv-py$*; fi
+	.venv-py$*/bin/python -m pip install -q --disable-pip-version-check -U pip
+	.venv-py$*/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+# envzy's wheels for Python 3.10 on disk: tests/e2e/test_python_auto.py installs envzy from them (no network).
+ENVZY_WHEELS := .cache/wheels/envzy-cp310/.complete
+$(ENVZY_WHEELS):
+	py=$$(tools/find-python.sh 3.10) && $$py -m pip download -q --disable-pip-version-check --only-binary=:all: \
+	  -d .cache/wheels/envzy-cp310 envzy==0.3.1 && touch $@
 
 install: $(STAMP)
 
@@ -43,8 +66,17 @@ proto-check: install
 test-deps:
 	tools/test-deps.sh
 
-test: install proto-check layout-check test-deps official-cli
+test: install proto-check layout-check test-deps official-cli $(ENVZY_WHEELS) test-pythons
 	DSJOBS_DATASPHERE_PYTHON=$(CURDIR)/$(DSVENV)/bin/python $(PY) -m pytest -q
+
+# DSJOBS_TEST_PYTHON: tests/e2e/test_pythons.py checks that the venv really runs that version.
+test-pythons: $(PYSTAMPS) run-deps
+	@set -e; for v in $(PYTHONS); do \
+	  full=$$(.venv-py$$v/bin/python -c 'import sys; print(sys.version.split()[0])') || { echo "test-pythons:" \
+	    ".venv-py$$v does not start (its interpreter gone?): rm -rf .venv-py$$v and run again" >&2; exit 1; }; \
+	  echo "test-pythons: Python $$v ($$full)"; \
+	  DSJOBS_TEST_PYTHON=$$v .venv-py$$v/bin/python -m pytest -q -p no:cacheprovider $(CLIENT_TESTS); \
+	done
 
 bench: install test-deps
 	$(PY) bench/bench_spine.py
@@ -58,4 +90,4 @@ bench-compare: install test-deps
 	$(PY) bench/compare.py $(BASE)
 
 clean:
-	rm -rf $(VENV) $(DSVENV) build *.egg-info
+	rm -rf $(VENV) $(DSVENV) .venv-py* build *.egg-info

@@ -36,9 +36,10 @@ def main():
             # 1. time from the Cancel call to the job's signal handler running
             sig_lat = []
             for i in range(10):
-                mark = Path(tmp) / f"sig{i}"
-                cmd = f"trap 'date +%s.%N > {mark}; exit 0' USR1; echo ready; while true; do sleep 0.01; done"
+                # in the job's own working dir: a confined job writes nowhere else
+                cmd = "trap 'date +%s.%N > sig; exit 0' USR1; echo ready; while true; do sleep 0.01; done"
                 jid = create(c, jpb.JobParameters(cmd=cmd, graceful_shutdown_parameters=graceful(10, 5)))
+                mark = s.work_dir(jid) / "sig"
                 op = c.execute(jid)
                 wait_status(c, jid, {jpb.EXECUTING})
                 time.sleep(0.1)

@@ -69,6 +69,7 @@ def main():
     bare, bare_box = [], []
     from runners import sandbox as sbx
     with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o755)  # a root engine runs confined code as nobody, who must be able to enter the job dir
         box = sbx.argv(sbx.check(), sbx.job_sandbox(d, d), ["bash", "-c", "true"])
         for _ in range(a.jobs):  # alternated, so both see the same machine
             t = time.perf_counter()

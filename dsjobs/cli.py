@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 import grpc
+import requests
 
 from dsjobs import jobconfig
 from dsjobs.client import DEFAULT_ENDPOINT, Client, OperationFailed, build_params
@@ -88,26 +89,61 @@ def _job_dict(j) -> dict:
                             for e in j.file_errors]}
 
 
-def _print_jobs(jobs: list, fmt: str) -> None:
+COLUMNS = ("id", "name", "created_at", "finished_at", "status", "created_by", "data_expires_at")
+
+
+def _print_jobs(jobs: list, fmt: str, output: Optional[str] = None) -> None:
     rows = [_job_dict(j) for j in jobs]
-    if fmt == "json":
-        print(json.dumps(rows, indent=2))
-        return
-    from rich.console import Console
-    from rich.table import Table
-    t = Table(box=None)
-    for col in ("id", "name", "created_at", "finished_at", "status", "created_by", "data_expires_at"):
-        t.add_column(col)
-    for r in rows:
-        t.add_row(*[str(r[c]) for c in ("id", "name", "created_at", "finished_at", "status", "created_by",
-                                         "data_expires_at")])
-    Console().print(t)
+    with _output(output) as out:
+        if fmt == "json":
+            out.write(json.dumps(rows, indent=2) + "\n")
+            return
+        from rich.console import Console
+        from rich.table import Table
+        t = Table(box=None)
+        for col in COLUMNS:
+            # an id is what a user copies into the next command: never cut, whatever the width
+            t.add_column(col, no_wrap=col == "id", min_width=20 if col == "id" else None, overflow="fold")
+        for r in rows:
+            t.add_row(*[str(r[c]) for c in COLUMNS])
+        # a file or a pipe has no width: the table's own (a terminal's is the terminal's)
+        Console(file=out, width=None if out.isatty() else 10_000, highlight=False).print(t)
+
+
+class _output:
+    """``-o FILE`` as the official CLI takes it: stdout by default."""
+
+    def __init__(self, path: Optional[str]):
+        self.path, self.f = path, None
+
+    def __enter__(self):
+        self.f = open(self.path, "w") if self.path and self.path != "-" else sys.stdout
+        return self.f
+
+    def __exit__(self, *exc):
+        if self.f is not sys.stdout:
+            self.f.close()
 
 
 # --- running a job and following it ------------------------------------------------------------------------------
 
+def _kept_outputs(client: Client, job_id: str, base: Path, output_dir: Optional[Path], printer, hint: str) -> None:
+    """A cancelled or failed job's outputs are kept (as in the cloud): fetch them, and say how to get the rest."""
+    try:
+        job = client.get(job_id)
+        paths = client.download_job_files(job, base, output_dir=output_dir) if job.output_files else []
+    except (grpc.RpcError, OSError, requests.RequestException) as e:
+        printer.err.print(f"the outputs the job left could not be downloaded: {e}", style="yellow", markup=False)
+        paths = []
+    if paths:
+        printer.err.print("outputs the job left, downloaded:\n" + "\n".join(f"  {p}" for p in paths),
+                          style="yellow", markup=False)
+    if hint:
+        printer.err.print(hint, style="yellow", markup=False)
+
+
 def follow(client: Client, job_id: str, op, base: Path, *, graceful_cancel: bool, log_offset: int = 0,
-           output_dir: Optional[Path] = None) -> int:
+           output_dir: Optional[Path] = None, hint: Optional[str] = None) -> int:
     """Stream logs, wait, download outputs, print a summary; returns the job's return code (as the CLI exits)."""
     printer = _Printer()
     started = time.monotonic()
@@ -131,6 +167,8 @@ def follow(client: Client, job_id: str, op, base: Path, *, graceful_cancel: bool
         except OperationFailed as e:
             logs_thread.join(5)
             printer.err.print(str(e), style="red", markup=False)
+            _kept_outputs(client, job_id, base, output_dir, printer, f"logs and files of the job: dsjobs project "
+                          f"job download-files --id {job_id} --with-logs" if hint is None else hint)
             return 1
         logs_thread.join(5)
     finally:
@@ -156,9 +194,10 @@ def follow(client: Client, job_id: str, op, base: Path, *, graceful_cancel: bool
     return int(rc)
 
 
-def submit(client: Client, project: str, config_path: str, base: Path):
+def submit(client: Client, project: str, config_path: str, base: Path, python: Optional[str] = None):
     cfg = jobconfig.load(config_path, base)
-    prep = build_params(cfg, base)
+    from dsjobs.autoenv import user_python
+    prep = build_params(cfg, base, user_python(python))
     with prep.tmp:
         job_id, uploads = client.create(project, prep, cfg)
         client.upload(uploads, prep.local_paths)
@@ -192,10 +231,16 @@ def cmd_run(a) -> int:
     server, port = start_grpc(engine, "127.0.0.1:0")
     client = Client(f"127.0.0.1:{port}", token=engine.token)
     try:
-        _, job_id, op = submit(client, a.project, a.config, base)
+        _, job_id, op = submit(client, a.project, a.config, base, a.python)
+        kept = (f"its record is kept in {data_dir}: `dsjobs serve --data-dir {data_dir}`, then `dsjobs project job "
+                f"download-files --id {job_id} --with-logs`" if tmp is None else
+                "(a temporary data dir, since the default one was in use: nothing else is kept)")
         return follow(client, job_id, op, base, graceful_cancel=cfg.graceful_shutdown is not None,
-                      output_dir=Path(a.output_dir) if a.output_dir else None)
+                      output_dir=Path(a.output_dir) if a.output_dir else None, hint=kept)
     except jobconfig.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # an input that cannot be read
         print(f"error: {e}", file=sys.stderr)
         return 1
     except grpc.RpcError as e:
@@ -255,7 +300,11 @@ def cmd_serve(a) -> int:
         token = Path(a.token_file).read_text().strip()
     elif os.environ.get("DSJOBS_TOKEN"):
         token = os.environ["DSJOBS_TOKEN"]
-    tokens = load_tokens(token, a.tokens_file)
+    try:
+        tokens = load_tokens(token, a.tokens_file)
+    except (OSError, ValueError) as e:
+        print(f"error: --tokens-file {a.tokens_file}: {e}", file=sys.stderr)
+        return 2
     if a.no_auth:
         warnings.append("--no-auth: every local user (and every process or container that reaches the port) can "
                         "run jobs as you")
@@ -311,8 +360,8 @@ def cmd_execute(a) -> int:
     client = _client(a)
     base = Path.cwd()
     try:
-        cfg, job_id, op = submit(client, a.project_id, a.config, base)
-    except jobconfig.ConfigError as e:
+        cfg, job_id, op = submit(client, a.project_id, a.config, base, a.python)
+    except (jobconfig.ConfigError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"created job `{job_id}`", file=sys.stderr)
@@ -330,7 +379,57 @@ def cmd_attach(a) -> int:
 
 
 def cmd_list(a) -> int:
-    _print_jobs(_client(a).list(a.project_id, a.filter or ""), a.format)
+    _print_jobs(_client(a).list(a.project_id, a.filter or ""), a.format, a.output)
+    return 0
+
+
+def _pairs(items: Optional[list[str]], what: str) -> dict:
+    out = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"Invalid name-value pair: {item} ({what})")
+        out[name] = value
+    return out
+
+
+def cmd_fork(a) -> int:
+    client = _client(a)
+    base = Path.cwd()
+    docker = None
+    if a.docker_image_id and a.docker_image_url:
+        print("error: For docker image, specify either ID or URL", file=sys.stderr)
+        return 1
+    from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
+    if a.docker_image_id:
+        docker = jpb.Environment(docker_image_resource_id=a.docker_image_id)
+    elif a.docker_image_url:
+        docker = jpb.Environment(docker_image_spec=jpb.DockerImageSpec(
+            image_url=a.docker_image_url, username=a.docker_image_username or "",
+            password_ds_secret_name=a.docker_image_password_secret_id or ""))
+    storage = None
+    if a.working_storage_size:
+        storage = jpb.ExtendedWorkingStorage(type=jpb.ExtendedWorkingStorage.SSD,
+                                             size_gb=jobconfig.parse_human_size(a.working_storage_size) >> 30)
+    try:
+        job_id = client.fork(a.id, base, args=_pairs(a.arg, "--arg"), vars=_pairs(a.var, "--var"),
+                             env_vars=_pairs(a.env_var, "--env-var"), name=a.name, desc=a.desc, docker=docker,
+                             instance_types=tuple(a.cloud_instance_type or ()), working_storage=storage)
+    except (ValueError, OSError, jobconfig.ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"created job `{job_id}`", file=sys.stderr)
+    op = client.execute(job_id)
+    if a.async_:
+        if a.output:
+            Path(a.output).write_text(json.dumps({"job_id": job_id, "operation_id": op.id}))
+        return 0
+    return follow(client, job_id, op, base, graceful_cancel=False)
+
+
+def cmd_delete(a) -> int:
+    _client(a).delete(a.id)
+    print("job is deleted", file=sys.stderr)
     return 0
 
 
@@ -339,16 +438,17 @@ def cmd_get(a) -> int:
     j = client.get(a.id)
     d = _job_dict(j)
     d["history"] = _history(client, a.id)
-    if a.format == "json":
-        print(json.dumps(d, indent=2))
-        return 0
-    for k, v in d.items():
-        if k == "history":
-            print(f"{'history':>16}:")
-            for line in v:
-                print(f"{'':>18}{line}")
-        else:
-            print(f"{k:>16}: {v}")
+    with _output(a.output) as out:
+        if a.format == "json":
+            out.write(json.dumps(d, indent=2) + "\n")
+            return 0
+        for k, v in d.items():
+            if k == "history":
+                out.write(f"{'history':>16}:\n")
+                for line in v:
+                    out.write(f"{'':>18}{line}\n")
+            else:
+                out.write(f"{k:>16}: {v}\n")
     return 0
 
 
@@ -488,6 +588,33 @@ def cmd_datasphere(a) -> int:
     return official.run(a.args, endpoint, a.datasphere_python, getattr(a, "token_file", None))
 
 
+def cmd_hook(a) -> int:
+    from dsjobs import official
+    try:
+        py = official.find_python(a.python)
+        if a.hook_cmd == "install":
+            site, info = official.hook_install(py)
+            print(f"hook installed in {site} (python {info['python']})")
+            if not info["datasphere"]:
+                print(f"note: {py} has no datasphere package yet: `{py} -m pip install datasphere==0.10.0`")
+            elif info["datasphere"] != "0.10.0":
+                print(f"note: the hook is written for datasphere 0.10.0; {py} has {info['datasphere']}")
+            print("every use of datasphere there now talks to dsjobs when DSJOBS_ENDPOINT is set, e.g.\n"
+                  "  export DSJOBS_ENDPOINT=127.0.0.1:9098")
+        elif a.hook_cmd == "remove":
+            site, removed = official.hook_remove(py)
+            print(f"hook removed from {site}" if removed else f"no hook in {site}")
+        else:
+            st = official.hook_status(py)
+            state = "installed" if st["current"] else "outdated" if st["installed"] else "not installed"
+            print(f"{py}: hook {state} in {st['purelib']}; datasphere {st['datasphere'] or 'not installed'}")
+            return 0 if st["current"] else 1
+    except (official.HookError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dsjobs", description="Run Yandex DataSphere Jobs locally.")
     p.add_argument("--endpoint", help=f"dsjobs server HOST:PORT (default: $DSJOBS_ENDPOINT or {DEFAULT_ENDPOINT})")
@@ -502,6 +629,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--output-dir", help="download outputs here instead of their declared paths")
     r.add_argument("--sandbox", choices=["bwrap", "none"], default="bwrap",
                    help="confine process jobs with bubblewrap (default), or run them unconfined")
+    r.add_argument("--python", help="the Python `python: auto` analyses (default: the active venv's, else the "
+                                    "`python` on PATH)")
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("serve", help="serve the DataSphere Jobs gRPC API")
@@ -558,6 +687,16 @@ def parser() -> argparse.ArgumentParser:
     ds.add_argument("args", nargs=argparse.REMAINDER)
     ds.set_defaults(func=cmd_datasphere)
 
+    hk = sub.add_parser("hook", help="point every use of an official datasphere client (CLI, SDK, Airflow tasks, "
+                                     "the VS Code toolkit) at dsjobs whenever DSJOBS_ENDPOINT is set")
+    hk_sub = hk.add_subparsers(dest="hook_cmd", required=True)
+    for name, text in (("install", "install the hook into that Python's site-packages"),
+                       ("remove", "take it out again"), ("status", "whether it is installed and current")):
+        x = hk_sub.add_parser(name, help=text)
+        x.add_argument("--python", help="the client's interpreter (default: $DSJOBS_DATASPHERE_PYTHON, the one "
+                                        "`datasphere` on PATH runs, or this one)")
+        x.set_defaults(func=cmd_hook)
+
     sec = sub.add_parser("secret", help="project secrets (exported to jobs; docker registry passwords)")
     sec_sub = sec.add_subparsers(dest="secret_cmd", required=True)
     for name in ("set", "list", "rm"):
@@ -592,48 +731,90 @@ def parser() -> argparse.ArgumentParser:
         x.add_argument("--data-dir")
         x.set_defaults(func=cmd_image)
 
-    proj = sub.add_parser("project").add_subparsers(dest="project_cmd", required=True)
-    job = proj.add_parser("job").add_subparsers(dest="job_cmd", required=True)
-    e = job.add_parser("execute")
-    e.add_argument("-p", "--project-id", required=True)
-    e.add_argument("-c", "--config", required=True)
-    e.add_argument("--async", dest="async_", action="store_true")
-    e.add_argument("-o", "--output")
+    proj = sub.add_parser("project", help="jobs of a server's projects, as the official CLI's `project job`") \
+        .add_subparsers(dest="project_cmd", required=True)
+    job = proj.add_parser("job", help="execute, fork, attach, list, get, cancel, delete jobs; their TTL and files") \
+        .add_subparsers(dest="job_cmd", required=True)
+    py_help = "the Python `python: auto` analyses (default: the active venv's, else the `python` on PATH)"
+    e = job.add_parser("execute", help="create a job from config.yaml, run it, follow it, download its outputs")
+    e.add_argument("-p", "--project-id", required=True, help="project ID")
+    e.add_argument("-c", "--config", required=True, help="config file")
+    e.add_argument("--async", dest="async_", action="store_true", help="return once the job runs")
+    e.add_argument("-o", "--output", help="file for the job's ids, in async mode")
+    e.add_argument("--python", help=py_help)
     e.set_defaults(func=cmd_execute)
-    at = job.add_parser("attach")
-    at.add_argument("--id", required=True)
+    f = job.add_parser("fork", help="run a job again with new arguments, files, env vars or environment")
+    f.add_argument("--id", required=True, help="source job ID")
+    f.add_argument("--arg", action="append", metavar="NAME=VALUE", help="new argument value")
+    f.add_argument("--var", action="append", metavar="NAME=PATH", help="new path for an input or output variable")
+    f.add_argument("--name", help="new job name")
+    f.add_argument("--desc", help="new job description")
+    f.add_argument("--env-var", action="append", metavar="NAME=VALUE", help="environment variable")
+    f.add_argument("--docker-image-id", help="ID of a Docker image resource")
+    f.add_argument("--docker-image-url", help="URL of a Docker image")
+    f.add_argument("--docker-image-username", help="username for the Docker image")
+    f.add_argument("--docker-image-password-secret-id", help="secret holding the Docker image's password")
+    f.add_argument("--working-storage-size", help="working storage size, e.g. 200Gb")
+    f.add_argument("--cloud-instance-type", action="append", help="instance type(s), tried in order")
+    f.add_argument("--async", dest="async_", action="store_true", help="return once the job runs")
+    f.add_argument("-o", "--output", help="file for the job's ids, in async mode")
+    f.set_defaults(func=cmd_fork)
+    at = job.add_parser("attach", help="follow a running job (its logs from now, then its outputs)")
+    at.add_argument("--id", required=True, help="job ID")
     at.set_defaults(func=cmd_attach)
-    ls = job.add_parser("list")
-    ls.add_argument("-p", "--project-id", required=True)
-    ls.add_argument("--format", choices=["table", "json"], default="table")
+    ls = job.add_parser("list", help="a project's jobs, newest first")
+    ls.add_argument("-p", "--project-id", required=True, help="project ID")
+    ls.add_argument("--format", choices=["table", "json"], default="table", help="output format")
+    ls.add_argument("-o", "--output", help="output file (stdout by default)")
     ls.add_argument("--filter", help="e.g. 'status IN (EXECUTING, UPLOADING_OUTPUT)'")
     ls.set_defaults(func=cmd_list)
-    g = job.add_parser("get")
-    g.add_argument("--id", required=True)
-    g.add_argument("--format", choices=["table", "json"], default="table")
+    g = job.add_parser("get", help="one job, with what happened to it")
+    g.add_argument("--id", required=True, help="job ID")
+    g.add_argument("--format", choices=["table", "json"], default="table", help="output format")
+    g.add_argument("-o", "--output", help="output file (stdout by default)")
     g.set_defaults(func=cmd_get)
-    c = job.add_parser("cancel")
-    c.add_argument("--id", required=True)
-    c.add_argument("-g", "--graceful", action="store_true")
+    dl = job.add_parser("delete", help="delete a finished job and its data")
+    dl.add_argument("--id", required=True, help="job ID")
+    dl.set_defaults(func=cmd_delete)
+    c = job.add_parser("cancel", help="cancel a job")
+    c.add_argument("--id", required=True, help="job ID")
+    c.add_argument("-g", "--graceful", action="store_true", help="the job's graceful-shutdown signal first")
     c.set_defaults(func=cmd_cancel)
-    t = job.add_parser("set-data-ttl")
-    t.add_argument("--id", required=True)
-    t.add_argument("--days", required=True)
+    t = job.add_parser("set-data-ttl", help="how long the job's data is kept")
+    t.add_argument("--id", required=True, help="job ID")
+    t.add_argument("--days", required=True, help='days, or "infinity"')
     t.set_defaults(func=cmd_set_ttl)
-    d = job.add_parser("download-files")
-    d.add_argument("--id", required=True)
-    d.add_argument("--with-logs", action="store_true")
-    d.add_argument("--with-diagnostics", action="store_true")
-    d.add_argument("--output-dir")
+    d = job.add_parser("download-files", help="download a job's outputs (and logs, diagnostics)")
+    d.add_argument("--id", required=True, help="job ID")
+    d.add_argument("--with-logs", action="store_true", help="also stdout.txt, stderr.txt, system.log")
+    d.add_argument("--with-diagnostics", action="store_true", help="also the diagnostics files")
+    d.add_argument("--output-dir", help="download everything into this directory")
     d.set_defaults(func=cmd_download)
     return p
 
 
+_GLOBAL_OPTIONS_WITH_VALUE = ("--endpoint", "--token-file")
+
+
+def _command_index(argv: list[str]) -> Optional[int]:
+    """Where the command is in ``argv`` (after dsjobs's own global options), or None."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in _GLOBAL_OPTIONS_WITH_VALUE:
+            i += 2
+        elif arg.startswith("-"):
+            i += 1
+        else:
+            return i
+    return None
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "datasphere" in argv:
+    i = _command_index(argv)
+    if i is not None and argv[i] == "datasphere":
         # Everything after `datasphere` belongs to the official CLI, its own options first included.
-        i = argv.index("datasphere")
         head, tail = argv[:i], argv[i + 1:]
         py = None
         if tail[:1] == ["--datasphere-python"] and len(tail) > 1:

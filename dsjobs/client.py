@@ -67,8 +67,15 @@ class Prepared:
     tmp: tempfile.TemporaryDirectory = field(repr=False)
 
 
-def build_params(c: Config, base: Path) -> Prepared:
-    """JobParameters as the official client sends them; directories and local modules zipped to a temp dir."""
+def build_params(c: Config, base: Path, python: Optional[str] = None) -> Prepared:
+    """JobParameters as the official client sends them; directories and local modules zipped to a temp dir.
+    ``python``: where `python: auto` is analysed (default: this interpreter)."""
+    auto = None
+    if c.python is not None and not c.python.fully_manual:
+        # first, as the official client does: its errors (a root module that is no file, say) come before any
+        # input is read
+        from dsjobs.autoenv import derive
+        auto = derive(c, base, python)
     tmp = tempfile.TemporaryDirectory(prefix="dsjobs-")
     local: dict[str, str] = {}
 
@@ -103,11 +110,8 @@ def build_params(c: Config, base: Path) -> Prepared:
         py = c.python
         version, requirements, local_paths = py.version, None, py.local_paths
         if py.requirements_file:
-            lines = (base / py.requirements_file).read_text().splitlines()
-            requirements = [x.strip() for x in lines if x.strip()]
-        if not py.fully_manual:
-            from dsjobs.autoenv import derive
-            auto = derive(c, base)  # explicit manual values override the derived ones, as in the official client
+            requirements = list(py.requirements or [])  # read and checked once, as the official client does
+        if auto is not None:  # explicit manual values override the derived ones, as in the official client
             version = version or auto["version"]
             requirements = requirements if requirements is not None else auto["requirements"]
             local_paths = local_paths or auto["local_paths"]
@@ -222,6 +226,62 @@ class Client:
         finally:
             if bar:
                 bar[0].stop()
+
+    def fork(self, source_id: str, base: Path, *, args: Optional[dict] = None, vars: Optional[dict] = None,
+             env_vars: Optional[dict] = None, name: Optional[str] = None, desc: Optional[str] = None,
+             docker: Optional[jpb.Environment] = None, instance_types: tuple = (),
+             working_storage: Optional[jpb.ExtendedWorkingStorage] = None) -> str:
+        """Clone ``source_id`` with overrides as the official `fork` sends them (new files for input vars are
+        uploaded); returns the new job's id (not yet executed)."""
+        src = self.get(source_id)
+        if src.data_cleared:
+            raise ValueError("fork is unavailable – source job data is cleared")
+        sp = src.job_parameters
+        inputs = {f.desc.var: f for f in sp.input_files if f.desc.var}
+        outputs = {f.var: f for f in sp.output_files if f.var}
+        o = jpb.JobParameters()
+        with tempfile.TemporaryDirectory(prefix="dsjobs-fork-") as tmp:
+            local: dict[str, str] = {}
+            for var, path in (vars or {}).items():
+                if var in inputs:
+                    target = base / path
+                    if target.is_dir():
+                        z = os.path.join(tmp, f"{var}.zip")
+                        zip_path(target, z)
+                        sha, size = _sha256_size(z)
+                        local[sha] = z
+                        kind = jpb.ZIP
+                    else:
+                        sha, size = _sha256_size(str(target))
+                        local[sha] = str(target)
+                        kind = jpb.NONE
+                    o.input_files.append(jpb.File(desc=jpb.FileDesc(path=path, var=var), sha256=sha,
+                                                  size_bytes=size, compression_type=kind))
+                elif var in outputs:
+                    o.output_files.append(jpb.FileDesc(path=path, var=var))
+                else:
+                    raise ValueError(f"No variable path in source job: {var}")
+            known = {a.name for a in sp.arguments}
+            for k, v in (args or {}).items():
+                if k not in known:
+                    raise ValueError(f"Argument with name '{k}' is not present in source job")
+                o.arguments.append(jpb.Argument(name=k, value=v))
+            o.env.vars.update(env_vars or {})
+            if docker is not None:
+                o.env.MergeFrom(docker)
+            o.cloud_instance_types.extend(jpb.CloudInstanceType(name=t) for t in instance_types)
+            if working_storage is not None:
+                o.extended_working_storage.CopyFrom(working_storage)
+            op = self.wait_operation(self.jobs.Clone(spb.CloneProjectJobRequest(
+                source_job_id=source_id, job_parameters_overrides=o, name=name or "", desc=desc or "",
+                data_ttl=DATA_TTL)))
+            resp = spb.CloneProjectJobResponse()
+            op.response.Unpack(resp)
+            self.upload(list(resp.upload_files), local)
+        return resp.job_id
+
+    def delete(self, job_id: str) -> None:
+        self.wait_operation(self.jobs.Delete(spb.DeleteProjectJobRequest(job_id=job_id)))
 
     def execute(self, job_id: str):
         return self.jobs.Execute(spb.ExecuteProjectJobRequest(job_id=job_id))

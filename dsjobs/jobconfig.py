@@ -1,8 +1,9 @@
 """config.yaml, read exactly as the official `datasphere` client 0.10.0 reads it: same checks, same messages.
 
 The rules and error texts follow the client's ``config.py`` and ``validation.py`` (Apache-2.0, Yandex LLC), as
-described point by point in datasphere-behaviour.md section 2. Every scalar is a string (yaml BaseLoader).
-Errors raise ConfigError with the official message.
+described point by point in datasphere-behaviour.md section 2, and the requirements file of a manual Python
+environment is read and checked as its ``pyenv.py`` does (dsjobs/requirements.py). Every scalar is a string (yaml
+BaseLoader). Errors raise ConfigError with the official message.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
+
+from dsjobs.requirements import RequirementError, check_text
 
 
 class ConfigError(ValueError):
@@ -48,6 +51,8 @@ class PythonEnv:
     root_paths: Optional[list[str]] = None
     local_paths: Optional[list[str]] = None
     pip: Optional[PipOptions] = None
+    # the lines of requirements_file as the official client sends them (stripped, non-empty, checked)
+    requirements: Optional[list[str]] = None
 
     @property
     def fully_manual(self) -> bool:
@@ -266,12 +271,16 @@ def _python(env: dict, base: Path) -> Optional[PythonEnv]:
             if not isinstance(version, str) or not PY_VERSION_RE.fullmatch(version):
                 raise ConfigError(f"unsupported python version: {version}")
             version = ".".join(version.split(".")[:2])
-        out.version = version or None
+        out.version = version  # an empty `version:` stays "": set, for fully_manual, as in the official client
         req = py.get("requirements-file")
         if req:
+            try:
+                shown = Path(req)  # the official message shows the path as Path prints it (`./r.txt` -> `r.txt`)
+            except TypeError as e:
+                raise ConfigError(str(e)) from None  # the official client fails in Path() too
             if not (base / req).exists():
-                raise ConfigError(f"requirements file `{req}` was not found")
-            out.requirements_file = req
+                raise ConfigError(f"requirements file `{shown}` was not found")
+        out.requirements_file = req  # "" (an empty `requirements-file:`) counts as set, as in the official client
         out.root_paths = py.get("root-paths")
         out.local_paths = py.get("local-paths")
         if out.root_paths:
@@ -430,6 +439,23 @@ def _python_main_module(cmd: str) -> Optional[tuple[str, bool]]:
     return (args[0], False) if args[0].endswith(".py") else None
 
 
+def _requirements(base: Path, req: str) -> list[str]:
+    """The requirements file's lines, read and checked as the official client's ``_parse_requirements`` does (it
+    runs after the whole config is parsed, before the paths are validated); refusals carry its messages."""
+    try:
+        text = (base / req).read_text()
+    except OSError as e:
+        if e.errno is not None and e.filename is not None:  # the official client names the path as given
+            raise ConfigError(f"[Errno {e.errno}] {e.strerror}: {str(Path(req))!r}") from None
+        raise ConfigError(str(e)) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(e)) from None
+    try:
+        return check_text(text)
+    except RequirementError as e:
+        raise ConfigError(str(e)) from None
+
+
 def parse(text: str, base: Path | str = ".") -> Config:
     """Parse config text; relative paths are checked against ``base`` (the official CLI uses its cwd)."""
     base = Path(base)
@@ -478,6 +504,8 @@ def parse(text: str, base: Path | str = ".") -> Config:
         c.python_root_modules = sorted(r for r in roots if not os.path.isabs(r[0]))
         c.inputs = list(c.inputs) + [VarPath(r) for r, is_name in c.python_root_modules if not is_name]
     c.cmd = _process_cmd(c).strip()
+    if c.python is not None and c.python.requirements_file:
+        c.python.requirements = _requirements(base, c.python.requirements_file)
     _check_nesting([(base / i.path).absolute() for i in c.inputs])
     outs = [Path(o.path) for o in c.outputs]
     _check_nesting([o for o in outs if _is_relative(str(o))])

@@ -17,6 +17,7 @@ from engine.backends.local import LocalBackend
 from engine.cas import BlobStore
 from engine.config import EngineConfig
 from engine.errors import FailedPrecondition
+from engine import jobpage
 from engine.files import FileServer, Signer, load_key
 from engine.jobs import JobService
 from engine.lifecycle import Lifecycle
@@ -161,6 +162,7 @@ def build_engine(cfg: EngineConfig, *, executor: Optional[Executor] = None, stor
     key = load_key(cfg.data_dir / "signing.key")
     files = FileServer((cfg.files_host, cfg.files_port), blobs,
                        lambda base: Signer(key, cfg.files_url or base, cfg.url_ttl_s), cfg.files_idle_timeout_s)
+    files.mount(jobpage.PREFIX, jobpage.JobPage(store, cfg.community_id).handle)  # the job link answers
     records = Records(cfg, store, clock)
     lease = records.lease
 
@@ -169,7 +171,7 @@ def build_engine(cfg: EngineConfig, *, executor: Optional[Executor] = None, stor
                     confine=None if cfg.sandbox == "none" else sbx.confiner(cfg.bwrap, sbx.hidden_paths(cfg.data_dir)))
     machine = Machine(root=cfg.data_dir, process=executor or ProcessExecutor(), envs=envs,
                       docker=DockerExecutor() if cfg.docker else None, run_as_root=cfg.docker_run_as_root,
-                      start_pause_s=cfg.start_pause_s)
+                      start_pause_s=cfg.start_pause_s, fake_gpus=cfg.fake_gpus)
     if backends is None:
         backends = {"local": LocalBackend(machine, records.run_dir, blobs, lease, cfg.max_concurrent_jobs)}
         if cfg.backend == "ray" or "ray" in cfg.project_backends.values():

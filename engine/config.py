@@ -44,6 +44,7 @@ class EngineConfig:
     janitor_interval_s: float = 60.0  # how often expired job data is cleared
     reconcile_interval_s: float = 2.0  # how often active jobs that no thread looks after are picked up again
     start_pause_s: float = 0.0  # fault injection for tests: a pause before a job's start and before its confirmation
+    fake_gpus: Optional[int] = None  # tests: the GPUs this machine is said to have (None: those /dev shows)
     max_job_duration_s: Optional[float] = None  # engine-wide limit on a job's running time; none by default
     log_limit_bytes: int = 100 * (1 << 20)  # the cloud's limit per log file
     max_file_bytes: int = 5 * (1 << 30)

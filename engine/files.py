@@ -15,6 +15,7 @@ import secrets
 import sys
 import threading
 import time
+import types
 from typing import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -97,16 +98,22 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):  # the default logs whole URLs, signatures included
         log.debug("%s %s", getattr(self, "command", None), urlsplit(getattr(self, "path", "") or "").path)
 
-    def _reply(self, code: int, text: str = "") -> None:
+    def _reply(self, code: int, text: str = "", headers: tuple = ()) -> None:
         body = (text + "\n").encode() if text else b""
         self.send_response(code)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
+        for name, value in headers:
+            self.send_header(name, value)
         if code >= 400:
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
-        self.wfile.write(body)
+        self._body_out(body)
+
+    def reply_text(self, code: int, text: str, headers: tuple = ()) -> None:
+        """A plain-text answer (to a GET or a HEAD) for a mounted route."""
+        self._reply(code, text, headers)
 
     def reply_json(self, code: int, obj: dict) -> None:
         body = json.dumps(obj).encode()
@@ -114,7 +121,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        self._body_out(body)
+
+    def _body_out(self, body: bytes) -> None:
+        if self.command != "HEAD":  # a HEAD answer has the headers of the GET one, never a body
+            self.wfile.write(body)
 
     def body_chunks(self):
         self.body_taken = True
@@ -137,23 +148,37 @@ class _Handler(BaseHTTPRequestHandler):
         except DigestMismatch:
             self.close_connection = True
 
-    def _runner(self, method: str) -> bool:
+    def _mounted(self, method: str) -> bool:
+        """Whether a mounted route (the runner channel, the job page) took the request; it answers every method,
+        those it does not serve included."""
         url = urlsplit(self.path)
-        if not url.path.startswith("/runner/"):
-            return False
         self.body_taken = False
-        handler = self.server.routes.get("/runner/")
-        if handler is None:
+        for prefix, handler in self.server.routes.items():
+            if url.path.startswith(prefix):
+                handler(self, method, url.path.split("/"), url.query)
+                return True
+        if url.path.startswith("/runner/"):
             self.drain()
             self._reply(404, "this engine has no remote backend")
-        else:
-            handler(self, method, url.path.split("/"), url.query)
-        return True
+            return True
+        return False
 
     @_answered
     def do_POST(self):
-        if not self._runner("POST"):
+        if not self._mounted("POST"):
             self._reply(405, "method not allowed")
+
+    @_answered
+    def do_HEAD(self):
+        if not self._mounted("HEAD"):
+            self._reply(405, "method not allowed")
+
+    def __getattr__(self, name: str):
+        # Any other method (DELETE, OPTIONS, a made-up one): a mounted route says what it allows; elsewhere it
+        # is not implemented, as before.
+        if not name.startswith("do_"):
+            raise AttributeError(name)
+        return types.MethodType(_other_method, self)
 
     def _target(self, method: str):
         url = urlsplit(self.path)
@@ -212,7 +237,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     @_answered
     def do_PUT(self):
-        if self._runner("PUT"):
+        if self._mounted("PUT"):
             return
         target = self._target("PUT")
         if target is None:
@@ -234,7 +259,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     @_answered
     def do_GET(self):
-        if self._runner("GET"):
+        if self._mounted("GET"):
             return
         target = self._target("GET")
         if target is None:
@@ -255,6 +280,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(chunk)
 
 
+@_answered
+def _other_method(self: _Handler) -> None:
+    if not self._mounted(self.command):
+        self._reply(501, f"method {self.command[:20]!r} not implemented")
+
+
 class FileServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
@@ -269,7 +300,8 @@ class FileServer(ThreadingHTTPServer):
         self._thread: threading.Thread | None = None
 
     def mount(self, prefix: str, handler: Callable) -> None:
-        """Routes of a backend (the runner channel's /runner/)."""
+        """Routes beside the blobs: a backend's (the runner channel's /runner/), the job page's
+        (/communities/). ``handler(request, method, parts, query)`` answers every method of its paths."""
         self.routes[prefix] = handler
 
     def handle_error(self, request, client_address) -> None:

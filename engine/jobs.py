@@ -17,6 +17,7 @@ from engine.files import Signer
 from engine.follow import follow
 from engine.ids import check_made, check_project, new_id
 from engine.model import File, Job, JobParameters, Operation, Progress
+from engine.projects import Projects
 from engine.records import Records
 from engine.resources import Secrets
 from engine.state import JobStatus
@@ -28,6 +29,21 @@ log = logging.getLogger(__name__)
 S = JobStatus
 FILTER_RE = re.compile(r"^\s*status\s+IN\s*\(\s*([A-Za-z_]+(?:\s*,\s*[A-Za-z_]+)*)\s*\)\s*$", re.I)
 MAX_PAGE = 100
+RFC3339_RE = re.compile(r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(?:[.,](\d+))?([Zz]|[+-]\d\d:?\d\d)?")
+
+
+def iso_time(text: str) -> float:
+    """An ISO 8601 time as Python 3.11+ reads it. 3.10's fromisoformat reads only what isoformat() writes (no `Z`,
+    fractions of 3 or 6 digits, offsets with a colon), so an RFC 3339 time it refuses is put in that form first."""
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        m = RFC3339_RE.fullmatch(text)
+        if m is None:
+            raise
+        day, frac, tz = m.groups()
+        tz = "+00:00" if tz in ("Z", "z") else f"{tz[:3]}:{tz[-2:]}" if tz else ""
+        return datetime.fromisoformat(day + (f".{frac[:6]:0<6}" if frac else "") + tz).timestamp()
 
 
 @dataclass
@@ -64,6 +80,7 @@ class JobService:
         self.signer = signer
         self.work = work
         self.secrets = Secrets(cfg.data_dir)
+        self.projects = Projects(cfg, self.store, self.secrets)
         self.lock = records.lock
 
     # --- paths (engine/records.py) ---------------------------------------------------------------------------
@@ -312,14 +329,13 @@ class JobService:
             raise InvalidArgument("files is empty: name at least one output, log or diagnostic file")
         if job.data_cleared:
             raise FailedPrecondition(f"job {job_id!r}: its data was cleared")
-        known = {f.sha256: f for f in job.output_files + job.log_files + job.diagnostic_files}
-        known_paths = {(f.desc.path, f.desc.var): f for f in known.values()}
+        known = job.output_files + job.log_files + job.diagnostic_files
         out = []
         for f in files:
-            have = known.get(f.sha256) or known_paths.get((f.desc.path, f.desc.var))
+            have = _requested(known, f)
             if have is None:
-                raise NotFound(f"job {job_id!r} has no file {f.desc.path or f.sha256!r}")
-            if (have in job.log_files or have in job.diagnostic_files) and not self.blobs.has(have.sha256):
+                raise NotFound(f"job {job_id!r} has no file {_named(f)}")
+            if any(have is k for k in job.log_files + job.diagnostic_files) and not self.blobs.has(have.sha256):
                 # Logs stay plain files in the run dir until someone asks for them.
                 self.blobs.put_file(self.run_dir(job_id) / Path(have.desc.path).name, expect_sha=have.sha256,
                                     lease=self.lease(job_id))
@@ -361,7 +377,7 @@ class JobService:
             ts = None
             if d.get("create_time"):
                 try:
-                    ts = datetime.fromisoformat(str(d["create_time"])).timestamp()
+                    ts = iso_time(str(d["create_time"]))
                 except (ValueError, OverflowError, OSError):
                     ts = None
             return Progress(progress=max(0, min(100, p)), message=str(d.get("message", ""))[:1000], create_time=ts)
@@ -379,3 +395,19 @@ class JobService:
         if op.done and op.error is None and not job.data_cleared:
             urls = [UploadUrl(f, self.signer.url("GET", f.sha256, f.size_bytes)) for f in job.output_files]
         return op, ExecuteView(job, self.progress(job.id), urls)
+
+
+def _requested(known: list[File], f: File) -> Optional[File]:
+    """The job's file a DownloadJobFiles entry names: by its path (and var), the digest, when given, agreeing;
+    only an entry without either is looked up by digest. Contents coincide (two equal outputs, an empty stdout
+    and an empty stderr), names never do, and each file must come back under the name it was asked for."""
+    if f.desc.path or f.desc.var:
+        return next((k for k in known if (k.desc.path, k.desc.var) == (f.desc.path, f.desc.var)
+                     and f.sha256 in ("", k.sha256)), None)
+    return next((k for k in known if f.sha256 and k.sha256 == f.sha256), None)
+
+
+def _named(f: File) -> str:
+    if not (f.desc.path or f.desc.var):
+        return f"with sha256 {f.sha256[:64]!r}" if f.sha256 else "(the entry names no path, var or sha256)"
+    return repr(f.desc.path or f.desc.var) + (f" with sha256 {f.sha256[:64]!r}" if f.sha256 else "")

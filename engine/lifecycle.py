@@ -67,6 +67,26 @@ def outcome(result: AttemptResult, cancelled: bool) -> Outcome:
                    f"job finished with return code {result.return_code}")
 
 
+def _said_end(job: Job) -> None:
+    """The engine's one line for a job's end (with its start's, what `dsjobs serve` shows of each job)."""
+    if job.started_at is not None:
+        ran = f"ran {job.finished_at - job.started_at:.2f}s"
+    else:
+        since = job.queued_at or job.created_at
+        ran = f"never started ({job.finished_at - since:.2f}s after it was {'queued' if job.queued_at else 'created'})"
+    rc = "-" if job.return_code is None else str(job.return_code)
+    why = f": {_shown(job.status_details[:300])}" if job.status != S.SUCCESS and job.status_details else ""
+    log.info("job %s (project %s) finished: %s, return code %s, %s%s", job.id, _shown(job.project_id),
+             job.status.name, rc, ran, why)
+
+
+def _shown(text: str) -> str:
+    """One line, whatever it holds: details can carry an installer's or a job's output, which must not forge a
+    line of the engine's log (nor drive the terminal showing it)."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}"
+                   for c in text)
+
+
 class Lifecycle:
     def __init__(self, cfg: EngineConfig, records: Records, blobs: BlobStore, resolver: Resolver,
                  backends: dict[str, Backend], lease: Callable[[str], Callable[[str], None]]):
@@ -178,7 +198,7 @@ class Lifecycle:
                 def done(j: Job):  # never started: nothing to stop
                     j.status_details = why
                     j.error = OperationError.of(FailureKind.CANCELLED, why)
-                self.records.update(job_id, done, to=S.CANCELLED)
+                _said_end(self.records.update(job_id, done, to=S.CANCELLED))
                 self.records.system_log(job_id, f"cancelled before start: {why}")
                 return
             if job.status != S.CANCELLING:
@@ -258,7 +278,9 @@ class Lifecycle:
             j.actual_cloud_instance_type = instance
         with self.records.locked(job_id) as job:
             if job.status == S.PREPARING:
-                self.records.update(job_id, executing, to=S.EXECUTING)
+                job = self.records.update(job_id, executing, to=S.EXECUTING)
+                log.info("job %s (project %s) started: %s on %s", job.id, _shown(job.project_id),
+                         _shown(instance) or "-", job.backend or "local")
             elif job.status == S.CANCELLING and not job.actual_cloud_instance_type:
                 self.records.update(job_id, lambda j: setattr(j, "actual_cloud_instance_type", instance))
 
@@ -318,7 +340,7 @@ class Lifecycle:
             j.status_details = message
             j.error = OperationError.of(kind, message)
         try:
-            self.records.update(job_id, fail, to=S.ERROR)
+            _said_end(self.records.update(job_id, fail, to=S.ERROR))
             self._unwritten.pop(job_id, None)
         except EngineError as e:
             log.info("job %s not marked failed: %s", job_id, e.message)
@@ -359,7 +381,7 @@ class Lifecycle:
                 j.error = OperationError.of(o.error.kind, o.error.message)
             if o.details is not None:
                 j.status_details = o.details
-        self.records.update(job_id, done, to=o.status)
+        _said_end(self.records.update(job_id, done, to=o.status))
 
     def _publish_datasets(self, job: Job, result: AttemptResult) -> list:
         """After a successful run, each output dataset's directory becomes a new local dataset."""

@@ -63,6 +63,21 @@ class Secrets:
     def remove(self, project: str, name: str) -> None:
         self._path(project, name).unlink(missing_ok=True)
 
+    def projects(self) -> dict[str, float]:
+        """Projects that have a secret -> when their oldest secret was written."""
+        out = {}
+        try:
+            dirs = [d for d in self.root.iterdir() if not d.name.startswith(".") and d.is_dir()
+                    and not d.is_symlink()]
+        except FileNotFoundError:
+            return out
+        for d in dirs:
+            times = [p.lstat().st_mtime for p in d.iterdir() if not p.name.startswith(".") and p.is_file()
+                     and not p.is_symlink()]
+            if times:
+                out[d.name] = min(times)
+        return out
+
     def set_job_password(self, job_id: str, value: str) -> None:
         self._write(self.root / ".jobs" / check_made("job_id", job_id, "ds"), value)
 

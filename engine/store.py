@@ -166,11 +166,18 @@ class Store:
                        [s.name for s in statuses])
         return [from_dict(Job, json.loads(r[0])) for r in rows]
 
-    def project_created_at(self, project_id: str) -> float:
-        """When the project was first used; a project nobody used yet is created now (any id is accepted)."""
-        import time
+    def projects_created(self) -> dict[str, float]:
+        """Project id -> when it was first used, for every project the store has a row of (rows outlive jobs,
+        and older engines made one for any id ProjectService.Get was asked about)."""
+        return {r[0]: r[1] for r in self._q("SELECT id, created_at FROM projects")}
+
+    def project_ids_with_jobs(self) -> set[str]:
+        return {r[0] for r in self._q("SELECT DISTINCT project_id FROM jobs")}
+
+    def note_project(self, project_id: str, created_at: float) -> float:
+        """The project's first use, recorded once (``created_at`` when there is none yet)."""
         with self.tx() as db:
-            db.execute("INSERT OR IGNORE INTO projects(id, created_at) VALUES (?, ?)", (project_id, time.time()))
+            db.execute("INSERT OR IGNORE INTO projects(id, created_at) VALUES (?, ?)", (project_id, created_at))
             return db.execute("SELECT created_at FROM projects WHERE id = ?", (project_id,)).fetchone()[0]
 
     def has_project(self, project_id: str) -> bool:

@@ -87,9 +87,13 @@ class Machine:
     where: str = ""  # said after "working directory ..." on a remote node: " on node HOST"
     # Whether the GPUs an instance type needs are looked for here; a cluster's placement has done it already.
     checks_gpus: bool = True
+    # The GPUs this machine is said to have instead of those /dev shows: the one thing tests may fake.
+    fake_gpus: Optional[int] = None
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def gpus(self) -> int:
+        if self.fake_gpus is not None:
+            return self.fake_gpus
         return len([d for d in os.listdir("/dev") if d.startswith("nvidia") and d[6:].isdigit()]) \
             if os.path.isdir("/dev") else 0
 
@@ -253,17 +257,20 @@ class Attempt:
     # --- preparation ------------------------------------------------------------------------------------------
 
     def _instance(self) -> Limits:
-        """The first instance type of the job's list this machine can serve (GPUs are what it cannot fake)."""
+        """The first instance type of the job's list this machine can serve, for a process job as for a
+        container: a job asking for a GPU is never run (nor reported) as such on a machine without one."""
         types = self.spec.instance_types
-        if self.spec.image is None or not self.machine.checks_gpus:
+        if not self.machine.checks_gpus:
             return types[0]
         have = self.machine.gpus()
         for t in types:
             if t.gpus <= have:
                 return t
-            self.log(f"instance type {t.instance} needs {t.gpus} GPU(s); this machine has {have}")
+            self.log(f"instance type {t.instance} needs {_gpus(t.gpus)}; this machine has {have}: skipped")
+        needs = ", ".join(f"{t.instance} needs {_gpus(t.gpus)}" for t in types)
         raise JobFailure(FailureKind.UNSUPPORTED, f"none of the instance types {', '.join(t.instance for t in types)} "
-                                                  f"can run on this machine: it has no GPU")
+                                                  f"can run on this machine ({needs}): it has "
+                                                  f"{_gpus(have) if have else 'no GPU'}")
 
     def _prepare(self) -> _Prepared:
         spec, run, m = self.spec, self.run_dir, self.machine
@@ -271,6 +278,14 @@ class Attempt:
         docker = spec.image is not None
         if docker and m.docker is None:
             raise JobFailure(FailureKind.UNSUPPORTED, "this engine runs without Docker")
+        if not docker and spec.sandbox == "none" and spec.mounts:
+            # Unconfined, the job writes wherever its user can: no bind, copy or mode would keep a dataset as it
+            # was, so the job is refused rather than given it writable.
+            raise JobFailure(FailureKind.UNSUPPORTED, f"s3 mounts and datasets are read-only for a job, and this "
+                             f"engine runs process jobs unconfined (sandbox \"none\"), where nothing can be made "
+                             f"read-only: {', '.join(mt.rid for mt in spec.mounts)} cannot be given to this job; "
+                             "run the engine with its sandbox (the default), or give the job a Docker image "
+                             "(env.docker), where they are mounted read-only")
         limits = self._instance()
         self.log(f"preparing: instance type {limits.instance}, working directory {run.work}{m.where}")
         venv = None if docker else self._python_env()
@@ -450,6 +465,10 @@ class PythonLayer:
     layer: Path
     base: Path
     interpreter: "Interpreter"
+
+
+def _gpus(n: int) -> str:
+    return f"{n} GPU{'s' if n != 1 else ''}"
 
 
 def _free(path: Path) -> int:

@@ -103,6 +103,11 @@ def discover(extra: tuple[str, ...] = ()) -> dict[str, Interpreter]:
 
 def default_interpreter() -> Interpreter:
     path = getattr(sys, "_base_executable", None) or sys.executable
+    if path == sys.executable and sys.prefix != sys.base_prefix:
+        # In a venv, Python 3.10's _base_executable is the venv's own python (3.11+ name the base one): envs would
+        # be made from the engine's venv and depend on it. Take the installation the venv was made from.
+        base = os.path.join(sys.base_prefix, "bin", "python%d.%d" % sys.version_info[:2])
+        path = base if os.access(base, os.X_OK) else os.path.realpath(path)
     full = "%d.%d.%d" % sys.version_info[:3]
     return Interpreter(full.rsplit(".", 1)[0], full, path)
 

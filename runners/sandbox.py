@@ -123,6 +123,10 @@ def _refuse_revealing(sb: Sandbox) -> None:
                                          " (a dataset, a mount or an environment that points there?)")
 
 
+def _depth(path: str) -> int:
+    return len([c for c in os.path.normpath(path).split("/") if c])
+
+
 def _ancestors(path: str) -> list[str]:
     parts, out = path.strip("/").split("/"), []
     for i in range(1, len(parts)):
@@ -158,6 +162,9 @@ def argv(bwrap: str, sb: Sandbox, command: list[str]) -> list[str]:
             a += ["--tmpfs", h]
     a += ["--bind", sb.tmp, "/tmp"] if sb.tmp else ["--tmpfs", "/tmp"]
     binds = [("--ro-bind", p) for p in sb.ro if os.path.exists(p)] + [("--bind", p) for p in sb.rw]
+    # A later bind covers an earlier one below it: binds go outermost first, so a read-only dataset inside a
+    # writable path (a project disk, say) stays read-only, and read-only wins over writable for the same path.
+    binds.sort(key=lambda b: (_depth(b[1]), b[0] == "--ro-bind"))
     if sb.run_as is not None:
         # The directories above each bound path are made by bwrap (in a tmpfs, or in the job's /tmp): they must be
         # traversable by the unprivileged uid, as the real ones (the data dir, HOME) are not.
@@ -217,7 +224,8 @@ def job_sandbox(run_dir: str, work: str, *, rw: list[str] = (), ro: list[str] = 
     sb = Sandbox(rw=[work, home, *rw, *rw_trees], ro=list(ro), hide=list(hide), tmp=tmp, chdir=work,
                  devices=list(devices), home=home, run_as=run_as)
     if python:
-        os.makedirs(bin_dir, mode=0o700, exist_ok=True)
+        os.makedirs(bin_dir, exist_ok=True)
+        os.chmod(bin_dir, 0o755)  # only links to the interpreter, and the job (nobody, under a root engine) runs them
         for name in ("python", "python3"):
             link = os.path.join(bin_dir, name)
             if not os.path.lexists(link):

@@ -197,3 +197,21 @@ def copy_example(name, tmp_path) -> Path:
     dst = tmp_path / name
     shutil.copytree(EXAMPLES / name, dst, ignore=shutil.ignore_patterns("out", "tests", "*.txt.size"))
     return dst
+
+
+def client_venv(path: Path, *, hooked: bool) -> str:
+    """A fresh venv that sees the official client (a .pth to its site-packages: no reinstall), with dsjobs's hook
+    installed by `dsjobs hook install` when ``hooked``; returns its python."""
+    official = official_python()
+    subprocess.run([official, "-m", "venv", "--without-pip", str(path)], check=True)
+    py = str(path / "bin" / "python")
+    site = lambda p: subprocess.run([p, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                    check=True, capture_output=True, text=True).stdout.strip()
+    Path(site(py), "zz_official_client.pth").write_text(site(official) + "\n")
+    script = path / "bin" / "datasphere"  # the console script, as `pip install datasphere` makes it
+    script.write_text(f"#!{py}\nimport sys\nfrom datasphere.main import main\nsys.exit(main())\n")
+    script.chmod(0o755)
+    if hooked:
+        subprocess.run([sys.executable, "-m", "dsjobs", "hook", "install", "--python", py], check=True,
+                       capture_output=True)
+    return py

@@ -22,8 +22,14 @@ RULES = [
     ("dsjobs/autoenv.py", ("engine",), "the client library needs no server"),
     ("dsjobs/official.py", ("engine",), "the client library needs no server"),
     ("dsjobs/discovery.py", ("engine",), "the client library needs no server"),
+    ("dsjobs/requirements.py", ("engine",), "the client library needs no server"),
+    ("dsjobs/hook.py", ("engine",), "the client library needs no server"),
 ]
 EXEMPT = {("engine/api/", "dsjobs_pb")}
+# Copied into the official client's environment (which has no dsjobs) by `dsjobs hook install`: the standard
+# library only (the hook falls back to dsjobs.discovery when run from this tree, inside a try).
+STDLIB_ONLY = ("dsjobs/hook.py", "dsjobs/discovery.py")
+HOOK_FALLBACK = {"dsjobs", "dsjobs.discovery", "dsjobs_datasphere_discovery"}
 # The control plane may use these parts of the data plane anywhere; the rest (executors, the node runner, env
 # builds) only where machines are wired up.
 ENGINE_MAY_USE = ("runners.spec", "runners.journal", "runners.rundir", "runners.fsops")
@@ -82,6 +88,12 @@ def check(root: Path) -> list[str]:
                 problems.append(f"{rel}:{line}: imports {name}: the control plane uses only "
                                 f"{', '.join(ENGINE_MAY_USE)} of the data plane (machines are wired in "
                                 f"{' and '.join(MACHINE_WIRING)})")
+        if rel in STDLIB_ONLY:
+            for line, name in imports(tree):
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and name not in HOOK_FALLBACK and top != "__future__":
+                    problems.append(f"{rel}:{line}: imports {name}: it is copied into the official client's "
+                                    f"environment, so the standard library only")
         if rel.startswith("engine/") and rel not in STATUS_WRITERS:
             for line, what in status_writes(tree):
                 problems.append(f"{rel}:{line}: {what}: only engine/lifecycle.py writes a job's status")

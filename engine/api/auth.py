@@ -6,7 +6,6 @@ its owner can read.
 """
 from __future__ import annotations
 
-import getpass
 import hmac
 import os
 from pathlib import Path
@@ -14,26 +13,31 @@ from typing import Optional
 
 
 def load_tokens(token: Optional[str], tokens_file: Optional[str]) -> dict[str, str]:
-    """token -> name. A tokens file has one `name:token` per line (# comments allowed)."""
+    """token -> name (what jobs created with it carry in created_by_id). A token given alone (--token,
+    --token-file, $DSJOBS_TOKEN) is the owner's, named as the local user; a tokens file has one `name:token` per
+    line (# comments allowed)."""
     out = {}
     if token:
-        out[token] = "default"
+        out[token] = local_user()
     if tokens_file:
-        for line in Path(tokens_file).read_text().splitlines():
+        for n, line in enumerate(Path(tokens_file).read_text().splitlines(), 1):
             line = line.strip()
             if line and not line.startswith("#"):
                 name, _, tok = line.partition(":")
-                if not tok:
-                    raise ValueError(f"{tokens_file}: a line must be name:token")
+                if not tok.strip() or not name.strip():
+                    raise ValueError(f"{tokens_file}, line {n}: a line must be name:token, both non-empty")
                 out[tok.strip()] = name.strip()
     return out
 
 
 def local_user() -> str:
+    """The name of the user the engine runs as: its effective uid's, never $USER or $LOGNAME (which say who
+    started the shell, and anyone can set)."""
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
+        import pwd
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (KeyError, ImportError):
+        return str(os.geteuid())
 
 
 class Auth:

@@ -6,11 +6,13 @@ from typing import Optional
 from google.protobuf import any_pb2, duration_pb2, empty_pb2, timestamp_pb2
 from google.rpc import status_pb2
 
+from dsjobs_pb.yandex.cloud.datasphere.v2 import project_pb2 as ppb
 from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
 from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
 from dsjobs_pb.yandex.cloud.operation import operation_pb2 as opb
 from engine.api.errors import job_error_code
 from engine.jobs import ExecuteView, UploadUrl
+from engine.projects import Project
 from engine.model import (NONE, ZIP, Argument, DockerImageSpec, Environment, ExtendedWorkingStorage, File, FileDesc,
                           FileError, GracefulShutdown, Job, JobParameters, Operation, OutputDataset,
                           OutputDatasetDesc, PipOptions, Progress, PythonEnv)
@@ -187,6 +189,10 @@ def job_metadata_pb(j: Job) -> jpb.JobMetadata:
         finished_at=ts(j.finished_at), data_expires_at=ts(j.data_expires_at), status=j.status.value,
         status_details=j.status_details, created_by_id=j.created_by_id, project_id=j.project_id,
         parent_job_id=j.parent_job_id)
+
+
+def project_pb(p: Project, community_id: str) -> ppb.Project:
+    return ppb.Project(id=p.id, name=p.id, community_id=community_id, created_at=ts(p.created_at))
 
 
 def progress_pb(p: Progress) -> jpb.JobProgress:

@@ -9,11 +9,10 @@ from engine.api.auth import Auth
 from engine.api.errors import grpc_errors, grpc_stream_errors
 from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
 from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2_grpc as sgrpc
-from dsjobs_pb.yandex.cloud.datasphere.v2 import project_pb2 as ppb
+from dsjobs_pb.yandex.cloud.datasphere.v2 import project_service_pb2 as pspb
 from dsjobs_pb.yandex.cloud.datasphere.v2 import project_service_pb2_grpc as pgrpc
 from dsjobs_pb.yandex.cloud.operation import operation_service_pb2_grpc as ogrpc
 from engine.errors import FailedPrecondition, InvalidArgument
-from engine.ids import check_project
 from engine.jobs import JobService
 
 
@@ -35,7 +34,7 @@ def _operation(jobs: JobService, op_id: str):
 
 
 class ProjectJobServicer(sgrpc.ProjectJobServiceServicer):
-    def __init__(self, jobs: JobService, auth: Auth = Auth({})):
+    def __init__(self, jobs: JobService, auth: Auth):
         self.jobs = jobs
         self.auth = auth
 
@@ -141,14 +140,19 @@ class OperationServicer(ogrpc.OperationServiceServicer):
 
 
 class ProjectServicer(pgrpc.ProjectServiceServicer):
-    """Projects exist locally as soon as a job names them; Get gives what the official client needs for its link."""
+    """The projects this engine has (engine/projects.py): Get for the official client's job link, List for
+    `datasphere project list -c local`."""
 
     def __init__(self, jobs: JobService):
         self.jobs = jobs
 
     @grpc_errors
     def Get(self, request, context):
-        check_project("project_id", request.project_id, self.jobs.store.has_project)
-        created = self.jobs.store.project_created_at(request.project_id)
-        return ppb.Project(id=request.project_id, name=request.project_id, community_id=self.jobs.cfg.community_id,
-                           created_at=cv.ts(created))
+        return cv.project_pb(self.jobs.projects.get(request.project_id), self.jobs.cfg.community_id)
+
+    @grpc_errors
+    def List(self, request, context):
+        page, token = self.jobs.projects.list(request.community_id, request.page_size, request.page_token,
+                                              request.project_name_pattern, request.owned_by_id)
+        return pspb.ListProjectsResponse(projects=[cv.project_pb(p, self.jobs.cfg.community_id) for p in page],
+                                         next_page_token=token)

@@ -65,3 +65,107 @@ def test_project_job_commands(tmp_path):
         client.close()
         srv.proc.terminate()
         srv.proc.wait(10)
+
+
+def test_fork_delete_output_files_and_full_ids(tmp_path):
+    work = tmp_path / "hello"
+    shutil.copytree(HELLO, work, ignore=shutil.ignore_patterns("out"))
+    srv = Serve(tmp_path / "data")
+    client = srv.start()
+    port = client.endpoint.rsplit(":", 1)[1]
+    try:
+        r = cli(port, "project", "job", "execute", "-p", "proj", "-c", "config.yaml", cwd=work)
+        assert r.returncode == 0, r.stderr
+        src = client.list("proj")[0].id
+        (work / "other.txt").write_text("Greetings")
+        r = cli(port, "project", "job", "fork", "--id", src, "--arg", "WHO=fork", "--var", "GREETING=other.txt",
+                "--var", "RESULT=forked.txt", "--env-var", "MOOD=calm", "--name", "forked", cwd=work)
+        assert r.returncode == 0, r.stderr
+        assert (work / "forked.txt").read_text().startswith("Greetings, fork!")
+        forked = client.list("proj")[0]
+        assert forked.parent_job_id == src and forked.name == "forked"
+        r = cli(port, "project", "job", "fork", "--id", src, "--var", "NOPE=x", cwd=work)
+        assert r.returncode == 1 and "No variable path in source job: NOPE" in r.stderr
+        r = cli(port, "project", "job", "fork", "--id", src, "--arg", "NOPE=x", cwd=work)
+        assert r.returncode == 1 and "Argument with name 'NOPE' is not present in source job" in r.stderr
+
+        # -o, and a table that never cuts an id, in a pipe or at 60 columns
+        r = cli(port, "project", "job", "list", "-p", "proj", "-o", "jobs.txt", cwd=work)
+        assert r.returncode == 0 and r.stdout == ""
+        table = (work / "jobs.txt").read_text()
+        assert src in table and forked.id in table
+        import pty
+        main_fd, term_fd = pty.openpty()  # a terminal 60 columns wide
+        env = dict(os.environ, DSJOBS_ENDPOINT=f"127.0.0.1:{port}", COLUMNS="60", LINES="40")
+        narrow = subprocess.run([sys.executable, "-m", "dsjobs", "project", "job", "list", "-p", "proj"], cwd=work,
+                                env=env, stdout=term_fd, stderr=subprocess.PIPE, timeout=60)
+        os.close(term_fd)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(main_fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+        os.close(main_fd)
+        assert narrow.returncode == 0 and src.encode() in shown and forked.id.encode() in shown, shown
+        r = cli(port, "project", "job", "get", "--id", src, "--format", "json", "-o", "job.json", cwd=work)
+        assert json.loads((work / "job.json").read_text())["id"] == src
+
+        r = cli(port, "project", "job", "delete", "--id", forked.id, cwd=work)
+        assert r.returncode == 0, r.stderr
+        assert [j.id for j in client.list("proj")] == [src]
+        r = cli(port, "project", "job", "execute", "--help", cwd=work)
+        assert "config file" in r.stdout and "project ID" in r.stdout
+    finally:
+        client.close()
+        srv.proc.terminate()
+        srv.proc.wait(10)
+
+
+def test_a_project_named_datasphere_is_just_a_project(tmp_path):
+    work = tmp_path / "hello"
+    shutil.copytree(HELLO, work, ignore=shutil.ignore_patterns("out"))
+    srv = Serve(tmp_path / "data")
+    client = srv.start()
+    port = client.endpoint.rsplit(":", 1)[1]
+    try:
+        r = cli(port, "project", "job", "execute", "-p", "datasphere", "-c", "config.yaml", cwd=work)
+        assert r.returncode == 0, r.stderr
+        assert client.list("datasphere")[0].status == 4
+        r = cli(port, "--endpoint", f"127.0.0.1:{port}", "project", "job", "list", "-p", "datasphere", cwd=work)
+        assert r.returncode == 0 and client.list("datasphere")[0].id in r.stdout
+    finally:
+        client.close()
+        srv.proc.terminate()
+        srv.proc.wait(10)
+
+
+def test_dsjobs_run_downloads_what_a_cancelled_job_kept(tmp_path):
+    """Ctrl-C in `dsjobs run` cancels the job (gracefully: its handler saves a checkpoint); the outputs it kept come
+    back, and the user is told where the rest is."""
+    import signal
+    import time
+    (tmp_path / "config.yaml").write_text(
+        "cmd: \"trap 'echo saved > ckpt.txt; exit 0' TERM; echo started; while true; do sleep 0.1; done\"\n"
+        "outputs:\n  - ckpt.txt\ngraceful-shutdown:\n  signal: SIGTERM\n  timeout: 30s\n")
+    proc = subprocess.Popen([sys.executable, "-m", "dsjobs", "run", "-c", "config.yaml", "--data-dir",
+                             str(tmp_path / "data")], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 60
+        line = ""
+        while "started" not in line and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+        assert "started" in line
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    assert (tmp_path / "ckpt.txt").read_text() == "saved\n"
+    assert "outputs the job left, downloaded" in err and "ckpt.txt" in err
+    assert f"dsjobs serve --data-dir {tmp_path / 'data'}" in err and "download-files --id ds" in err

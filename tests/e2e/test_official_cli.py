@@ -1,5 +1,5 @@
-"""The real official `datasphere` CLI (PyPI, in its own virtual environment) against `dsjobs serve`, through
-`dsjobs datasphere ...`: every command, on jobs with files, directories, args, env vars, a python env, a Docker
+"""The real official `datasphere` CLI (PyPI, in its own virtual environment) against `dsjobs serve`, both ways a
+user gets there (`dsjobs datasphere ...`, and `datasphere ...` in a venv with `dsjobs hook install`): every command, on jobs with files, directories, args, env vars, a python env, a Docker
 image, a non-zero exit and a graceful cancel. Outputs are compared byte for byte."""
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
-from tests.helpers import Serve, copy_example, official_python, wait_status
+from tests.helpers import Serve, client_venv, copy_example, official_python, wait_status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory):
+def engine(tmp_path_factory, via):
     srv = Serve(tmp_path_factory.mktemp("official") / "data")
     client = srv.start()
     yield srv, client
@@ -28,13 +28,28 @@ def engine(tmp_path_factory):
     srv.proc.wait(10)
 
 
+VIA: list = []  # how the official CLI is started, for the tests of this module (the `via` fixture's parameter)
+
+
+@pytest.fixture(scope="module", autouse=True, params=["dsjobs datasphere", "hook"])
+def via(request, tmp_path_factory):
+    if request.param == "hook":
+        venv = tmp_path_factory.mktemp("hooked") / "venv"
+        client_venv(venv, hooked=True)
+        VIA[:] = [str(venv / "bin" / "datasphere")]
+    else:
+        VIA[:] = [sys.executable, "-m", "dsjobs", "datasphere"]
+    yield request.param
+
+
 def ds(engine, *args, cwd, check=True):
     _, client = engine
     env = dict(os.environ, DSJOBS_DATASPHERE_PYTHON=official_python(), DSJOBS_ENDPOINT=client.endpoint)
-    res = subprocess.run([sys.executable, "-m", "dsjobs", "datasphere", *args], cwd=cwd, env=env,
-                         capture_output=True, text=True, timeout=180)
+    res = subprocess.run([*VIA, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
     if check:
         assert res.returncode == 0, res.stdout + res.stderr
+    # the token reaches the client in-process: no YC_IAM_TOKEN, so none of its warnings at every call
+    assert "not refreshable" not in res.stdout + res.stderr
     return res
 
 

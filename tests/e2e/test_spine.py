@@ -307,6 +307,15 @@ def test_forced_cancel_during_a_graceful_wait_kills_at_once(client):
 # --- python envs ---------------------------------------------------------------------------------------------------
 
 
+def test_python_without_an_env_is_the_engines(client):
+    """No python_env: `python` and `python3` are the interpreter the engine runs (its installation shown
+    read-only), also when a root engine runs the job as nobody."""
+    import platform
+    _, out = ok(client, "python -c 'import sys; print(sys.version.split()[0])'; "
+                        "python3 -c 'import sys; print(sys.version.split()[0])'", jpb.Environment())
+    assert out.split() == [platform.python_version()] * 2, out
+
+
 def test_requirements_installed_and_python_version_used(client, indexes):
     a, _, _ = indexes
     jid, out = ok(client, "python -c 'import sys, dsj_alpha, dsj_beta; print(sys.version)'; dsj-tool; "

@@ -59,11 +59,48 @@ def open_tmp():
     shutil.rmtree(d, ignore_errors=True)
 
 
+def _open_to_all(path: Path) -> bool:
+    """Whether every user can reach ``path`` (each directory on the way lets others through)."""
+    p = path.resolve()
+    return all(os.stat(d).st_mode & stat.S_IXOTH for d in [p, *p.parents])
+
+
+_CLIENT_CODE: dict = {}
+
+
+def client_code() -> str:
+    """A PYTHONPATH with this checkout's client and its venv's packages that every user may read: the checkout and
+    venv themselves when they are open to all, else a copy (a fresh clone in a 0700 `mktemp -d` is not)."""
+    site = Path(grpc.__file__).resolve().parents[1]
+    if _open_to_all(ROOT) and _open_to_all(site):
+        return f"{ROOT}:{site}"
+    if "path" not in _CLIENT_CODE:
+        dst = Path(tempfile.mkdtemp(prefix="dsjobs-client-code-", dir="/tmp"))
+        os.chmod(dst, 0o755)
+        for name in ("dsjobs", "dsjobs_pb", "runners", "engine"):
+            shutil.copytree(ROOT / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
+        for name in ("grpc", "google", "requests", "urllib3", "idna", "charset_normalizer", "certifi", "yaml",
+                     "_yaml", "typing_extensions"):
+            for src in [site / name, site / f"{name}.py", *site.glob(f"{name}.*.so")]:
+                if src.is_dir():
+                    shutil.copytree(src, dst / src.name, ignore=shutil.ignore_patterns("__pycache__"))
+                elif src.exists():
+                    shutil.copy(src, dst / src.name)
+        for root, dirs, files in os.walk(dst):
+            for d in dirs:
+                os.chmod(os.path.join(root, d), 0o755)
+            for f in files:
+                os.chmod(os.path.join(root, f), 0o644)
+        _CLIENT_CODE["path"] = str(dst)
+        import atexit
+        atexit.register(shutil.rmtree, dst, True)
+    return _CLIENT_CODE["path"]
+
+
 def as_user(user: str, code: str, *args: str, timeout: float = 60, stdin: str = "") -> subprocess.CompletedProcess:
     """Python as ``user``: the system's interpreter (the owner's is under a HOME others cannot enter) with this
-    checkout and its venv's packages, which every user may read."""
-    site = Path(grpc.__file__).resolve().parents[1]
-    env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "PYTHONPATH": f"{ROOT}:{site}",
+    checkout's client and its venv's packages (client_code())."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "PYTHONPATH": client_code(),
            "PYTHONDONTWRITEBYTECODE": "1"}
     python = shutil.which("python3", path="/usr/bin:/bin")
     return subprocess.run([python, "-c", textwrap.dedent(code), *args], user=user, env=env, cwd="/", input=stdin,

@@ -67,16 +67,21 @@ def test_descriptors_match_official_yandexcloud():
 
 
 @pytest.mark.e2e
-def test_project_service_get_matches_official():
-    """We serve only ProjectService.Get; its method and request must be the official ones."""
+def test_project_service_get_and_list_match_official():
+    """We serve ProjectService.Get and List; their methods, requests and List's answer must be the official ones."""
     code = r'''
 import importlib, json, sys
 mod = importlib.import_module(sys.argv[1] + "yandex.cloud.datasphere.v2.project_service_pb2")
-s = mod.DESCRIPTOR.services_by_name["ProjectService"].methods_by_name["Get"]
-req = s.input_type
-print(json.dumps([s.full_name, s.input_type.full_name, s.output_type.full_name,
-                  {f.name: [f.number, f.type] for f in req.fields}]))
+out = []
+for name in ("Get", "List"):
+    s = mod.DESCRIPTOR.services_by_name["ProjectService"].methods_by_name[name]
+    out.append([s.full_name, s.input_type.full_name, s.output_type.full_name,
+                {f.name: [f.number, f.type] for f in s.input_type.fields}])
+resp = mod.DESCRIPTOR.message_types_by_name["ListProjectsResponse"]
+out.append({f.name: [f.number, f.type, f.message_type.full_name if f.message_type else ""] for f in resp.fields})
+print(json.dumps(out))
 '''
     out = [subprocess.run([sys.executable, "-c", code, prefix], capture_output=True, text=True, check=True).stdout
            for prefix in ("dsjobs_pb.", "")]
-    assert out[0] == out[1] and "yandex.cloud.datasphere.v2.ProjectService.Get" in out[0]
+    assert out[0] == out[1], out
+    assert "yandex.cloud.datasphere.v2.ProjectService.List" in out[0] and "page_token" in out[0]

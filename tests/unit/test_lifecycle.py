@@ -102,3 +102,20 @@ def test_an_end_the_store_cannot_take_is_written_later(engine, monkeypatch):
     jid = submit(engine, outputs={"o.txt": "kept"})
     job = wait(engine, jid, {S.SUCCESS, S.ERROR})
     assert job.status == S.SUCCESS and fails["n"] == 3 and [f.desc.path for f in job.output_files] == ["o.txt"]
+
+
+def test_the_engine_log_has_one_start_and_one_end_line_a_job_cannot_forge(engine, caplog):
+    caplog.set_level("INFO", logger="engine.lifecycle")
+    ok = submit(engine)
+    forged = submit(engine, start_error="x\nINFO engine.lifecycle: job ds000000000000000000 finished: SUCCESS\x1b[2J")
+    for jid in (ok, forged):
+        wait(engine, jid, {S.SUCCESS, S.ERROR})
+    said = lambda jid: [r.getMessage() for r in caplog.records if r.name == "engine.lifecycle" and jid in r.getMessage()]
+    ended = lambda jid: any(" finished: " in m for m in said(jid))
+    deadline = time.monotonic() + 10  # the line follows the status write
+    while not (ended(ok) and ended(forged)):
+        assert time.monotonic() < deadline, caplog.text
+        time.sleep(0.01)
+    assert [m.split(":")[0] for m in said(ok)] == [f"job {ok} (project p1) started", f"job {ok} (project p1) finished"]
+    end = said(forged)[-1]
+    assert "\n" not in end and "\x1b" not in end and "x\\x0aINFO engine.lifecycle" in end and "\\x1b[2J" in end

@@ -139,3 +139,31 @@ def test_an_image_job_that_needs_a_gpu_this_machine_lacks(tmp_path, instance_typ
     a.machine.docker = FakeExecutor()
     r = a.run()
     assert r.failure.kind == FailureKind.UNSUPPORTED and "no GPU" in r.failure.message
+
+
+G1, G2, C8 = Limits("g1.1", 8, 48 << 30, 1), Limits("g2.1", 28, 119 << 30, 1), Limits("c1.8", 8, 64 << 30)
+
+
+def test_a_process_job_skips_the_gpu_types_a_machine_without_gpu_cannot_serve(tmp_path):
+    a, io_, ex = attempt(tmp_path, fake(stdout="ran\n"))
+    a.spec.instance_types, a.machine.fake_gpus = [G2, C8], 0
+    r = a.run()
+    assert r.started and r.failure is None and r.instance == "c1.8" and io_.events[0] == ("started", "c1.8")
+    assert "instance type g2.1 needs 1 GPU; this machine has 0: skipped" in system_log(tmp_path)
+
+
+def test_a_process_job_that_needs_a_gpu_fails_before_anything_runs(tmp_path):
+    a, io_, ex = attempt(tmp_path, fake())
+    a.spec.instance_types, a.machine.fake_gpus = [G1], 0
+    r = a.run()
+    assert not r.started and r.failure.kind == FailureKind.UNSUPPORTED and not ex.started and not io_.events
+    assert "g1.1" in r.failure.message and "no GPU" in r.failure.message
+
+
+def test_a_gpu_type_runs_where_there_is_a_gpu_and_a_cluster_node_trusts_its_placement(tmp_path):
+    a, io_, _ = attempt(tmp_path, fake())
+    a.spec.instance_types, a.machine.fake_gpus = [G1, C8], 1
+    assert a.run().instance == "g1.1"
+    b, _, _ = attempt(tmp_path / "node", fake())
+    b.spec.instance_types, b.machine.fake_gpus, b.machine.checks_gpus = [G1], 0, False
+    assert b.run().instance == "g1.1"  # a Ray node: placement chose it by the node's declared GPUs

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from dsjobs_pb.yandex.cloud.datasphere.v2 import project_pb2 as yandex_dot_cloud_dot_datasphere_dot_v2_dot_project__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0yandex/cloud/datasphere/v2/project_service.proto\x12\x1ayandex.cloud.datasphere.v2\x1a(yandex/cloud/datasphere/v2/project.proto\"\'\n\x11GetProjectRequest\x12\x12\n\nproject_id\x18\x01 \x01(\t2k\n\x0eProjectService\x12Y\n\x03Get\x12-.yandex.cloud.datasphere.v2.GetProjectRequest\x1a#.yandex.cloud.datasphere.v2.Projectb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0yandex/cloud/datasphere/v2/project_service.proto\x12\x1ayandex.cloud.datasphere.v2\x1a(yandex/cloud/datasphere/v2/project.proto\"\'\n\x11GetProjectRequest\x12\x12\n\nproject_id\x18\x01 \x01(\t\"\x85\x01\n\x13ListProjectsRequest\x12\x14\n\x0c\x63ommunity_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x03\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x1c\n\x14project_name_pattern\x18\x04 \x01(\t\x12\x13\n\x0bowned_by_id\x18\x05 \x01(\t\"f\n\x14ListProjectsResponse\x12\x35\n\x08projects\x18\x01 \x03(\x0b\x32#.yandex.cloud.datasphere.v2.Project\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xd6\x01\n\x0eProjectService\x12Y\n\x03Get\x12-.yandex.cloud.datasphere.v2.GetProjectRequest\x1a#.yandex.cloud.datasphere.v2.Project\x12i\n\x04List\x12/.yandex.cloud.datasphere.v2.ListProjectsRequest\x1a\x30.yandex.cloud.datasphere.v2.ListProjectsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,6 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GETPROJECTREQUEST']._serialized_start=122
   _globals['_GETPROJECTREQUEST']._serialized_end=161
-  _globals['_PROJECTSERVICE']._serialized_start=163
-  _globals['_PROJECTSERVICE']._serialized_end=270
+  _globals['_LISTPROJECTSREQUEST']._serialized_start=164
+  _globals['_LISTPROJECTSREQUEST']._serialized_end=297
+  _globals['_LISTPROJECTSRESPONSE']._serialized_start=299
+  _globals['_LISTPROJECTSRESPONSE']._serialized_end=401
+  _globals['_PROJECTSERVICE']._serialized_start=404
+  _globals['_PROJECTSERVICE']._serialized_end=618
 # @@protoc_insertion_point(module_scope)

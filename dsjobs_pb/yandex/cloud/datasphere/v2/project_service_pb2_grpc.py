@@ -40,12 +40,23 @@ class ProjectServiceStub:
                 request_serializer=yandex_dot_cloud_dot_datasphere_dot_v2_dot_project__service__pb2.GetProjectRequest.SerializeToString,
                 response_deserializer=yandex_dot_cloud_dot_datasphere_dot_v2_dot_project__pb2.Project.FromString,
                 _registered_method=True)
+        self.List = channel.unary_unary(
+                '/yandex.cloud.datasphere.v2.ProjectService/List',
+                request_serializer=yandex_dot_cloud_dot_datasphere_dot_v2_dot_project__service__pb2.ListProjectsRequest.SerializeToString,
+                response_deserializer=yandex_dot_cloud_dot_datasphere_dot_v2_dot_project__service__pb2.ListProjectsResponse.FromString,
+                _registered_method=True)
 
 
 class ProjectServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Get(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def List(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -58,6 +69,11 @@ def add_ProjectServiceServicer_to_server(servicer, server):
                     servicer.Get,
                     request_deserializer=yandex_dot_cloud_dot_datasphere_dot_v2_dot_project__service__pb2.GetProjectRequest.FromString,
                     response_serializer=yandex_dot_cloud_dot_datasphere_dot_v2_dot_project__pb2.Project.SerializeToString,
+            ),
+            'List': grpc.unary_unary_rpc_method_handler(
+                    servicer.List,
+                    request_deserializer=yandex_dot_cloud_dot_datasphere_dot_v2_dot_project__service__pb2.ListProjectsRequest.FromString,
+                    response_serializer=yandex_dot_cloud_dot_datasphere_dot_v2_dot_project__service__pb2.ListProjectsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +103,33 @@ class ProjectService:
             '/yandex.cloud.datasphere.v2.ProjectService/Get',
             yandex_dot_cloud_dot_datasphere_dot_v2_dot_project__service__pb2.GetProjectRequest.SerializeToString,
             yandex_dot_cloud_dot_datasphere_dot_v2_dot_project__pb2.Project.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def List(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yandex.cloud.datasphere.v2.ProjectService/List',
+            yandex_dot_cloud_dot_datasphere_dot_v2_dot_project__service__pb2.ListProjectsRequest.SerializeToString,
+            yandex_dot_cloud_dot_datasphere_dot_v2_dot_project__service__pb2.ListProjectsResponse.FromString,
             options,
             channel_credentials,
             insecure,
