@@ -21,7 +21,7 @@ CLIENT_TESTS := tests/e2e/test_pythons.py tests/unit/test_jobconfig.py tests/e2e
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -U pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,ray]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,ray,ui]'
 	touch $(STAMP)
 
 $(DSSTAMP):
@@ -43,6 +43,16 @@ ENVZY_WHEELS := .cache/wheels/envzy-cp310/.complete
 $(ENVZY_WHEELS):
 	py=$$(tools/find-python.sh 3.10) && $$py -m pip download -q --disable-pip-version-check --only-binary=:all: \
 	  -d .cache/wheels/envzy-cp310 envzy==0.3.1 && touch $@
+
+# A Spark job's wheels for the .venv's Python (tests/e2e/test_spark.py serves them from a local index): the official
+# datasphere client with its dependencies, py4j, and pyspark 3.5.9, which PyPI has as an sdist only: built here once.
+SPARK_WHEELS := .cache/wheels/spark/.complete
+$(SPARK_WHEELS): $(STAMP)
+	$(PY) -m pip download -q --disable-pip-version-check --only-binary=:all: -d .cache/wheels/spark \
+	  datasphere==0.10.0 py4j==0.10.9.9
+	test -f .cache/wheels/spark/pyspark-3.5.9-py2.py3-none-any.whl || $(PY) -m pip wheel -q \
+	  --disable-pip-version-check --no-deps -w .cache/wheels/spark pyspark==3.5.9
+	touch $@
 
 install: $(STAMP)
 
@@ -66,7 +76,7 @@ proto-check: install
 test-deps:
 	tools/test-deps.sh
 
-test: install proto-check layout-check test-deps official-cli $(ENVZY_WHEELS) test-pythons
+test: install proto-check layout-check test-deps official-cli $(ENVZY_WHEELS) $(SPARK_WHEELS) test-pythons
 	DSJOBS_DATASPHERE_PYTHON=$(CURDIR)/$(DSVENV)/bin/python $(PY) -m pytest -q
 
 # DSJOBS_TEST_PYTHON: tests/e2e/test_pythons.py checks that the venv really runs that version.

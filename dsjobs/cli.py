@@ -230,8 +230,22 @@ def cmd_run(a) -> int:
     engine.start()
     server, port = start_grpc(engine, "127.0.0.1:0")
     client = Client(f"127.0.0.1:{port}", token=engine.token)
+    ui_url = descriptor = None
+    if a.ui:
+        ui_url, why = _start_ui(engine, server.auth, "127.0.0.1:0", required=False)
+        if why:
+            print(f"dsjobs: {why}", file=sys.stderr, flush=True)
+        if ui_url:
+            from dsjobs import discovery
+            # So that `dsjobs ui` (and a hooked official client) find this engine's pages too.
+            descriptor = discovery.write_descriptor(f"127.0.0.1:{port}", files_url=engine.files_url,
+                                                    data_dir=str(engine.cfg.data_dir),
+                                                    token_path=str(engine.token_path), ui_url=ui_url)
     try:
         _, job_id, op = submit(client, a.project, a.config, base, a.python)
+        if ui_url:  # the page lives as long as this command
+            _show_page(ui_url, _job_path(engine.cfg.community_id, a.project, job_id), engine.token,
+                       str(engine.token_path), out=sys.stderr)
         kept = (f"its record is kept in {data_dir}: `dsjobs serve --data-dir {data_dir}`, then `dsjobs project job "
                 f"download-files --id {job_id} --with-logs`" if tmp is None else
                 "(a temporary data dir, since the default one was in use: nothing else is kept)")
@@ -247,11 +261,107 @@ def cmd_run(a) -> int:
         print(f"error: {e.code().name}: {e.details()}", file=sys.stderr)
         return 1
     finally:
+        if descriptor:
+            from dsjobs import discovery
+            discovery.remove_descriptor(descriptor)
+            discovery.remove_descriptor(_login_path(ui_url))
         client.close()
         server.stop(1).wait()
         engine.stop(stop_jobs=True)
         if tmp is not None:
             tmp.cleanup()
+
+
+def _job_path(community: str, project: str, job_id: str) -> str:
+    return f"/communities/{community}/projects/{project}/job/{job_id}"
+
+
+def _loopback(listen: str) -> tuple[str, int]:
+    """HOST:PORT of the web UI, on loopback only (its pages hold the session cookie and talk plain HTTP)."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if host == "localhost":
+        host = "127.0.0.1"
+    import ipaddress
+    try:
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ValueError
+        return host, int(port)
+    except ValueError:
+        raise ValueError(f"--ui-listen {listen!r}: the web UI listens on loopback only (127.0.0.1:PORT or "
+                         "[::1]:PORT)") from None
+
+
+def _start_ui(engine, auth, listen: str, required: bool) -> tuple[Optional[str], str]:
+    """(the UI's base URL, "") or (None, why in one line) when the `ui` extra is missing; a port that cannot be
+    had is an error only when it was asked for (``required``)."""
+    from engine.ui import Unavailable
+    host, port = _loopback(listen)
+    try:
+        return engine.start_ui(auth, host, port), ""
+    except Unavailable as e:
+        return None, str(e)
+    except OSError as e:
+        if required:
+            raise
+        return None, f"no web UI: {listen}: {e.strerror or e}"
+
+
+def _login_path(base: str) -> str:
+    from dsjobs import discovery
+    return os.path.join(discovery.runtime_dir(), f"ui-{base.rsplit(':', 1)[-1]}-open.html")
+
+
+def _login_file(base: str, path: str, token: str) -> str:
+    """A page (0600, in the per-user runtime directory, removed when its engine stops) that logs the browser in:
+    its path goes on the browser's command line, which every local user can read; the token stays in the file."""
+    import html
+    from dsjobs import discovery
+    dest = _login_path(base)
+    if not discovery._private_dir(os.path.dirname(dest), create=True):
+        raise PermissionError(f"{os.path.dirname(dest)} is not a directory of this user's alone")
+    url = html.escape(f"{base}{path}?token={token}")
+    tmp = f"{dest}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f'<!doctype html><meta charset="utf-8"><meta name="referrer" content="no-referrer">'
+                f'<meta http-equiv="refresh" content="0;url={url}"><title>dsjobs</title>'
+                f'<p><a href="{url}">Open the job page</a></p>\n')
+    os.replace(tmp, dest)
+    return dest
+
+
+def _show_page(base: str, path: str, token: Optional[str], token_path: str, *, browser: bool = True,
+               out=None) -> bool:
+    """Open ``base + path`` logged in: in a browser when one can be started, else a login URL, but only to a
+    terminal (a URL with the token must not land in a file or a log); else the page's URL and how to log in.
+    Returns whether a browser was started."""
+    import webbrowser
+    out = out or sys.stdout
+    page = base + path
+    if browser:
+        try:
+            opener = webbrowser.get()
+        except webbrowser.Error:
+            opener = None
+        if opener is not None:
+            try:
+                target = "file://" + _login_file(base, path, token) if token else page
+            except OSError as e:  # nowhere private to put it: no browser, rather than the token in the open
+                print(f"dsjobs: not opening a browser: {e}", file=out, flush=True)
+                opener = target = None
+            if opener is not None and opener.open(target):
+                print(f"opened {page} in a browser", file=out, flush=True)
+                return True
+    if not token:
+        print(page, file=out, flush=True)
+    elif out.isatty():
+        print(f"{page}?token={token}\n(this URL logs in: it carries the engine's token, so keep it to yourself)",
+              file=out, flush=True)
+    else:
+        print(f"{page}\nno browser to open it in: open it and give its login form the token from "
+              f"{token_path or 'the engine'}; a URL that logs in is printed only to a terminal", file=out, flush=True)
+    return False
 
 
 def cmd_serve(a) -> int:
@@ -274,6 +384,22 @@ def cmd_serve(a) -> int:
     cfg.sandbox = a.sandbox
     cfg.start_pause_s = float(os.environ.get("DSJOBS_TEST_START_PAUSE_S") or 0)  # fault injection in tests
     cfg.files_host = a.files_host
+    if bool(a.tls_cert) != bool(a.tls_key):
+        print("error: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    if a.tls_cert:
+        for flag, f in (("--tls-cert", a.tls_cert), ("--tls-key", a.tls_key)):
+            if not os.path.isfile(f):
+                print(f"error: {flag} {f}: no such file", file=sys.stderr)
+                return 2
+        cfg.tls = (a.tls_cert, a.tls_key)  # the API and the file endpoint both
+    if a.tls_ca and (not a.tls_cert or not os.path.isfile(a.tls_ca)):
+        print(f"error: --tls-ca {a.tls_ca}: " + ("no such file" if a.tls_cert else "goes with --tls-cert"),
+              file=sys.stderr)
+        return 2
+    cfg.sa_token_file = a.sa_token_file or ""
+    cfg.mig_fallback = a.mig_fallback
+    cfg.cloud_like_default = a.cloud_like_default or ""
     cfg.backend = a.backend
     for pin in a.project_backend:
         project, _, backend = pin.partition("=")
@@ -281,6 +407,13 @@ def cmd_serve(a) -> int:
             print(f"error: --project-backend {pin!r}: expected PROJECT=local or PROJECT=ray", file=sys.stderr)
             return 2
         cfg.project_backends[project] = backend
+    if cfg.tls and (cfg.backend == "ray" or "ray" in cfg.project_backends.values()):
+        # Ray agents fetch inputs and report over the file endpoint with the system's roots: a certificate they
+        # cannot be given the CA of would fail every Ray job at its first request.
+        print("error: failed precondition: --tls-cert with the ray backend: Ray agents cannot be given the "
+              "engine's CA, so they could not reach its TLS file endpoint; serve Ray without --tls-cert (on a "
+              "trusted network), or run TLS jobs on the local backend", file=sys.stderr)
+        return 2
     cfg.ray_address = a.ray_address or os.environ.get("DSJOBS_RAY_ADDRESS", "")
     if a.ray_token_file:
         cfg.ray_token = Path(a.ray_token_file).read_text().strip()
@@ -288,8 +421,14 @@ def cmd_serve(a) -> int:
     cfg.ray_engine_url = a.ray_engine_url or ""
     cfg.ray_node_dir = a.ray_node_dir or cfg.ray_node_dir
     if a.max_job_duration:
-        from engine.validation import parse_duration
+        from runners.spec import parse_duration
         cfg.max_job_duration_s = parse_duration(a.max_job_duration)
+    if a.log_limit:
+        try:
+            cfg.log_limit_bytes = jobconfig.parse_human_size(a.log_limit)
+        except jobconfig.ConfigError:
+            print(f"error: --log-limit {a.log_limit!r}: a size such as 100MB or 2GB", file=sys.stderr)
+            return 2
     from engine.api.auth import load_tokens
     warnings = []
     token = a.token
@@ -313,6 +452,20 @@ def cmd_serve(a) -> int:
                         "loopback (the engine still needs a token)")
     if a.sandbox == "none":
         warnings.append("--sandbox none: process jobs run unconfined and see everything you can see")
+    if a.sa_token_file:
+        try:
+            if os.stat(a.sa_token_file).st_mode & 0o077:
+                warnings.append(f"--sa-token-file {a.sa_token_file} can be read by other users (chmod 600 it): "
+                                "it holds a service account's token")
+        except OSError as e:
+            print(f"error: --sa-token-file {a.sa_token_file}: {e.strerror or e}", file=sys.stderr)
+            return 2
+    if not a.no_ui:
+        try:
+            _loopback(a.ui_listen)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     # Handlers first: a SIGTERM that comes as soon as the endpoint is printed must still stop us cleanly.
     stop = threading.Event()
     for s in (signal.SIGINT, signal.SIGTERM):
@@ -320,21 +473,37 @@ def cmd_serve(a) -> int:
     engine = build_engine(cfg).start()
     try:
         server, port = start_grpc(engine, a.listen, tokens=tokens, no_auth=a.no_auth,
-                                  allow_insecure_remote=a.insecure_listen)
+                                  allow_insecure_remote=a.insecure_listen, tls=cfg.tls)
     except PermissionError as e:
         engine.stop()
         print(f"error: {e}", file=sys.stderr)
         return 2
+    ui_url, ui_why = None, "the web UI is off (--no-ui)"
+    if not a.no_ui:
+        try:
+            ui_url, ui_why = _start_ui(engine, server.auth, a.ui_listen, required=True)
+        except OSError as e:
+            server.stop(0).wait()
+            engine.stop()
+            print(f"error: the web UI cannot listen on {a.ui_listen}: {e.strerror or e} (another --ui-listen, or "
+                  "--no-ui)", file=sys.stderr)
+            return 2
     host = a.listen.rsplit(":", 1)[0]
     endpoint = f"{host}:{port}"
     descriptor = discovery.write_descriptor(
         f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '') else host}:{port}", files_url=engine.files_url,
-        data_dir=str(cfg.data_dir), token_path="" if a.no_auth else str(engine.token_path))
+        data_dir=str(cfg.data_dir), token_path="" if a.no_auth else str(engine.token_path), ui_url=ui_url or "",
+        tls=bool(cfg.tls), ca_file=os.path.abspath(a.tls_ca) if a.tls_ca else "")
     print(f"dsjobs serving the DataSphere Jobs API on {endpoint} (files on {engine.files_url}), "
           f"data dir {cfg.data_dir}", flush=True)
     if not a.no_auth:
         print(f"dsjobs: every call needs `authorization: Bearer <token>`; the token is in {engine.token_path} "
               "(dsjobs's own clients find it by themselves)", flush=True)
+    if ui_url:
+        # Never with the token: this line goes to terminals and logs alike.
+        print(f"dsjobs: job pages on {ui_url}/ (`dsjobs ui [JOB_ID]` opens one logged in)", flush=True)
+    elif not a.no_ui:
+        print(f"dsjobs: {ui_why}", flush=True)
     for w in warnings:
         print(f"dsjobs: warning: {w}", file=sys.stderr, flush=True)
     try:
@@ -342,6 +511,8 @@ def cmd_serve(a) -> int:
             pass
     finally:
         discovery.remove_descriptor(descriptor)
+        if ui_url:
+            discovery.remove_descriptor(_login_path(ui_url))
     if a.stop_jobs_on_exit:
         print("dsjobs: shutting down; stopping running jobs", flush=True)
     else:
@@ -508,7 +679,7 @@ def cmd_download(a) -> int:
 def cmd_env(a) -> int:
     from engine.config import default_data_dir
     from runners.pyenv import EnvCache
-    from engine.validation import parse_duration
+    from runners.spec import parse_duration
     cache = EnvCache((Path(a.data_dir) if a.data_dir else default_data_dir()) / "envs")
     if a.env_cmd == "list":
         rows = cache.entries()
@@ -543,11 +714,27 @@ def _data_dir(a) -> Path:
 def cmd_secret(a) -> int:
     from engine.resources import Secrets
     secrets = Secrets(_data_dir(a))
+    if a.secret_cmd != "list" and bool(a.name) == bool(getattr(a, "sa_token", False)):
+        print(f"error: dsjobs secret {a.secret_cmd}: give a NAME or --sa-token", file=sys.stderr)
+        return 2
     if a.secret_cmd == "set":
         import getpass
-        value = sys.stdin.read().rstrip("\n") if not sys.stdin.isatty() else getpass.getpass(f"value of {a.name}: ")
+        what = "the service account token" if a.sa_token else f"value of {a.name}"
+        value = sys.stdin.read().rstrip("\n") if not sys.stdin.isatty() else getpass.getpass(f"{what}: ")
+        if a.sa_token:
+            from engine.errors import EngineError
+            try:
+                secrets.set_sa_token(a.project, value)
+            except EngineError as e:
+                print(f"error: {e.message}", file=sys.stderr)
+                return 2
+            print(f"service account token set for project {a.project}: its jobs get SA_TOKEN_FILENAME",
+                  file=sys.stderr)
+            return 0
         secrets.set(a.project, a.name, value)
         print(f"secret {a.name} set for project {a.project}", file=sys.stderr)
+    elif a.secret_cmd == "rm" and a.sa_token:
+        secrets.remove_sa_token(a.project)
     elif a.secret_cmd == "list":
         for name in secrets.all(a.project):
             print(name)  # names only: values never leave the file
@@ -560,7 +747,22 @@ def cmd_dirs(a) -> int:
     from engine.resources import Directories
     reg = Directories(_data_dir(a), a.kind)
     if a.dirs_cmd == "add":
-        reg.add(a.id, a.dir)
+        s3 = getattr(a, "s3", None)
+        if bool(s3) == bool(a.dir):
+            print(f"error: dsjobs {a.kind} add {a.id}: give a DIR" + (" or --s3 ENDPOINT/BUCKET, not both"
+                  if a.kind == "mount" else ""), file=sys.stderr)
+            return 2
+        from engine.errors import EngineError
+        try:
+            if s3:
+                d = reg.add_s3(a.id, s3, a.access_key_secret, a.secret_key_secret, a.region)
+                print(f"mount {a.id}: {s3} is copied into {d} before each job that mounts it (keys: the job's "
+                      f"project secrets {a.access_key_secret}, {a.secret_key_secret})", file=sys.stderr)
+            else:
+                reg.add(a.id, a.dir)
+        except EngineError as e:
+            print(f"error: {e.message}", file=sys.stderr)
+            return 2
     elif a.dirs_cmd == "rm":
         reg.remove(a.id)
     else:
@@ -579,6 +781,68 @@ def cmd_image(a) -> int:
     else:
         for k, v in images.all().items():
             print(f"{k}\t{v}")
+    return 0
+
+
+def cmd_spark(a) -> int:
+    from engine.errors import EngineError
+    from engine.resources import SparkConnectors
+    reg = SparkConnectors(_data_dir(a))
+    try:
+        if a.spark_cmd == "add":
+            conf = {}
+            for item in a.conf:
+                k, eq, v = item.partition("=")
+                if not eq or not k:
+                    print(f"error: --conf {item!r}: expected KEY=VALUE (e.g. spark.sql.shuffle.partitions=4)",
+                          file=sys.stderr)
+                    return 2
+                conf[k] = v
+            reg.add(a.id, conf)
+            print(f"spark connector {a.id}: a local Spark (local[<vCPUs of the instance type>])"
+                  + (f" with {len(conf)} setting(s)" if conf else ""), file=sys.stderr)
+        elif a.spark_cmd == "rm":
+            reg.remove(a.id)
+        else:
+            for k, v in reg.all().items():
+                print(f"{k}\t" + " ".join(f"{ck}={cv}" for ck, cv in sorted((v.get("conf") or {}).items())))
+    except EngineError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_ui(a) -> int:
+    from dsjobs import discovery
+    endpoint = a.endpoint or os.environ.get("DSJOBS_ENDPOINT")
+    if endpoint:
+        desc = discovery.find_descriptor(endpoint)
+        if desc is None:
+            print(f"error: no dsjobs engine serves {endpoint} on this machine (is `dsjobs serve` running?)",
+                  file=sys.stderr)
+            return 1
+    else:
+        desc = discovery.find_descriptor(DEFAULT_ENDPOINT)
+        if desc is None:
+            with_ui = [d for d in discovery.descriptors() if d.get("ui_url")]
+            if len(with_ui) != 1:
+                print("error: " + ("no dsjobs engine with a web UI runs on this machine (`dsjobs serve` starts one)"
+                                   if not with_ui else "several dsjobs engines run here: say which with --endpoint "
+                                   + " or ".join(d["endpoint"] for d in with_ui)), file=sys.stderr)
+                return 1
+            desc = with_ui[0]
+    if not desc.get("ui_url"):
+        print(f"error: the engine on {desc['endpoint']} serves no web UI (started with --no-ui, or without the "
+              "`ui` extra: pip install 'dsjobs[ui]')", file=sys.stderr)
+        return 1
+    token = discovery.find_token(desc["endpoint"], getattr(a, "token_file", None)) if desc.get("token_path") \
+        else None
+    if desc.get("token_path") and not token:
+        print(f"error: the token of the engine on {desc['endpoint']} was not found (--token-file FILE, or "
+              "$DSJOBS_TOKEN)", file=sys.stderr)
+        return 1
+    path = f"/jobs/{a.job_id}" if a.job_id else "/"
+    _show_page(desc["ui_url"].rstrip("/"), path, token, desc.get("token_path", ""), browser=not a.no_browser)
     return 0
 
 
@@ -631,6 +895,7 @@ def parser() -> argparse.ArgumentParser:
                    help="confine process jobs with bubblewrap (default), or run them unconfined")
     r.add_argument("--python", help="the Python `python: auto` analyses (default: the active venv's, else the "
                                     "`python` on PATH)")
+    r.add_argument("--ui", action="store_true", help="serve the job's page while it runs, and open it")
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("serve", help="serve the DataSphere Jobs gRPC API")
@@ -658,6 +923,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--tokens-file", help="file of name:token lines; the name becomes the job's created_by")
     s.add_argument("--no-auth", action="store_true", help="accept calls without a token (loopback only)")
     s.add_argument("--insecure-listen", action="store_true", help="allow a non-loopback address with --no-auth")
+    s.add_argument("--tls-cert", metavar="FILE", help="serve the API and the file endpoint over TLS with this "
+                                                      "certificate (PEM; for serving beyond loopback)")
+    s.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
+    s.add_argument("--tls-ca", metavar="FILE", help="the CA the engine's own clients (dsjobs, the hooked official "
+                                                    "client) check --tls-cert against, recorded for them (a "
+                                                    "self-signed certificate: the certificate itself); default: "
+                                                    "the system's roots")
     s.add_argument("--files-host", default="127.0.0.1", help="address of the file endpoint (agents on Ray nodes "
                                                                "must reach it)")
     s.add_argument("--backend", choices=["local", "ray"], default="local", help="where jobs run (default: local)")
@@ -668,8 +940,27 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--ray-agent-python", help="Python with dsjobs installed on the Ray nodes (default: python3)")
     s.add_argument("--ray-engine-url", help="how agents on the nodes reach this engine (default: the files URL)")
     s.add_argument("--ray-node-dir", help="working dirs and caches of the agents on each node")
+    s.add_argument("--log-limit", metavar="SIZE", help="bytes kept of each of a job's streams (stdout, stderr), "
+                                                       "then a marker (default: 100MB, the cloud's)")
+    s.add_argument("--ui-listen", default="127.0.0.1:0", metavar="HOST:PORT",
+                   help="where the web UI (the job pages) listens, on loopback (default: any free port on 127.0.0.1)")
+    s.add_argument("--no-ui", action="store_true", help="serve no web UI")
+    s.add_argument("--sa-token-file", help="a service-account token for the jobs of every project without one of "
+                                           "its own (dsjobs secret set --sa-token): SA_TOKEN_FILENAME")
+    s.add_argument("--mig-fallback", choices=["refuse", "shared"], default="refuse",
+                   help="g2.mig where no GPU is in MIG mode: refuse the job (default), or give it a whole GPU, "
+                        "shared with other g2.mig jobs (said loudly in its system log)")
+    s.add_argument("--cloud-like-default", metavar="IMAGE",
+                   help="run every job without env.docker inside IMAGE, as the cloud runs them in its default "
+                        "image (working dir /job, python envs built inside it)")
     s.add_argument("--log-level", default="info")
     s.set_defaults(func=cmd_serve)
+
+    u = sub.add_parser("ui", help="open the engine's job pages (or one job's) in a browser, logged in")
+    u.add_argument("job_id", nargs="?", help="a job to open (default: the projects)")
+    u.add_argument("--no-browser", action="store_true",
+                   help="start no browser: print a URL that logs in (only to a terminal) or the page's URL")
+    u.set_defaults(func=cmd_ui)
 
     env = sub.add_parser("env", help="the Python environment cache").add_subparsers(dest="env_cmd", required=True)
     el = env.add_parser("list")
@@ -704,20 +995,35 @@ def parser() -> argparse.ArgumentParser:
         x.add_argument("--project", default="local")
         x.add_argument("--data-dir")
         if name != "list":
-            x.add_argument("name")
+            x.add_argument("name", nargs="?")
+            x.add_argument("--sa-token", action="store_true",
+                           help="the project's service-account token (from stdin): its jobs get the file "
+                                "SA_TOKEN_FILENAME names, as in the cloud")
         x.set_defaults(func=cmd_secret)
     for kind, helptext in (("mount", "S3 mounts: a resource id -> a local directory"),
                            ("dataset", "datasets: a resource id -> a local directory")):
         k = sub.add_parser(kind, help=helptext).add_subparsers(dest="dirs_cmd", required=True)
         y = k.add_parser("add")
         y.add_argument("id")
-        y.add_argument("dir")
+        y.add_argument("dir", nargs="?")
+        if kind == "mount":
+            y.add_argument("--s3", metavar="ENDPOINT/BUCKET[/PREFIX]",
+                           help="back the mount by a real bucket: its objects are copied in before each job "
+                                "(cached by ETag), and the job gets AWS_ENDPOINT_URL and the keys to write back")
+            y.add_argument("--access-key-secret", default="AWS_ACCESS_KEY_ID",
+                           help="the project secret holding the access key id (default: AWS_ACCESS_KEY_ID)")
+            y.add_argument("--secret-key-secret", default="AWS_SECRET_ACCESS_KEY",
+                           help="the project secret holding the secret key (default: AWS_SECRET_ACCESS_KEY)")
+            y.add_argument("--region", default="us-east-1", help="the signing region (Object Storage: ru-central1)")
         y2 = k.add_parser("rm")
         y2.add_argument("id")
         y3 = k.add_parser("list")
         for y in (y, y2, y3):
             y.add_argument("--data-dir")
             y.set_defaults(func=cmd_dirs, kind=kind)
+
+    from dsjobs import repro  # fault, check, replay: reproducing cloud failures locally
+    repro.add_commands(sub)
 
     img = sub.add_parser("image", help="map docker_image_resource_id values to local images")
     img_sub = img.add_subparsers(dest="image_cmd", required=True)
@@ -730,6 +1036,19 @@ def parser() -> argparse.ArgumentParser:
     for x in (x, x2, x3):
         x.add_argument("--data-dir")
         x.set_defaults(func=cmd_image)
+
+    spk = sub.add_parser("spark", help="Spark connectors: a connector id -> a local Spark (SDK().connect_to_spark())")
+    spk_sub = spk.add_subparsers(dest="spark_cmd", required=True)
+    x = spk_sub.add_parser("add", help="register a local Spark for a connector id")
+    x.add_argument("id")
+    x.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                   help="a Spark session setting, over the engine's (repeatable)")
+    x2 = spk_sub.add_parser("rm")
+    x2.add_argument("id")
+    x3 = spk_sub.add_parser("list")
+    for x in (x, x2, x3):
+        x.add_argument("--data-dir")
+        x.set_defaults(func=cmd_spark)
 
     proj = sub.add_parser("project", help="jobs of a server's projects, as the official CLI's `project job`") \
         .add_subparsers(dest="project_cmd", required=True)

@@ -18,7 +18,7 @@ import grpc
 import requests
 from google.protobuf import duration_pb2
 
-from dsjobs.discovery import find_token
+from dsjobs.discovery import find_descriptor, find_token
 from dsjobs.jobconfig import Config, DockerImage
 from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
 from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
@@ -189,11 +189,25 @@ class Client:
     (dsjobs/discovery.py: $DSJOBS_TOKEN, ``token_file``, the endpoint's descriptor, the default data dir)."""
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, token: Optional[str] = None,
-                 token_file: Optional[str] = None):
+                 token_file: Optional[str] = None, tls: Optional[bool] = None, ca_file: Optional[str] = None):
+        """``tls``/``ca_file``: a TLS endpoint (`dsjobs serve --tls-cert`, the cloud), its CA (default: the system's
+        roots); the file endpoint's HTTPS is checked against the same CA. ``tls`` None (and no ``ca_file``): as the
+        engine's descriptor says (dsjobs/discovery.py; an engine without one is plain gRPC)."""
         self.endpoint = endpoint
         if token is None:
             token = find_token(endpoint, token_file)
-        self.raw_channel = grpc.insecure_channel(endpoint)
+        if tls is None and not ca_file:
+            desc = find_descriptor(endpoint) or {}
+            tls, ca_file = bool(desc.get("tls")), (desc.get("ca_file") or None)
+        self.verify = ca_file or True  # for requests: uploads and downloads
+        if tls or ca_file:
+            roots = None
+            if ca_file:
+                with open(ca_file, "rb") as f:
+                    roots = f.read()
+            self.raw_channel = grpc.secure_channel(endpoint, grpc.ssl_channel_credentials(root_certificates=roots))
+        else:
+            self.raw_channel = grpc.insecure_channel(endpoint)
         self.channel = grpc.intercept_channel(self.raw_channel, _Bearer(token)) if token else self.raw_channel
         self.jobs = sgrpc.ProjectJobServiceStub(self.channel)
         self.ops = ogrpc.OperationServiceStub(self.channel)
@@ -221,7 +235,8 @@ class Client:
                     continue
                 with open(local[f.file.sha256], "rb") as fh:
                     body = _CountingReader(fh, (lambda n: bar[0].advance(bar[1], n)) if bar else (lambda n: None))
-                    r = requests.put(f.url, data=body, headers={"Content-Length": str(f.file.size_bytes)})
+                    r = requests.put(f.url, data=body, headers={"Content-Length": str(f.file.size_bytes)},
+                                     verify=self.verify)
                     r.raise_for_status()
         finally:
             if bar:
@@ -345,7 +360,7 @@ class Client:
                 target = (output_dir / desc.name) if output_dir else (desc if desc.is_absolute() else base / desc)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 part = target.with_name(target.name + ".download")
-                with requests.get(f.url, stream=True) as r:
+                with requests.get(f.url, stream=True, verify=self.verify) as r:
                     r.raise_for_status()
                     with open(part, "wb") as out:
                         for chunk in r.iter_content(1 << 20):

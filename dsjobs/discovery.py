@@ -77,14 +77,17 @@ def _start_time(pid: int) -> Optional[int]:
 
 
 def write_descriptor(endpoint: str, *, files_url: str, data_dir: str, token_path: str = "",
-                     ui_url: str = "") -> str:
-    """Record that this process serves ``endpoint``; returns the descriptor's path (remove it at a clean stop)."""
+                     ui_url: str = "", tls: bool = False, ca_file: str = "") -> str:
+    """Record that this process serves ``endpoint``; returns the descriptor's path (remove it at a clean stop).
+    ``tls``: the endpoint serves TLS (`dsjobs serve --tls-cert`); ``ca_file``: the CA its clients check the
+    certificate against ("": the system's roots)."""
     d = runtime_dir()
     _private_dir(d, create=True)
     _, port = split_endpoint(endpoint)
     path = os.path.join(d, f"engine-{port}.json")
     body = json.dumps({"endpoint": endpoint, "files_url": files_url, "ui_url": ui_url, "data_dir": data_dir,
-                       "token_path": token_path, "pid": os.getpid(), "start_time": _start_time(os.getpid())})
+                       "token_path": token_path, "tls": bool(tls), "ca_file": ca_file if tls else "",
+                       "pid": os.getpid(), "start_time": _start_time(os.getpid())})
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -122,6 +125,19 @@ def descriptors() -> list[dict]:
         desc["path"] = path
         out.append(desc)
     return out
+
+
+def transport(endpoint: str) -> tuple[bool, Optional[bytes]]:
+    """How a client reaches ``endpoint``, as its engine's descriptor says: (TLS, the CA's PEM or None for the
+    system's roots); (False, None) for an engine without a descriptor or without TLS."""
+    desc = find_descriptor(endpoint) or {}
+    if not desc.get("tls"):
+        return False, None
+    ca = desc.get("ca_file") or ""
+    if not ca:
+        return True, None
+    with open(ca, "rb") as f:
+        return True, f.read()
 
 
 def find_descriptor(endpoint: str) -> Optional[dict]:

@@ -11,9 +11,9 @@ datasphere module is.
 What is replaced, each right after the module that defines it has run (so names other modules import from it are
 already the replaced ones):
 
-- ``datasphere.channel._get_channel`` (every channel of the client goes through it): an insecure channel to the
-  endpoint with the client's own options (its retry policy) and without an HTTP proxy (gRPC would send even
-  127.0.0.1 through ``http_proxy``);
+- ``datasphere.channel._get_channel`` (every channel of the client goes through it): a channel to the endpoint
+  (insecure, or TLS checked against the CA the engine's descriptor names) with the client's own options (its
+  retry policy) and without an HTTP proxy (gRPC would send even 127.0.0.1 through ``http_proxy``);
 - ``datasphere.auth.create_iam_token``: the engine's token, found as dsjobs's own clients find it (no IAM, no
   metadata server, no ``yc``, and no "iam token from env var is not refreshable" warning at every call);
 - ``datasphere.client.Client._get_job_link``: the local engine's job page, never with a token in it (the client
@@ -84,6 +84,19 @@ def _warn(text):
     sys.stderr.write(f"dsjobs hook: {text}\n")
 
 
+def _transport():
+    """(TLS, the CA's PEM or None for the system's roots), as the engine's descriptor says (read once)."""
+    if "transport" not in _state:
+        try:
+            _state["transport"] = _discovery().transport(endpoint())
+        except OSError as e:
+            _warn(f"the engine serves TLS and its CA cannot be read ({e}); checking against the system's roots")
+            _state["transport"] = (True, None)
+        except AttributeError:  # a discovery module of an older `dsjobs hook install`: plain gRPC, as it was
+            _state["transport"] = (False, None)
+    return _state["transport"]
+
+
 def _patch_channel(m):
     grpc = m.grpc
 
@@ -91,6 +104,10 @@ def _patch_channel(m):
         options = list(m.CHANNEL_OPTIONS) + [("grpc.enable_http_proxy", 0)]
         if user_agent:
             options.append(("grpc.primary_user_agent", user_agent))
+        tls, ca = _transport()
+        if tls:  # `dsjobs serve --tls-cert`: checked against the CA the engine names (--tls-ca), else the system's
+            return grpc.secure_channel(endpoint(), grpc.ssl_channel_credentials(root_certificates=ca),
+                                       options=options)
         return grpc.insecure_channel(endpoint(), options=options)
     m._get_channel = _get_channel
 

@@ -116,6 +116,9 @@ def _dict_str_str(o) -> bool:
 
 
 def parse_human_size(size: str) -> int:
+    """A size exactly as the official client reads one (its utils.parse_human_size: bytes, or KB..PB in binary
+    units), never more: a config that works here must work there. The engine's own sizes (faults) are parsed by
+    runners.spec.parse_size, which takes more forms."""
     size = size.strip().upper()
     if size.isdigit():
         return int(size)

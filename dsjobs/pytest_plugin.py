@@ -29,13 +29,16 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "dsjobs_runner(name): run this test's jobs with the 'process' or 'docker' "
                                        "runner")
+    config.addinivalue_line("markers", "dsjobs_faults(spec): inject the cloud's failures into this test's jobs "
+                                       "(DSJOBS_FAULTS, e.g. 'no-capacity=c1.4,preempt-after=5s')")
 
 
 class DSJobs:
     """What the ``dsjobs`` fixture gives a test."""
 
-    def __init__(self, engine, tmp_path: Path, runner: str, project: str):
+    def __init__(self, engine, tmp_path: Path, runner: str, project: str, faults: str = ""):
         self.engine, self.tmp_path, self.runner, self.project = engine, tmp_path, runner, project
+        self.faults = faults
         self.results = []
         self._n = 0
 
@@ -46,6 +49,8 @@ class DSJobs:
         kw.setdefault("project", self.project)
         if self.runner != "auto":
             kw.setdefault("runner", self.runner)
+        if self.faults:  # the marker's faults, under the job's own (an env given to run wins)
+            kw["env"] = {"DSJOBS_FAULTS": self.faults, **(kw.get("env") or {})}
         result = run_job(config, engine=self.engine, **kw)
         self.results.append(result)
         return result
@@ -65,7 +70,8 @@ def dsjobs(dsjobs_engine, tmp_path, request):
     marker = request.node.get_closest_marker("dsjobs_runner")
     runner = marker.args[0] if marker else request.config.getoption("--dsjobs-runner")
     project = "pytest-" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:12]
-    d = DSJobs(dsjobs_engine, tmp_path, runner, project)
+    faults = request.node.get_closest_marker("dsjobs_faults")
+    d = DSJobs(dsjobs_engine, tmp_path, runner, project, ",".join(faults.args) if faults else "")
     request.node._dsjobs = d
     return d
 

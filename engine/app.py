@@ -16,7 +16,8 @@ from engine.backends.base import Backend
 from engine.backends.local import LocalBackend
 from engine.cas import BlobStore
 from engine.config import EngineConfig
-from engine.errors import FailedPrecondition
+from engine.errors import EngineError, FailedPrecondition
+from engine.faults import ProjectFaults
 from engine import jobpage
 from engine.files import FileServer, Signer, load_key
 from engine.jobs import JobService
@@ -32,6 +33,7 @@ from runners.executors.docker import DockerExecutor
 from runners.node import Machine
 from runners.executors.process import ProcessExecutor
 from runners.pyenv import EnvCache
+from runners.spec import FaultSpec, Limits
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,8 @@ class Engine:
     token: str = field(default="", repr=False)  # the owner's token (DATA_DIR/token)
     token_path: Optional[Path] = None
     _lock_fd: Optional[int] = field(default=None, repr=False)
+    job_link: Optional[jobpage.JobPage] = None  # the job link's route on the file endpoint
+    ui: Optional[object] = field(default=None, repr=False)  # engine/ui/server.py UiServer, once started
 
     @property
     def files_url(self) -> str:
@@ -95,7 +99,34 @@ class Engine:
         self.janitor.start()
         return self
 
+    def start_ui(self, auth, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve the job pages on ``host``:``port`` (loopback) with the API's ``auth``; returns their base URL.
+        The job link on the file endpoint then sends browsers there. Raises engine.ui.Unavailable (why, in one
+        line) when the `ui` extra is not installed, OSError when the port cannot be had."""
+        from engine import ui as ui_pkg  # standard library only: says what is missing before the stack loads
+        why = ui_pkg.missing()
+        if why:
+            raise ui_pkg.Unavailable(why)
+        from engine.ui.app import build  # ~200 ms of imports (Starlette, uvicorn, Jinja2): only here
+        from engine.ui.server import UiServer
+        stopping = threading.Event()
+        # The app checks Host against the port it serves, known once the socket is bound (port 0: any free one).
+        server = UiServer(lambda bound: build(self.jobs, auth, self.jobs.signer.key, host, bound,
+                                              self.cfg.community_id, stopping), host, port, stopping)
+        self.ui = server.start()
+        if self.job_link is not None:
+            self.job_link.ui_url = server.url
+        return server.url
+
+    def stop_ui(self) -> None:
+        if self.ui is not None:
+            if self.job_link is not None:
+                self.job_link.ui_url = ""
+            self.ui.stop()
+            self.ui = None
+
     def stop(self, stop_jobs: bool = False) -> None:
+        self.stop_ui()
         self.janitor.stop()
         self.lifecycle.shutdown(stop_jobs=stop_jobs)
         self.files.stop()
@@ -149,6 +180,19 @@ def lock_data_dir(cfg: EngineConfig) -> int:
     return fd
 
 
+def job_instance_types(cfg: EngineConfig, job) -> tuple[list[Limits], FaultSpec]:
+    """The job's instance types as a machine counts them (GPUs), in order (unknown names left out), and its
+    injected faults (no-capacity takes types away): what the node chooses from, as the local backend does."""
+    names = job.params.cloud_instance_types or [cfg.default_instance_type]
+    types = [Limits(n, float(cfg.instance_types[n].cpus), 0, int(cfg.instance_types[n].gpus))
+             for n in names if n in cfg.instance_types]
+    try:
+        faults = ProjectFaults(cfg.data_dir).of(job.project_id, job.params.env.vars)
+    except EngineError:
+        faults = FaultSpec()  # the node says what is wrong with them
+    return types, faults
+
+
 def build_engine(cfg: EngineConfig, *, executor: Optional[Executor] = None, store: Optional[Store] = None,
                  backends: Optional[dict[str, Backend]] = None, clock: Callable[[], float] = time.time) -> Engine:
     """``executor``: the process executor of this machine (a fake in tests); ``backends``: instead of the ones the
@@ -161,8 +205,10 @@ def build_engine(cfg: EngineConfig, *, executor: Optional[Executor] = None, stor
     blobs = BlobStore(cfg.data_dir / "blobs")
     key = load_key(cfg.data_dir / "signing.key")
     files = FileServer((cfg.files_host, cfg.files_port), blobs,
-                       lambda base: Signer(key, cfg.files_url or base, cfg.url_ttl_s), cfg.files_idle_timeout_s)
-    files.mount(jobpage.PREFIX, jobpage.JobPage(store, cfg.community_id).handle)  # the job link answers
+                       lambda base: Signer(key, cfg.files_url or base, cfg.url_ttl_s), cfg.files_idle_timeout_s,
+                       tls=cfg.tls)
+    job_link = jobpage.JobPage(store, cfg.community_id)
+    files.mount(jobpage.PREFIX, job_link.handle)  # the job link answers (or sends to the UI, once it runs)
     records = Records(cfg, store, clock)
     lease = records.lease
 
@@ -171,9 +217,11 @@ def build_engine(cfg: EngineConfig, *, executor: Optional[Executor] = None, stor
                     confine=None if cfg.sandbox == "none" else sbx.confiner(cfg.bwrap, sbx.hidden_paths(cfg.data_dir)))
     machine = Machine(root=cfg.data_dir, process=executor or ProcessExecutor(), envs=envs,
                       docker=DockerExecutor() if cfg.docker else None, run_as_root=cfg.docker_run_as_root,
-                      start_pause_s=cfg.start_pause_s, fake_gpus=cfg.fake_gpus)
+                      start_pause_s=cfg.start_pause_s, fake_gpus=cfg.fake_gpus, gpu_devices=cfg.fake_gpu_devices,
+                      mig_fallback=cfg.mig_fallback, gpu_stats_interval_s=cfg.gpu_stats_interval_s)
     if backends is None:
-        backends = {"local": LocalBackend(machine, records.run_dir, blobs, lease, cfg.max_concurrent_jobs)}
+        backends = {"local": LocalBackend(machine, records.run_dir, blobs, lease, cfg.max_concurrent_jobs,
+                                          instance_types=lambda job: job_instance_types(cfg, job))}
         if cfg.backend == "ray" or "ray" in cfg.project_backends.values():
             if not cfg.ray_address:
                 raise FailedPrecondition("the ray backend needs the address of the cluster's dashboard (ray_address)")
@@ -184,4 +232,4 @@ def build_engine(cfg: EngineConfig, *, executor: Optional[Executor] = None, stor
     jobs = JobService(cfg, records, blobs, files.signer, lifecycle)
     janitor = Janitor(cfg, lifecycle.reconcile, jobs.expire_data)
     return Engine(cfg, store, blobs, files, jobs, lifecycle, backends, machine, janitor, token=token,
-                  token_path=token_path, _lock_fd=lock_fd)
+                  token_path=token_path, _lock_fd=lock_fd, job_link=job_link)

@@ -36,6 +36,7 @@ class EngineConfig:
     files_host: str = "127.0.0.1"
     files_port: int = 0  # 0: any free port
     files_url: Optional[str] = None  # advertised base URL of the file endpoint; default http://host:port
+    tls: Optional[tuple] = None  # (cert file, key file): the API and the file endpoint serve TLS (beyond loopback)
     max_concurrent_jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     url_ttl_s: float = 3600.0
     files_idle_timeout_s: float = 60.0  # a connection of the file endpoint that sends nothing this long is closed
@@ -44,7 +45,14 @@ class EngineConfig:
     janitor_interval_s: float = 60.0  # how often expired job data is cleared
     reconcile_interval_s: float = 2.0  # how often active jobs that no thread looks after are picked up again
     start_pause_s: float = 0.0  # fault injection for tests: a pause before a job's start and before its confirmation
-    fake_gpus: Optional[int] = None  # tests: the GPUs this machine is said to have (None: those /dev shows)
+    fake_gpus: Optional[int] = None  # tests: the GPUs this machine is said to have (None: those NVML reports)
+    fake_gpu_devices: Optional[list] = None  # tests: the devices themselves (runners.gpus.fake(n, migs))
+    # Run every job without env.docker inside this image, as the cloud runs them in its default image
+    # (nvidia/cuda:11.8.0-cudnn8-runtime-ubuntu22.04 + Python 3.10, alias system-python-3-10); "" : as processes.
+    cloud_like_default: str = ""
+    sa_token_file: str = ""  # a service-account token for every project without one of its own (SA_TOKEN_FILENAME)
+    mig_fallback: str = "refuse"  # g2.mig where no MIG instance exists: "refuse", or "shared" (a shared whole GPU)
+    gpu_stats_interval_s: float = 5.0  # .gpu_stats.tsv: a row per GPU this often (the client polls every 5 s)
     max_job_duration_s: Optional[float] = None  # engine-wide limit on a job's running time; none by default
     log_limit_bytes: int = 100 * (1 << 20)  # the cloud's limit per log file
     max_file_bytes: int = 5 * (1 << 30)

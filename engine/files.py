@@ -291,13 +291,32 @@ class FileServer(ThreadingHTTPServer):
     block_on_close = False
 
     def __init__(self, addr: tuple[str, int], blobs: BlobStore, signer: Callable[[str], Signer],
-                 idle_timeout_s: float = 60.0):
-        """``signer`` makes the URL signer from the base URL of the port the server got."""
+                 idle_timeout_s: float = 60.0, tls: tuple[str, str] | None = None):
+        """``signer`` makes the URL signer from the base URL of the port the server got; ``tls``: (cert file, key
+        file) to serve HTTPS, as the gRPC API does when it has them (a client beyond loopback needs both)."""
         self.blobs = blobs
         self.routes: dict[str, Callable] = {}  # path prefix -> handler(request, method, parts, query)
+        self.idle_timeout_s = idle_timeout_s
         super().__init__(addr, type("Handler", (_Handler,), {"timeout": idle_timeout_s}))
-        self.signer = signer(f"http://{addr[0]}:{self.server_address[1]}")
+        self.tls = None
+        if tls is not None:
+            import ssl
+            self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.tls.load_cert_chain(*tls)
+        self.signer = signer(f"{'https' if self.tls else 'http'}://{addr[0]}:{self.server_address[1]}")
         self._thread: threading.Thread | None = None
+
+    def process_request_thread(self, request, client_address) -> None:
+        """With TLS, the handshake happens here, in the connection's own thread (never in the accepting one, where a
+        slow or silent client would hold up every other)."""
+        if self.tls is not None:
+            try:
+                request.settimeout(self.idle_timeout_s)
+                request = self.tls.wrap_socket(request, server_side=True)
+            except OSError:
+                self.shutdown_request(request)
+                return
+        super().process_request_thread(request, client_address)
 
     def mount(self, prefix: str, handler: Callable) -> None:
         """Routes beside the blobs: a backend's (the runner channel's /runner/), the job page's

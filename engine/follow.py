@@ -118,9 +118,11 @@ class LogHub:
 
 
 async def follow(hub: LogHub, job_id: str, path: str, offset: int, lookup: Callable[[], str],
-                 recheck_s: float = 1.0) -> AsyncIterator[tuple[list[journal.Record], int]]:
+                 recheck_s: float = 1.0, idle: bool = False) -> AsyncIterator[tuple[list[journal.Record], int]]:
     """Batches of records from ``offset`` and the offset after each, until the job is finished and everything
-    was sent, or it is gone (deleted meanwhile). ``lookup()`` says "active", "finished" or "gone"."""
+    was sent, or it is gone (deleted meanwhile). ``lookup()`` says "active", "finished" or "gone". With ``idle``,
+    also an empty batch after each wait (at most ``recheck_s`` apart), for a follower that has more to watch than
+    the journal (a page's status and progress)."""
     hub._count(1)
     try:
         while True:
@@ -136,5 +138,7 @@ async def follow(hub: LogHub, job_id: str, path: str, offset: int, lookup: Calla
             if state == "finished":
                 return
             await hub.wait(job_id, recheck_s)
+            if idle:
+                yield [], offset
     finally:
         hub._count(-1)

@@ -12,8 +12,9 @@ from typing import Callable, Optional, Protocol
 
 from engine.cas import BlobStore
 from engine.config import EngineConfig
-from engine.errors import FailedPrecondition, InvalidArgument, NotFound
+from engine.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from engine.files import Signer
+from engine.faults import ProjectFaults
 from engine.follow import follow
 from engine.ids import check_made, check_project, new_id
 from engine.model import File, Job, JobParameters, Operation, Progress
@@ -44,6 +45,33 @@ def iso_time(text: str) -> float:
         day, frac, tz = m.groups()
         tz = "+00:00" if tz in ("Z", "z") else f"{tz[:3]}:{tz[-2:]}" if tz else ""
         return datetime.fromisoformat(day + (f".{frac[:6]:0<6}" if frac else "") + tz).timestamp()
+
+
+async def _dropped(stream, after_s: float, job_id: str):
+    """The fault drop-logs-after: the stream ends with UNAVAILABLE ``after_s`` after it began (a client resumes
+    from the last offset it was given, as from a dropped connection to the cloud)."""
+    import asyncio
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + after_s
+    it = stream.__aiter__()
+    dropped = Unavailable(f"injected fault: drop-logs-after={after_s:g}s: the log stream of job {job_id} was "
+                          "dropped; resume from the last offset")
+    try:
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise dropped
+            try:
+                item = await asyncio.wait_for(it.__anext__(), left)
+            except StopAsyncIteration:
+                return
+            except asyncio.TimeoutError:
+                raise dropped from None
+            yield item
+    finally:
+        close = getattr(it, "aclose", None)
+        if close is not None:
+            await close()
 
 
 @dataclass
@@ -80,6 +108,7 @@ class JobService:
         self.signer = signer
         self.work = work
         self.secrets = Secrets(cfg.data_dir)
+        self.faults = ProjectFaults(cfg.data_dir)
         self.projects = Projects(cfg, self.store, self.secrets)
         self.lock = records.lock
 
@@ -101,14 +130,18 @@ class JobService:
         """A change of the job's fields other than its status (that is engine/lifecycle.py's)."""
         return self.records.update(job_id, fn)
 
-    def _upload_urls(self, files: list[File]) -> list[UploadUrl]:
+    def _upload_urls(self, files: list[File], expired: bool = False) -> list[UploadUrl]:
         out, seen = [], set()
         for f in files:
             if f.sha256 in seen or self.blobs.has(f.sha256):
                 continue  # content already stored (or already listed) gets no entry
             seen.add(f.sha256)
-            out.append(UploadUrl(f, self.signer.url("PUT", f.sha256, f.size_bytes)))
+            out.append(UploadUrl(f, self._put_url(f, expired)))
         return out
+
+    def _put_url(self, f: File, expired: bool) -> str:
+        """A signed upload URL; the fault upload-url-expired hands it out expired an hour ago (answered 403)."""
+        return self.signer.url("PUT", f.sha256, f.size_bytes, ttl_s=-3600.0 if expired else None)
 
     def lease(self, job_id: str) -> Callable[[str], None]:
         return self.records.lease(job_id)
@@ -134,8 +167,12 @@ class JobService:
         files = params.all_uploads()
         # Which contents exist is asked under their locks, and the job's references are stored before the locks
         # are let go: a concurrent delete of another job's data then sees them (engine/cas.py).
+        expired = self.faults.of(project_id, params.env.vars).upload_url_expired
+        if expired:
+            self.records.system_log(job.id, "injected fault: upload-url-expired: the upload URLs handed out are "
+                                            "already expired")
         with self.blobs.locked(f.sha256 for f in files):
-            uploads = self._upload_urls(files)
+            uploads = self._upload_urls(files, expired)
             op = Operation(id=new_id("op"), kind=kind, created_at=now, modified_at=now, job_id=job.id,
                            project_id=project_id, created_by=created_by, done=True,
                            result={"upload_files": [u.file.sha256 for u in uploads]})
@@ -146,7 +183,8 @@ class JobService:
         """The upload URLs of a Create/Clone operation, signed afresh (the record keeps no URL)."""
         job = self.store.get_job(op.job_id)
         by_sha = {f.sha256: f for f in job.params.all_uploads()}
-        return [UploadUrl(by_sha[s], self.signer.url("PUT", s, by_sha[s].size_bytes))
+        expired = self.faults.of(job.project_id, job.params.env.vars).upload_url_expired
+        return [UploadUrl(by_sha[s], self._put_url(by_sha[s], expired))
                 for s in op.result.get("upload_files", []) if s in by_sha]
 
     def clone(self, source_id: str, overrides: JobParameters, *, name: str = "", desc: str = "",
@@ -342,9 +380,10 @@ class JobService:
             out.append(UploadUrl(have, self.signer.url("GET", have.sha256, have.size_bytes)))
         return out
 
-    def follow_logs(self, job_id: str, offset: int):
+    def follow_logs(self, job_id: str, offset: int, idle_s: Optional[float] = None):
         """An async iterator of (records, offset after them), from ``offset`` (-1: from now) until the job is
-        finished and everything was sent (engine/follow.py: a coroutine per follower, no thread)."""
+        finished and everything was sent (engine/follow.py: a coroutine per follower, no thread). With ``idle_s``,
+        also ([], offset) at least that often while nothing new comes (the job page watches status and progress)."""
         self.get(job_id)
         path = self.journal(job_id)
         if offset == -1:
@@ -360,7 +399,11 @@ class JobService:
                 return "finished" if self.store.get_job(job_id).status.terminal else "active"
             except NotFound:
                 return "gone"
-        return follow(self.hub, job_id, path, offset, lookup)
+        stream = follow(self.hub, job_id, path, offset, lookup, **(
+            {} if idle_s is None else {"recheck_s": idle_s, "idle": True}))
+        job = self.store.get_job(job_id)
+        drop = self.faults.of(job.project_id, job.params.env.vars).drop_logs_after_s
+        return stream if drop is None or job.status.terminal else _dropped(stream, drop, job_id)
 
     # --- Execute operation view --------------------------------------------------------------------------------
 

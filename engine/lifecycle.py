@@ -239,7 +239,7 @@ class Lifecycle:
             backend = self.backends.get(self.cfg.project_backends.get(job.project_id, self.cfg.backend))
             if backend is None:
                 continue
-            if not backend.has_room():
+            if not backend.has_room(job):
                 continue
             with self.owning(job.id), self.records.lock:  # a cancel waits for the hand-over, then finds the attempt
                 def claim(j: Job):
@@ -267,6 +267,8 @@ class Lifecycle:
         why = self._backend_for(job).unsupported(spec)
         if why:
             raise JobFailure(FailureKind.UNSUPPORTED, why)
+        if spec.faults.any:  # what was injected is said once, before anything of it takes effect
+            self.records.system_log(job_id, f"injected faults (DSJOBS_FAULTS / project setting): {spec.faults.text}")
         return spec
 
     def may_start(self, job_id: str) -> bool:

@@ -177,6 +177,9 @@ class Job:
     queued_at: Optional[float] = None
     attempt: int = 0
     backend: str = ""  # where its attempts run (engine/backends/), chosen once when it is first claimed
+    # [status name, time] of every change through the transition table (the job page's timeline); older records
+    # have none, and their page falls back on the times above
+    status_history: list = field(default_factory=list)
 
 
 @dataclass

@@ -79,6 +79,7 @@ class Records:
             if to is not None and to != before:
                 check_transition(before, to)
                 job.status = to
+                job.status_history.append([to.name, self.clock()])
                 if to == S.EXECUTING and job.started_at is None:
                     job.started_at = self.clock()
                 if to.terminal:

@@ -8,14 +8,16 @@ import signal
 
 from engine.config import EngineConfig
 from engine.errors import EngineError
+from engine.faults import ProjectFaults
 from engine.ids import path_safe
 from engine.model import Job
-from engine.resources import Directories, Images, Secrets
-from engine.validation import MAX_DURATION_VAR, parse_duration
+from engine.resources import Directories, Images, Secrets, SparkConnectors
+from engine.validation import MAX_DURATION_VAR
 from runners.spec import (AttemptSpec, EnvSettings, FailureKind, ImageSpec, InputFile, JobFailure, Limits, Mount,
-                          OutputDecl, PythonSpec, StopRequest)
+                          OutputDecl, PythonSpec, S3Source, SparkSpec, StopRequest, parse_duration)
 
-CONTAINER_S3, CONTAINER_DATASETS = "/dsjobs/s3", "/dsjobs/datasets"
+# S3 connectors where the cloud documents them (/job/s3/<connector id>/...); datasets beside them.
+CONTAINER_S3, CONTAINER_DATASETS = "/job/s3", "/dsjobs/datasets"
 
 
 class Resolver:
@@ -25,6 +27,8 @@ class Resolver:
         self.images = Images(cfg.data_dir)
         self.mounts = Directories(cfg.data_dir, "mount")
         self.datasets = Directories(cfg.data_dir, "dataset")
+        self.spark = SparkConnectors(cfg.data_dir)
+        self.faults = ProjectFaults(cfg.data_dir)
 
     def resolve(self, job: Job, instance: str = "") -> AttemptSpec:
         """The spec of the job's next attempt; ``instance``: the type a backend chose (else the job's list).
@@ -52,7 +56,7 @@ class Resolver:
                     for f in p.input_files],
             outputs=[OutputDecl(d.path, d.var) for d in p.output_files],
             output_datasets=[d.var for d in p.output_datasets],
-            python=self._python(job), image=self._image(job) if p.uses_docker else None,
+            python=self._python(job), image=self._image(job) if p.uses_docker else self._default_image(job),
             mounts=[Mount(rid, self.mounts.resolve(rid), f"{CONTAINER_S3}/{rid}") for rid in p.s3_mount_ids]
             + [Mount(rid, self.datasets.resolve(rid), f"{CONTAINER_DATASETS}/{rid}") for rid in p.dataset_ids],
             project_home=self._project_home(job), max_duration_s=limit,
@@ -65,8 +69,47 @@ class Resolver:
             env=EnvSettings(interpreters=list(cfg.python_interpreters), installer=cfg.env_installer,
                             pip_index_url=cfg.pip_index_url, pip_extra_index_urls=list(cfg.pip_extra_index_urls),
                             build_timeout_s=cfg.env_build_timeout_s, cache_limit_bytes=cfg.env_cache_limit_bytes),
-            sandbox=cfg.sandbox, bwrap=cfg.bwrap)
+            sandbox=cfg.sandbox, bwrap=cfg.bwrap, faults=self.faults.of(job.project_id, p.env.vars),
+            spark=SparkSpec(p.spark_connector_id, self.spark.resolve(p.spark_connector_id))
+            if p.spark_connector_id else None)
+        self._s3_sources(job, spec)
+        spec.sa_token = self.sa_token(job.project_id)
         return spec
+
+    def sa_token(self, project: str) -> str:
+        """The project's service-account token (dsjobs secret set --sa-token), else the engine's file's."""
+        token = self.secrets.sa_token(project)
+        if not token and self.cfg.sa_token_file:
+            try:
+                with open(self.cfg.sa_token_file) as f:
+                    token = f.read().strip()
+            except OSError as e:
+                raise JobFailure(FailureKind.MISCONFIGURED, f"the service account token file "
+                                                            f"{self.cfg.sa_token_file} cannot be read: {e}") from None
+        return token
+
+    def _s3_sources(self, job: Job, spec: AttemptSpec) -> None:
+        """S3 mounts backed by a bucket: what the node copies before the job starts, and what the job is given to
+        write back through the S3 API (the endpoint and the keys, as AWS_* variables)."""
+        for rid in job.params.s3_mount_ids:
+            meta = self.mounts.s3(rid)
+            if not meta:
+                continue
+            try:
+                access = self.secrets.get(job.project_id, meta["access_key_secret"])
+                secret = self.secrets.get(job.project_id, meta["secret_key_secret"])
+            except EngineError as e:  # the mount's keys are secrets of the job's project: which mount needs them
+                raise type(e)(f"s3 mount {rid}: {e.message}") from None
+            spec.s3_sources.append(S3Source(rid, meta["endpoint"], meta["bucket"], meta.get("prefix", ""),
+                                            meta.get("region") or "us-east-1", access, secret))
+            if len(spec.s3_sources) == 1:  # the first bucket-backed mount's endpoint is the job's
+                for k in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+                    spec.env_vars.setdefault(k, meta["endpoint"])
+                for k in ("AWS_DEFAULT_REGION", "AWS_REGION"):
+                    spec.env_vars.setdefault(k, meta.get("region") or "us-east-1")
+                spec.secrets.setdefault("AWS_ACCESS_KEY_ID", access)
+                spec.secrets.setdefault("AWS_SECRET_ACCESS_KEY", secret)
+            spec.env_vars.setdefault(f"DSJOBS_S3_{rid}", f"s3://{meta['bucket']}/{meta.get('prefix', '')}")
 
     @staticmethod
     def _python(job: Job):
@@ -97,6 +140,16 @@ class Resolver:
         return ImageSpec(image=image, username=user, password=password, network=cfg.docker_network,
                          build_network=cfg.docker_build_network, run_as_root=cfg.docker_run_as_root,
                          pull_timeout_s=cfg.image_pull_timeout_s)
+
+    def _default_image(self, job: Job):
+        """``--cloud-like-default IMAGE``: a job without env.docker runs in that image, as in the cloud's default
+        one (a Spark job stays a process: its local Spark uses this machine's Java)."""
+        cfg = self.cfg
+        if not cfg.cloud_like_default or job.params.spark_connector_id:
+            return None
+        return ImageSpec(image=cfg.cloud_like_default, network=cfg.docker_network,
+                         build_network=cfg.docker_build_network, run_as_root=cfg.docker_run_as_root,
+                         pull_timeout_s=cfg.image_pull_timeout_s, default=True)
 
     def _project_home(self, job: Job) -> str:
         if not job.params.attach_project_disk:
@@ -134,6 +187,4 @@ def unsupported(job: Job):
     p = job.params
     if p.env.python_env is not None and p.env.python_env.conda_yaml:
         return "python_env.conda_yaml: conda environments are not available locally (use pip requirements)"
-    if p.spark_connector_id:
-        return f"spark_parameters: Spark connector {p.spark_connector_id!r} is not available locally"
     return None

@@ -9,6 +9,8 @@ from engine.config import EngineConfig
 from engine.errors import InvalidArgument
 from engine.ids import SECRET_RE, path_safe
 from engine.model import NONE, ZIP, JobParameters
+from engine import faults
+from runners.spec import FAULTS_VAR, parse_duration
 
 VAR_RE = re.compile(r"\$\{(.+?)}")
 # The official client's pattern, quirk included (A-z also admits [ \ ] ^ _ `).
@@ -35,20 +37,6 @@ def check_ttl(field: str, ttl_s) -> None:
         raise InvalidArgument(f"{field} {ttl_s:g}s is negative")
     if ttl_s > MAX_TTL_S:
         raise InvalidArgument(f"{field} {ttl_s:g}s is more than 100 years; leave it unset for no expiry")
-
-
-def parse_duration(text: str) -> float:
-    """Seconds, or the config's duration format (1h30m, 90s, 500ms)."""
-    text = text.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    m = re.fullmatch(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?", text)
-    if not text or not m:
-        raise ValueError(f"invalid duration {text!r} (use seconds or e.g. 1h30m, 90s)")
-    d, h, mi, sec, ms = (int(x) if x else 0 for x in m.groups())
-    return d * 86400 + h * 3600 + mi * 60 + sec + ms / 1000
 
 
 def _relative_ok(path: str) -> bool:
@@ -109,6 +97,13 @@ def validate(params: JobParameters, cfg: EngineConfig) -> None:
                                   f"(0 to {MAX_SIZE_GB})")
     if params.spark_connector_id:
         _no_nul("job_parameters.spark_parameters.connector_id", params.spark_connector_id)
+        if params.uses_docker:
+            # As the cloud: a Spark connector job runs in DataSphere's own environment, its image is not changed.
+            image = params.env.docker_image_resource_id or (params.env.docker_image_spec.image_url
+                                                            if params.env.docker_image_spec else "")
+            raise InvalidArgument(f"job_parameters.env: a job with a Spark connector "
+                                  f"(spark_parameters.connector_id {params.spark_connector_id!r}) cannot have a "
+                                  f"Docker image ({image!r}): the image of a Spark job cannot be changed")
     names: list[str] = []
     total = 0
     for field, items in (("input_files", params.input_files),
@@ -190,6 +185,8 @@ def validate(params: JobParameters, cfg: EngineConfig) -> None:
         except ValueError as e:
             raise InvalidArgument(f"job_parameters.env.vars[{MAX_DURATION_VAR}] "
                                   f"{params.env.vars[MAX_DURATION_VAR]!r}: {e}") from None
+    if FAULTS_VAR in params.env.vars:
+        faults.check(f"job_parameters.env.vars[{FAULTS_VAR}]", params.env.vars[FAULTS_VAR])
     g = params.graceful_shutdown
     if g is not None:
         if g.signal and not 1 <= g.signal <= 64:

@@ -120,6 +120,35 @@ def read(path: str, offset: int, max_bytes: int = MAX_READ) -> tuple:
     return parse(data[:end]), offset + end
 
 
+def boundaries(path: str, offset: int, every: int):
+    """Offsets where records start, from ``offset`` (which must be one) on: each at least ``every`` bytes past
+    the previous one yielded, and last the end of the last whole record. Only headers are read (payloads are
+    seeked over), so a reader can page through a journal of any size without holding it: the job page tails and
+    pages a 1 GiB log this way."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        yield offset
+        return
+    with f:
+        end = os.fstat(f.fileno()).st_size
+        pos = last = offset
+        while pos + HEADER.size <= end:
+            f.seek(pos)  # within the read buffer for small records: no system call
+            head = f.read(HEADER.size)
+            if len(head) < HEADER.size:
+                break
+            n = HEADER.unpack(head)[2]
+            if pos + HEADER.size + n > end:
+                break  # a record still being written
+            pos += HEADER.size + n
+            if pos - last >= every:
+                yield pos
+                last = pos
+        if pos != last or pos == offset:
+            yield pos
+
+
 def records(path: str):
     """Every record of the journal, from the start."""
     offset = 0

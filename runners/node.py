@@ -24,13 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Callable, Optional
 
-from runners import journal
+from runners import faults as rf
+from runners import gpus as gpumod, journal
 from runners.executors.base import ExitResult, Executor, Handle, RunSpec
 from runners.fsops import chown_tree
 from runners.outputs import collect
 from runners.rundir import RunDir
 from runners.safezip import UnsafeArchive
-from runners.spec import (AttemptResult, AttemptSpec, Failure, FailureKind, JobFailure, Limits, StopRequest)
+from runners.spec import (AttemptResult, AttemptSpec, Failure, FailureKind, FaultSpec, JobFailure, Limits, StopRequest,
+                          parse_faults)
 from runners.workspace import Layout, job_env, materialise, process_env, substitute
 
 if TYPE_CHECKING:
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
 WATCHDOG = str(Path(__file__).parent / "executors" / "container_watchdog.py")
 CONTAINER_PROGRESS = "/dsjobs/progress"
 CONTAINER_PROJECT_HOME = "/dsjobs/project"
+CONTAINER_SA = "/dsjobs/sa"
 JOB_DIR = "/job"
 
 
@@ -87,15 +90,32 @@ class Machine:
     where: str = ""  # said after "working directory ..." on a remote node: " on node HOST"
     # Whether the GPUs an instance type needs are looked for here; a cluster's placement has done it already.
     checks_gpus: bool = True
-    # The GPUs this machine is said to have instead of those /dev shows: the one thing tests may fake.
+    # The GPUs this machine is said to have instead of those NVML reports: the one thing tests may fake (a
+    # count, or a device list: runners.gpus.fake).
     fake_gpus: Optional[int] = None
+    gpu_devices: Optional[list] = None
+    mig_fallback: str = "refuse"  # a g2.mig job where no MIG instance exists: refused, or "shared" (a whole GPU)
+    gpu_stats_interval_s: float = 5.0
     stopping: threading.Event = field(default_factory=threading.Event)
+    _pool: Optional[gpumod.Pool] = field(default=None, repr=False)
+    _pool_mu: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def pool(self) -> gpumod.Pool:
+        """This machine's GPUs by device, and which job holds which (found once)."""
+        with self._pool_mu:
+            if self._pool is None:
+                if self.gpu_devices is not None:
+                    devices = list(self.gpu_devices)
+                elif self.fake_gpus is not None:
+                    devices = gpumod.fake(self.fake_gpus)
+                else:
+                    found = gpumod.discover()  # None: NVML cannot be asked; []: it says there is none
+                    devices = _dev_gpus() if found is None else found
+                self._pool = gpumod.Pool(devices, self.mig_fallback)
+            return self._pool
 
     def gpus(self) -> int:
-        if self.fake_gpus is not None:
-            return self.fake_gpus
-        return len([d for d in os.listdir("/dev") if d.startswith("nvidia") and d[6:].isdigit()]) \
-            if os.path.isdir("/dev") else 0
+        return len(self.pool().whole())
 
 
 @dataclass
@@ -127,7 +147,14 @@ class Attempt:
         self.handle: Optional[Handle] = None
         self.executor: Optional[Executor] = None
         self.stop_request: Optional[StopRequest] = None
+        self.devices: list = []  # the GPUs (runners.gpus.Device) the job holds
         self._mu = threading.Lock()
+        # Injected faults this machine cannot make real (runners/faults.py): watched while the job runs.
+        self._watch_disk = self._watch_memory = 0
+        self._cgroup: Optional[str] = None
+        self._memory_limit = 0
+        self.faults: FaultSpec = spec.faults if spec is not None else FaultSpec()  # a resumed run: its run dir's
+        self._fault_elapsed_s = 0.0  # a re-adopted run: how long it ran before (preempt-after counts from its start)
 
     def log(self, line: str) -> None:
         """A line of the job's system log; best effort (a full disk must not hide how the job ended)."""
@@ -149,8 +176,38 @@ class Attempt:
     # --- a fresh attempt --------------------------------------------------------------------------------------
 
     def run(self) -> AttemptResult:
+        self.faults = self.spec.faults  # a backend may give the spec after the attempt was made
+        keep = False
+        try:
+            return self._run_once()
+        except Interrupted:
+            keep = True  # the engine is stopping: what the run holds stays for the next engine to adopt
+            raise
+        finally:
+            if not keep:
+                self._end_of_run()
+            if self.machine.checks_gpus:
+                self.machine.pool().release(self.job_id)
+
+    def _end_of_run(self) -> None:
+        """What the run was given on this machine, taken back however it ended (never started, failed, raised):
+        what faults made for it, the service account's token, the S3 snapshots it read."""
+        try:
+            self._release_faults()
+        finally:
+            try:
+                os.unlink(self.run_dir.sa / "token")  # the service account's token outlives no run
+            except OSError:
+                pass
+            self._release_snapshots()
+
+    def _run_once(self) -> AttemptResult:
         try:
             prepared = self._prepare()
+        except _StoppedWaiting:
+            return AttemptResult(stopped=self.stop_request)
+        except Interrupted:
+            raise
         except Exception as e:  # noqa: BLE001 - every failure of the preparation ends the attempt, said clearly
             return AttemptResult(failure=failure_of(e, self.machine.where))
         if self.machine.start_pause_s:
@@ -176,8 +233,24 @@ class Attempt:
                finished: Optional[ExitResult] = None) -> AttemptResult:
         """Follow a live run (``handle``) to its end, or collect one that ended while no engine watched
         (``finished``)."""
+        keep = False
+        try:
+            return self._resume(handle, executor, confirm=confirm, finished=finished)
+        except Interrupted:
+            keep = True  # the engine is stopping again: the next one adopts the run
+            raise
+        finally:
+            if not keep:
+                self._end_of_run()
+            if self.devices:
+                self.machine.pool().release(self.job_id)
+
+    def _resume(self, handle: Optional[Handle], executor: Executor, *, confirm: bool,
+                finished: Optional[ExitResult] = None) -> AttemptResult:
         self.layout = Layout.load(self.run_dir.layout)
         instance = self.run_dir.read("instance")
+        self.devices = self._held_devices()
+        self._load_faults()
         with self._mu:
             self.handle, self.executor = handle, executor
             if handle is not None and self.stop_request is not None:
@@ -202,7 +275,17 @@ class Attempt:
                     # still PREPARING and either adopts its run or starts it (once).
                     self.io.started(instance)
             watchdog = self._watch_container(handle)
-            result = executor.wait(handle)
+            stats = self._gpu_stats()
+            watch = self._fault_watch(handle)
+            try:
+                result = executor.wait(handle)
+            finally:
+                if stats is not None:
+                    done, thread = stats
+                    done.set()
+                    thread.join(30)  # no row after the job's end (one a hung NVML gives later is dropped)
+                if watch is not None:
+                    watch.close()
         finally:
             if watchdog is not None:
                 watchdog.communicate(b"done")
@@ -212,6 +295,7 @@ class Attempt:
             executor.cleanup(handle)  # after collection: the outputs are on the container's bind mount anyway
 
     def _end(self, result: ExitResult, instance: str) -> AttemptResult:
+        result = self._fault_result(result, instance)
         if result.note:
             self.log(result.note)
         if result.failure is not None:
@@ -224,12 +308,77 @@ class Attempt:
                 chown_tree(str(self.layout.work), owner.st_uid, owner.st_gid)
         out = AttemptResult(started=True, return_code=result.return_code, signal=result.signal,
                             stopped=result.stopped, failure=result.failure, note=result.note, instance=instance)
-        if self.layout is not None:
+        lost = result.stopped is not None and result.stopped.kind == "preempted"
+        if self.layout is not None and not lost:  # a lost machine's disk is gone with it
             self.io.uploading()
             got = self._collect()
             out.outputs, out.output_errors = got.files, got.errors
             out.datasets = {var: str(self.layout.work / rel) for var, rel in self.layout.output_datasets.items()}
-        return out
+        return out  # what faults made for the run is released by run() / resume(), after the collection
+
+    # --- injected faults (runners/faults.py) -------------------------------------------------------------------
+
+    def _fault_watch(self, handle) -> Optional[rf.Watch]:
+        if not self.faults.any:
+            return None
+        pids = (lambda: [])
+        if hasattr(handle, "pid"):
+            from runners.executors.supervisor import descendants
+            pids = (lambda: descendants(handle.pid))
+        w = rf.Watch(self.faults, self.stop, self.log, work=str(self.run_dir.work), disk_bytes=self._watch_disk,
+                     memory_bytes=self._watch_memory, pids=pids, elapsed_s=self._fault_elapsed_s)
+        return w.start() if w.needed else None
+
+    def _fault_result(self, result: ExitResult, instance: str) -> ExitResult:
+        """What an injected fault's stop means: a lost machine, a full disk, a kill for memory."""
+        st, failure, note = result.stopped, result.failure, result.note
+        if st is not None and failure is None:
+            if st.kind == "preempted":
+                failure = Failure(FailureKind.RUNNER_LOST, st.reason)
+            elif st.kind == "storage":
+                failure = Failure(FailureKind.NO_SPACE, st.reason)
+            elif st.kind == "oom":
+                note = f"the job was killed: out of memory ({st.reason}; instance type {instance}, injected fault oom)"
+        if self._cgroup and rf.oom_kills(self._cgroup) > 0:
+            note = (f"the job was killed: out of memory (the memory limit of {self._memory_limit >> 20} MiB, "
+                    f"instance type {instance}; injected fault oom)")
+        if (failure, note) == (result.failure, result.note):
+            return result
+        return ExitResult(result.return_code, signal=result.signal, failure=failure, stopped=st, note=note)
+
+    def _release_faults(self) -> None:
+        """What faults made for the attempt (a size-limited working directory, a memory cgroup), taken down."""
+        rf.release(str(self.run_dir.work))
+        cgroup = self._cgroup or (rf.existing_cgroup(self.job_id) if self.spec is None else None)
+        if cgroup:
+            rf.remove_cgroup(cgroup)
+            self._cgroup = None
+
+    def _save_faults(self) -> None:
+        """The run's faults and how this machine applies them, for an engine that re-adopts the run."""
+        if not self.faults.any:
+            return
+        d = {"text": self.faults.text, "watch_disk": self._watch_disk, "watch_memory": self._watch_memory,
+             "cgroup": self._cgroup or "", "memory_limit": self._memory_limit, "started": time.time()}
+        fd = os.open(self.run_dir.faults, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(d, f)
+
+    def _load_faults(self) -> None:
+        """A re-adopted run's faults, as the engine that started it wrote them (none: it had none)."""
+        try:
+            with open(self.run_dir.faults) as f:
+                d = json.load(f)
+            self.faults = parse_faults(str(d["text"]))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            self.log(f"the run's injected faults cannot be read back ({e}): none applied after the restart")
+            return
+        self._watch_disk, self._watch_memory = int(d.get("watch_disk") or 0), int(d.get("watch_memory") or 0)
+        self._cgroup = str(d.get("cgroup") or "") or None
+        self._memory_limit = int(d.get("memory_limit") or 0)
+        self._fault_elapsed_s = max(0.0, time.time() - float(d.get("started") or time.time()))
 
     def _collect(self):
         """The outputs; when the storage is full for now, again until there is room (the job then ends as it
@@ -247,6 +396,56 @@ class Attempt:
                     raise Interrupted() from None
                 delay = min(delay * 2, 5.0)
 
+    def _gpu_stats(self) -> Optional[tuple[threading.Event, threading.Thread]]:
+        """`.gpu_stats.tsv` from NVML for the job's GPUs while it runs: (set when it ended, the writer)."""
+        if not self.devices:
+            return None
+        done = threading.Event()
+        t = gpumod.stream_stats(str(self.run_dir.gpu_stats), str(self.run_dir.journal), self.devices, done,
+                                self.machine.gpu_stats_interval_s, self.log)
+        return done, t
+
+    def _take_gpus(self, limits: Limits) -> list:
+        """The devices of the job's instance type (those the backend reserved for it, else free ones: waiting
+        until there are), kept in the run dir for a restarted engine."""
+        if not self.machine.checks_gpus:
+            return []
+        if limits.gpus <= 0:
+            self.machine.pool().release(self.job_id)  # whatever was reserved for another choice is not this run's
+            return []
+        pool, said = self.machine.pool(), False
+        while True:
+            grant = pool.reserve(self.job_id, limits.gpus, limits.instance)
+            if grant is not None:
+                break
+            if not said:
+                self.log(f"waiting for {_gpus(limits.gpus) if limits.instance != gpumod.MIG_INSTANCE else 'a MIG instance'}"
+                         f" of instance type {limits.instance}: other jobs hold them")
+                said = True
+            if self.stop_request is not None:
+                raise _StoppedWaiting()
+            if self.machine.stopping.is_set():
+                raise Interrupted()  # the job stays PREPARING: the next engine queues it again
+            pool.wait(0.5)
+        if grant.shared:
+            self.log(f"WARNING: instance type {limits.instance} asks for a MIG instance of an A100 and this machine has "
+                     f"none: the job is given a WHOLE GPU ({grant.devices[0].uuid}) SHARED with other jobs "
+                     "(--mig-fallback shared); its memory and speed are not those of the cloud's g2.mig")
+        self.log(f"gpus: {', '.join(d.uuid + (f' ({d.name})' if d.name else '') for d in grant.devices)}")
+        fd = os.open(self.run_dir.gpus, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"uuids": [d.uuid for d in grant.devices], "shared": grant.shared}, f)
+        return list(grant.devices)
+
+    def _held_devices(self) -> list:
+        """The devices a run an earlier engine started was given (back in the pool's books)."""
+        held = held_gpus(self.run_dir)
+        if held is None or not self.machine.checks_gpus:
+            return []
+        pool = self.machine.pool()
+        pool.restore(self.job_id, held[0], held[1])
+        return list(pool.held(self.job_id).devices)
+
     def _watch_container(self, handle) -> Optional[subprocess.Popen]:
         """On a node, a process that kills the container if the agent dies (Docker, not the agent, owns it)."""
         if self.machine.owner_pid is None or not hasattr(handle, "container_id"):
@@ -259,18 +458,7 @@ class Attempt:
     def _instance(self) -> Limits:
         """The first instance type of the job's list this machine can serve, for a process job as for a
         container: a job asking for a GPU is never run (nor reported) as such on a machine without one."""
-        types = self.spec.instance_types
-        if not self.machine.checks_gpus:
-            return types[0]
-        have = self.machine.gpus()
-        for t in types:
-            if t.gpus <= have:
-                return t
-            self.log(f"instance type {t.instance} needs {_gpus(t.gpus)}; this machine has {have}: skipped")
-        needs = ", ".join(f"{t.instance} needs {_gpus(t.gpus)}" for t in types)
-        raise JobFailure(FailureKind.UNSUPPORTED, f"none of the instance types {', '.join(t.instance for t in types)} "
-                                                  f"can run on this machine ({needs}): it has "
-                                                  f"{_gpus(have) if have else 'no GPU'}")
+        return choose_instance(self.spec.instance_types, self.spec.faults, self.machine, self.log)
 
     def _prepare(self) -> _Prepared:
         spec, run, m = self.spec, self.run_dir, self.machine
@@ -288,6 +476,12 @@ class Attempt:
                              "(env.docker), where they are mounted read-only")
         limits = self._instance()
         self.log(f"preparing: instance type {limits.instance}, working directory {run.work}{m.where}")
+        self.devices = self._take_gpus(limits)
+        faults = spec.faults
+        rf.slow_env_build(faults, spec.env.build_timeout_s, self.log, self._progress,
+                          lambda: self.stop_request is not None)
+        if faults.disk_full_at_bytes and not rf.mount_limited(str(run.work), faults.disk_full_at_bytes, self.log):
+            self._watch_disk = faults.disk_full_at_bytes
         venv = None if docker else self._python_env()
         if spec.working_storage_gb:
             run.work.mkdir(parents=True, exist_ok=True)
@@ -295,6 +489,7 @@ class Attempt:
             if free < spec.working_storage_gb * (1 << 30):
                 self.log(f"warning: working storage of {spec.working_storage_gb} GB was asked for; the disk holding "
                          f"the working directory has {free / (1 << 30):.1f} GB free")
+        self._sync_s3()
         to_job = self._path_mapper() if docker else (lambda p: p)
         layout = materialise(spec, run.work, self.io.input_path, to_job_path=to_job)
         layout.save(run.layout)  # what a restarted engine needs to collect
@@ -303,16 +498,25 @@ class Attempt:
         container = box = image_env = None
         if docker:
             container = self._container(limits)
+            if faults.oom:
+                container.memory_bytes = faults.oom_bytes or limits.memory_bytes
+                self.log(f"injected fault: oom: the container's memory limit is {container.memory_bytes >> 20} MiB")
             if spec.python is not None:
                 image_env = self._image_python_env(container.image)
                 container.binds[str(image_env)] = {"bind": str(image_env), "mode": "ro"}  # the cache stays as built
         else:
             box = self._sandbox(venv)
         env = self._env(layout, venv, image_env, box)
+        if spec.spark is not None:
+            env.update(self._spark(limits, venv, box, docker))
+        if spec.sa_token:
+            env["SA_TOKEN_FILENAME"] = self._sa_token(box, container)
         argv = ["bash", "-c", cmd]
         if box is not None:
             from runners import sandbox as sbx
             argv = sbx.argv(sbx.check(spec.bwrap), box, argv)
+        if faults.oom and not docker:
+            argv = self._memory_limit_argv(argv, faults.oom_bytes or limits.memory_bytes)
         runspec = RunSpec(job_id=self.job_id, run_dir=str(run.path), argv=argv, cwd=str(run.work), env=env,
                           secret_env={} if docker else dict(spec.secrets), sandboxed=box is not None,
                           journal=str(run.journal), stdout=str(run.stdout), stderr=str(run.stderr),
@@ -321,7 +525,140 @@ class Attempt:
         if spec.max_duration_s:
             self.log(f"maximum running time: {spec.max_duration_s:g}s")
         run.instance.write_text(limits.instance)  # for a restarted engine that confirms the start
+        self._save_faults()
         return _Prepared(runspec, m.docker if docker else m.process, cmd, limits.instance)
+
+    def _memory_limit_argv(self, argv: list[str], limit: int) -> list[str]:
+        """The fault oom for a process job: a memory cgroup where this machine allows one, else a watch."""
+        self._memory_limit = limit
+        self._cgroup = rf.memory_cgroup(self.job_id, limit)
+        if self._cgroup is not None:
+            self.log(f"injected fault: oom: the job runs with a memory limit of {limit >> 20} MiB (memory cgroup "
+                     f"{self._cgroup})")
+            return rf.in_cgroup(argv, self._cgroup)
+        self._watch_memory = limit
+        self.log(f"injected fault: oom: no memory cgroup can be made here; the job is killed once its processes hold "
+                 f"more than {limit >> 20} MiB")
+        return argv
+
+    def _spark(self, limits: Limits, venv: Optional["PythonLayer"], box: Optional["Sandbox"],
+               docker: bool) -> dict[str, str]:
+        """A local Spark for the job's connector: the connection config the official SDK's ``connect_to_spark()``
+        reads (``JOB_DATAPROC_CONNECTION_CONFIG``, and ``.spark_connection_config.json`` in the working
+        directory, its default), in its local mode with ``local[<vCPUs>]``; Java from this machine."""
+        sp = self.spec.spark
+        if docker:
+            raise JobFailure(FailureKind.UNSUPPORTED, f"spark connector {sp.connector_id}: a local Spark runs "
+                                                      "with the host's Java, for process jobs only")
+        java = _java()
+        if java is None:
+            raise JobFailure(FailureKind.MISSING, f"spark connector {sp.connector_id}: a local Spark needs Java "
+                                                  "(JAVA_HOME, or java on PATH), and this machine has none: "
+                                                  "apt-get install openjdk-17-jre-headless (pyspark 3.5 runs on "
+                                                  "Java 8, 11 and 17)")
+        ncpu = os.cpu_count() or 1
+        threads = max(1, min(int(limits.cpus) or 1, ncpu))
+        if threads < limits.cpus:
+            self.log(f"spark: local[{threads}] (instance type {limits.instance} has {limits.cpus:g} vCPUs, this "
+                     f"machine {ncpu})")
+        host_mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        mem = min(limits.memory_bytes or host_mem, host_mem)
+        tmp = "/tmp/spark" if box is not None else str(self.run_dir.path / "tmp" / "spark")
+        if box is None:
+            os.makedirs(tmp, exist_ok=True)
+        params = {
+            "spark.master": f"local[{threads}]",  # over the SDK's .master("local") (it applies these after)
+            "spark.app.name": f"dsjobs-{self.job_id}",
+            "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
+            "spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
+            "spark.driver.memory": f"{max(1, mem // 4 >> 30)}g",
+            "spark.local.dir": tmp,
+        }
+        params.update(sp.conf)
+        config = {"master_node_host": "localhost", "connection_mode": "SPARK_LOCAL", "session_params": params}
+        path = self.run_dir.work / ".spark_connection_config.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w") as f:
+            json.dump(config, f, indent=1)
+        self.log(f"spark connector {sp.connector_id}: a local Spark, {params['spark.master']}, Java {java}")
+        python = str(venv.layer / "bin" / "python") if venv is not None else "python3"
+        env = {"JOB_DATAPROC_CONNECTION_CONFIG": str(path), "PYSPARK_PYTHON": python,
+               "PYSPARK_DRIVER_PYTHON": python, "SPARK_LOCAL_IP": "127.0.0.1"}
+        java_home = os.environ.get("JAVA_HOME") or os.path.dirname(os.path.dirname(os.path.realpath(java)))
+        env["JAVA_HOME"] = java_home
+        return env
+
+    def _sync_s3(self) -> None:
+        """S3 mounts backed by a bucket: the bucket's objects as a snapshot of their own (runners/s3sync.py), made
+        before the job and never changed under it; the job's mount is that snapshot. The run dir names the
+        snapshots it reads, so that they are released however the run ends (a restarted engine's included)."""
+        if not self.spec.s3_sources:
+            return
+        from runners import s3sync
+        by_rid = {mt.rid: mt for mt in self.spec.mounts}
+        held: list[list[str]] = []
+        for src in self.spec.s3_sources:
+            where = f"s3://{src.bucket}/{src.prefix} at {src.endpoint}"
+            self._progress(f"copying s3 mount {src.rid}")
+            t = time.monotonic()
+            bucket = s3sync.Bucket(src.endpoint, src.bucket, src.region, src.access_key, src.secret_key)
+            mount = by_rid[src.rid]
+            store = s3sync.snapshots_of(mount.host_dir)
+            try:
+                snap, fetched, unchanged = s3sync.snapshot(bucket, src.prefix, store, self.job_id, self.log)
+            except s3sync.S3Error as e:
+                raise JobFailure(s3_failure_kind(e), f"s3 mount {src.rid}: cannot copy {where}: {e}") from None
+            held.append([store, os.path.basename(snap)])
+            self._write_snapshots(held)
+            mount.host_dir = snap  # what the job reads: this snapshot, whatever later syncs fetch
+            self.log(f"s3 mount {src.rid}: {where}: {fetched} object(s) copied, {unchanged} unchanged (ETag) in "
+                     f"{time.monotonic() - t:.2f}s")
+
+    def _write_snapshots(self, held: list) -> None:
+        fd = os.open(self.run_dir.s3_snapshots, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(held, f)
+
+    def _release_snapshots(self) -> None:
+        """The S3 snapshots the run read: no longer its own (one no job reads, and not the latest, is removed)."""
+        try:
+            with open(self.run_dir.s3_snapshots) as f:
+                held = json.load(f)
+        except (OSError, ValueError):
+            return
+        from runners import s3sync
+        for store, name in held:
+            try:
+                s3sync.release(str(store), str(name), self.job_id)
+            except OSError as e:
+                self.log(f"s3: the snapshot {name} cannot be released ({e})")
+        try:
+            os.unlink(self.run_dir.s3_snapshots)
+        except OSError:
+            pass
+
+    def _sa_token(self, box: Optional["Sandbox"], container) -> str:
+        """The service account's token in a file of its own (0600, the job's user's; never in a log), as the cloud
+        gives it: the path SA_TOKEN_FILENAME names, read-only for the job, removed when the run ends."""
+        d = self.run_dir.sa
+        d.mkdir(mode=0o700, exist_ok=True)
+        path = d / "token"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.spec.sa_token)
+        owner = None
+        if box is not None:
+            owner = box.run_as
+            box.ro.append(str(d))
+        elif container is not None:
+            container.binds[str(d)] = {"bind": CONTAINER_SA, "mode": "ro"}
+            if container.user:
+                owner = tuple(int(x) for x in container.user.split(":"))
+        if owner is not None:
+            for p in (d, path):
+                os.chown(p, *owner)
+        self.log("service account: its token is in the file SA_TOKEN_FILENAME names")
+        return f"{CONTAINER_SA}/token" if container is not None else str(path)
 
     def _path_mapper(self) -> Callable[[str], str]:
         """Host path -> the path a container sees."""
@@ -401,6 +738,9 @@ class Attempt:
         from runners.executors import docker as rd
         spec, run, m = self.spec, self.run_dir, self.machine
         im, dc = spec.image, m.docker.dc
+        if im.default:
+            self.log(f"image {im.image}: the engine's cloud-like default for jobs without env.docker (as the cloud "
+                     "runs them in its default image), working directory /job")
         rd.ensure_image(dc, im.image, im.username, im.password, note=self.log, timeout_s=im.pull_timeout_s)
         cpus, memory = rd.capped(limits.cpus, limits.memory_bytes, self.log, limits.instance)
         binds = {str(run.work): {"bind": JOB_DIR, "mode": "rw"},
@@ -409,6 +749,8 @@ class Attempt:
             binds[spec.project_home] = {"bind": CONTAINER_PROJECT_HOME, "mode": "rw"}
         for mt in spec.mounts:
             binds[mt.host_dir] = {"bind": mt.container_dir, "mode": "ro"}  # mounts and datasets are for reading
+            if mt.container_dir.startswith(JOB_DIR + "/"):  # /job/s3/<id>: its mount point made by us, not by root
+                (run.work / mt.container_dir[len(JOB_DIR) + 1:]).mkdir(parents=True, exist_ok=True)
         secrets = rd.secrets_script(spec.secrets, self.log)
         owner = os.stat(m.root)
         user = None if m.run_as_root or owner.st_uid == 0 else f"{owner.st_uid}:{owner.st_gid}"
@@ -419,7 +761,8 @@ class Attempt:
         network = rd.job_network(dc, im.network)
         self.log(f"network: {network.name} ({network.why})")
         return rd.ContainerSpec(image=im.image, job_id=self.job_id, project_id=spec.project_id, binds=binds,
-                                user=user, network=network.name, cpus=cpus, memory_bytes=memory, secrets=secrets)
+                                user=user, network=network.name, cpus=cpus, memory_bytes=memory, secrets=secrets,
+                                gpus=[d.uuid for d in self.devices], instance=limits.instance)
 
     def _sandbox(self, venv: Optional["PythonLayer"]) -> Optional["Sandbox"]:
         """What a process job may see (runners/sandbox.py); None when the engine runs jobs unconfined."""
@@ -436,7 +779,8 @@ class Attempt:
             trees.append(str(venv.layer))  # the job's own layer: what it pip-installs at run time lands there
             ro += [str(venv.base)] + pyenv.layer_extras(venv.layer)
         return sbx.job_sandbox(str(self.run_dir.path), str(self.run_dir.work), rw=rw, ro=ro, rw_trees=trees,
-                               hide=sbx.hidden_paths(self.machine.root), python=interp.path)
+                               hide=sbx.hidden_paths(self.machine.root), python=interp.path,
+                               devices=gpumod.dev_nodes(self.devices))
 
     def _env(self, layout: Layout, venv: Optional["PythonLayer"], image_env: Optional[Path],
              box: Optional["Sandbox"]) -> dict[str, str]:
@@ -449,10 +793,14 @@ class Attempt:
                 bins += box.path
             env = process_env(layout.work, bins, spec.env_vars, progress, self.job_id,
                               venv=str(venv.layer) if venv is not None else "", home=box.home if box else "")
+            if self.machine.checks_gpus:
+                env.update(gpumod.visible(self.devices, bool(self.machine.pool().devices)))
         else:
             # The image's own PATH, HOME and locale, except for a python env built for it.
             path = f"{image_env}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" if image_env else ""
             env = job_env(spec.env_vars, progress, self.job_id, path=path, venv=str(image_env or ""))
+            if self.machine.checks_gpus:  # nvidia/cuda images say "all": the toolkit would give every GPU
+                env.update(gpumod.container_visible(self.devices))
         if spec.project_home:
             env["DS_PROJECT_HOME"] = layout.to_job_path(spec.project_home)
         return env
@@ -467,8 +815,73 @@ class PythonLayer:
     interpreter: "Interpreter"
 
 
+def choose_instance(types: list[Limits], faults: FaultSpec, machine: Machine,
+                    log: Callable[[str], None] = lambda line: None) -> Limits:
+    """The instance type of the job's list it runs as on ``machine``: the first that has a machine (the fault
+    no-capacity takes types away) and that this machine can ever serve (its GPUs). The one choice, made by the
+    node before the run and by the local backend before the hand-over (which reserves the GPUs it needs).
+    Raises JobFailure (NO_CAPACITY, UNSUPPORTED) when there is none."""
+    types = rf.with_capacity(types, faults, log)
+    if not machine.checks_gpus:
+        return types[0]
+    pool = machine.pool()
+    i, skipped = gpumod.choose(types, pool)
+    for why in skipped:
+        log(f"{why}: skipped")
+    if i is not None:
+        return types[i]
+    have = len(pool.whole())
+    needs = ", ".join(f"{t.instance} needs {'a MIG instance' if t.instance == gpumod.MIG_INSTANCE else _gpus(t.gpus)}"
+                      for t in types)
+    raise JobFailure(FailureKind.UNSUPPORTED, f"none of the instance types {', '.join(t.instance for t in types)} "
+                                              f"can run on this machine ({needs}): it has "
+                                              f"{_gpus(have) if have else 'no GPU'}")
+
+
+def s3_failure_kind(e: Exception) -> FailureKind:
+    """An S3 error's meaning for the job: a bucket or key that is not there (404, NoSuchBucket, NoSuchKey) is
+    MISSING, a request S3 refuses (403, another 4xx: the keys, the bucket's policy) MISCONFIGURED, both
+    FAILED_PRECONDITION; a server error (5xx) or an endpoint that cannot be reached, SERVICE_UNAVAILABLE."""
+    status, code = getattr(e, "status", None), getattr(e, "code", "")
+    if status is None or status >= 500:
+        return FailureKind.SERVICE_UNAVAILABLE
+    if status == 404 or code in ("NoSuchBucket", "NoSuchKey"):
+        return FailureKind.MISSING
+    return FailureKind.MISCONFIGURED
+
+
 def _gpus(n: int) -> str:
     return f"{n} GPU{'s' if n != 1 else ''}"
+
+
+def _java() -> Optional[str]:
+    home = os.environ.get("JAVA_HOME")
+    if home and os.access(os.path.join(home, "bin", "java"), os.X_OK):
+        return os.path.join(home, "bin", "java")
+    import shutil
+    return shutil.which("java")
+
+
+def _dev_gpus() -> list:
+    """GPUs by their /dev nodes where NVML cannot be asked (no UUIDs then: CUDA takes indexes too)."""
+    try:
+        found = sorted(int(d[6:]) for d in os.listdir("/dev") if d.startswith("nvidia") and d[6:].isdigit())
+    except OSError:
+        return []
+    return [gpumod.Device(str(i), i, "", i) for i in found]
+
+
+def held_gpus(run: RunDir) -> Optional[tuple[list[str], bool]]:
+    """The GPUs (uuids, shared) a run was given, from its run dir; None when it has none."""
+    try:
+        d = json.loads(run.gpus.read_text())
+        return [str(u) for u in d["uuids"]], bool(d.get("shared"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class _StoppedWaiting(Exception):
+    """The job was stopped while it waited for a GPU."""
 
 
 def _free(path: Path) -> int:

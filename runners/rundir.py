@@ -13,6 +13,12 @@ engines of earlier releases wrote the same names, which is how a restarted engin
     progress/job_progress.jsonl      JOB_PROGRESS_FILENAME, in a directory of its own (bind-mounted in containers)
     work/                            the job's working directory
     venv/, home/, tmp/, bin/         the job's own env layer, and its sandbox's HOME, /tmp and PATH
+    gpus                             the GPUs (uuids, shared) the run was given (runners/node.py held_gpus)
+    gpu_stats.tsv                    `.gpu_stats.tsv` rows (runners/gpus.py)
+    sa/token                         the service account's token (SA_TOKEN_FILENAME), removed when the run ends
+    faults                           the run's injected faults and how this machine applies them (read back when
+                                     a restarted engine re-adopts the run)
+    s3_snapshots                     the S3 mount snapshots the run reads (released when it ends)
 """
 from __future__ import annotations
 
@@ -49,6 +55,11 @@ class RunDir:
     status = _("status")
     container = _("container")
     venv = _("venv")
+    gpus = _("gpus")
+    gpu_stats = _("gpu_stats.tsv")
+    sa = _("sa")
+    faults = _("faults")
+    s3_snapshots = _("s3_snapshots")
     del _
 
     def make(self) -> "RunDir":

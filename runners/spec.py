@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Optional
@@ -31,7 +32,8 @@ class FailureKind(str, enum.Enum):
     NO_SPACE = "NO_SPACE"  # a full disk (the job's logs, its exit status, its outputs)
     SANDBOX_UNAVAILABLE = "SANDBOX_UNAVAILABLE"
     START_FAILED = "START_FAILED"
-    RUNNER_LOST = "RUNNER_LOST"  # a remote attempt's node or agent was lost
+    RUNNER_LOST = "RUNNER_LOST"  # a remote attempt's node or agent was lost (or, injected, its machine)
+    NO_CAPACITY = "NO_CAPACITY"  # no machine for any of the job's instance types (an injected fault)
     ENGINE_STOPPED = "ENGINE_STOPPED"  # the engine stopped during the run and nothing of it could be recovered
     CANCELLED = "CANCELLED"
     INTERNAL = "INTERNAL"
@@ -86,6 +88,7 @@ class ImageSpec:
     build_network: str = "auto"
     run_as_root: bool = False
     pull_timeout_s: float = 1800.0
+    default: bool = False  # the engine's cloud-like default image, for a job without env.docker
 
 
 @dataclass
@@ -129,6 +132,28 @@ class Mount:
 
 
 @dataclass
+class SparkSpec:
+    """A local Spark for the job's connector (``dsjobs spark add``): the session params the official SDK's
+    ``connect_to_spark()`` applies, over the engine's defaults."""
+
+    connector_id: str
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class S3Source:
+    """An S3 mount backed by a real bucket: copied into the mount before the job starts (cached by ETag)."""
+
+    rid: str
+    endpoint: str  # http(s)://host:port
+    bucket: str
+    prefix: str = ""
+    region: str = "us-east-1"
+    access_key: str = field(default="", repr=False)
+    secret_key: str = field(default="", repr=False)
+
+
+@dataclass
 class EnvSettings:
     interpreters: list[str] = field(default_factory=list)
     installer: str = "auto"
@@ -136,6 +161,108 @@ class EnvSettings:
     pip_extra_index_urls: list[str] = field(default_factory=list)
     build_timeout_s: float = 1800.0
     cache_limit_bytes: int = 0
+
+
+FAULTS_VAR = "DSJOBS_FAULTS"  # a job's env var: the cloud's failures, injected (see parse_faults)
+FAULT_NAMES = ("no-capacity", "preempt-after", "drop-logs-after", "upload-url-expired", "disk-full-at", "oom",
+               "slow-env-build")
+
+
+@dataclass
+class FaultSpec:
+    """The cloud's failures injected into a job (DSJOBS_FAULTS, the project's setting): what each does is in
+    runners/faults.py (the node's), engine/jobs.py (upload URLs, log streams)."""
+
+    text: str = ""  # as given, for the system log
+    no_capacity: Optional[list[str]] = None  # instance types with no machine ([]: every type); None: off
+    preempt_after_s: Optional[float] = None
+    drop_logs_after_s: Optional[float] = None
+    upload_url_expired: bool = False
+    disk_full_at_bytes: Optional[int] = None
+    oom: bool = False
+    oom_bytes: int = 0  # 0: the instance type's RAM
+    slow_env_build_s: Optional[float] = None
+
+    @property
+    def any(self) -> bool:
+        return bool(self.text)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds (``90``, ``1.5``) or a duration as configs write it (``1d2h``, ``1h30m``, ``90s``, ``500ms``): the
+    one parser of the engine, its CLI and the faults. ValueError for anything else, and for a negative or endless
+    one; callers bound it further."""
+    t = text.strip()
+    try:
+        v = float(t)
+    except ValueError:
+        m = re.fullmatch(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?", t)
+        if not t or not m:
+            raise ValueError(f"invalid duration {text!r} (use seconds or e.g. 1h30m, 90s, 500ms)") from None
+        d, h, mi, sec, ms = (int(x) if x else 0 for x in m.groups())
+        v = d * 86400 + h * 3600 + mi * 60 + sec + ms / 1000
+    if not 0 <= v < float("inf"):
+        raise ValueError(f"duration {text!r} is out of range")
+    return v
+
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
+          "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40,
+          "p": 1 << 50, "pb": 1 << 50, "pib": 1 << 50}
+
+
+def parse_size(text: str, positive: bool = False) -> int:
+    """Bytes, or a whole number with a binary unit (``64MB``, ``20 GB``, ``150Gb``, ``2GiB``, ``512k``; any
+    case): the one parser of the engine's settings, config.yaml (dsjobs/jobconfig.py) and the faults.
+    ``positive``: 0 is refused too. ValueError otherwise."""
+    m = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(2).lower() not in _UNITS or (positive and int(m.group(1)) <= 0):
+        raise ValueError(f"invalid size {text!r} (use bytes or e.g. 64MB, 20GB)")
+    return int(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
+MAX_FAULT_DURATION_S = 366 * 86400
+
+
+def _fault_duration(text: str) -> float:
+    v = parse_duration(text)
+    if v > MAX_FAULT_DURATION_S:
+        raise ValueError(f"duration {text!r} is out of range")
+    return v
+
+
+def parse_faults(text: str) -> FaultSpec:
+    """A comma-separated list of faults (``no-capacity[=TYPE]``, ``preempt-after=DURATION``, ...); ValueError
+    naming the first entry that is not one."""
+    f = FaultSpec(text=",".join(x.strip() for x in text.split(",") if x.strip()))
+    for entry in f.text.split(",") if f.text else []:
+        name, sep, value = (x.strip() for x in entry.partition("="))
+        if name not in FAULT_NAMES:
+            raise ValueError(f"unknown fault {name!r} (known: {', '.join(FAULT_NAMES)})")
+        needs = {"preempt-after": "DURATION", "drop-logs-after": "DURATION", "disk-full-at": "SIZE",
+                 "slow-env-build": "DURATION"}
+        if name in needs and not value:
+            raise ValueError(f"fault {name!r} needs a value: {name}={needs[name]}")
+        if name == "upload-url-expired" and sep:
+            raise ValueError(f"fault {name!r} takes no value (got {value!r})")
+        try:
+            if name == "no-capacity":
+                f.no_capacity = [] if not value or f.no_capacity == [] else (f.no_capacity or []) + [value]
+            elif name == "preempt-after":
+                f.preempt_after_s = _fault_duration(value)
+            elif name == "drop-logs-after":
+                f.drop_logs_after_s = _fault_duration(value)
+            elif name == "upload-url-expired":
+                f.upload_url_expired = True
+            elif name == "disk-full-at":
+                f.disk_full_at_bytes = parse_size(value, positive=True)
+            elif name == "oom":
+                f.oom, f.oom_bytes = True, parse_size(value, positive=True) if value else 0
+            else:
+                f.slow_env_build_s = _fault_duration(value)
+        except ValueError as e:
+            raise ValueError(f"fault {name!r}: {e}") from None
+    return f
 
 
 @dataclass
@@ -163,6 +290,10 @@ class AttemptSpec:
     sandbox: str = "bwrap"  # bwrap | none
     bwrap: str = ""
     input_urls: dict[str, str] = field(default_factory=dict)  # sha256 -> signed URL (remote nodes)
+    spark: Optional[SparkSpec] = None
+    s3_sources: list[S3Source] = field(default_factory=list)
+    sa_token: str = field(default="", repr=False)  # the service account's IAM token: SA_TOKEN_FILENAME
+    faults: FaultSpec = field(default_factory=FaultSpec)  # the cloud's failures, injected (tests, reproductions)
 
     def to_json(self) -> str:
         return to_json(self)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import os
 import re
 import ssl
 import subprocess
@@ -80,6 +81,23 @@ class Index:
             links.append(f'<a href="../../files/{html.escape(w.name)}#sha256={sha}">{html.escape(w.name)}</a><br>')
         (page / "index.html").write_text("<!DOCTYPE html><html><body>" + "".join(links) + "</body></html>")
         assert whl.exists()
+
+    def add_file(self, wheel: Path) -> None:
+        """Serve an existing wheel (linked, not copied: pyspark's is 318 MB; no hash in the link, for the same
+        reason) beside the others of its project."""
+        wheel = Path(wheel)
+        dest = self.root / "files" / wheel.name
+        if not dest.exists():
+            try:
+                os.link(wheel, dest)
+            except OSError:
+                os.symlink(wheel.resolve(), dest)
+        project = _norm(wheel.name.split("-")[0])
+        page = self.root / "simple" / project
+        page.mkdir(parents=True, exist_ok=True)
+        links = [f'<a href="../../files/{html.escape(w.name)}">{html.escape(w.name)}</a><br>'
+                 for w in sorted((self.root / "files").iterdir()) if _norm(w.name.split("-")[0]) == project]
+        (page / "index.html").write_text("<!DOCTYPE html><html><body>" + "".join(links) + "</body></html>")
 
     def close(self) -> None:
         self.server.shutdown()

@@ -17,6 +17,9 @@ RULES = [
     ("engine/backends/", ("engine.lifecycle", "engine.jobs", "engine.api"), "backends report through their sink"),
     ("engine/lifecycle.py", ("engine.backends.local", "engine.backends.ray"), "the lifecycle knows backends only "
                                                                               "by their interface"),
+    ("engine/ui/", ("engine.lifecycle", "engine.records", "engine.store", "engine.backends", "engine.api",
+                    "engine.app"), "the job pages act through the job service, as the API does (a cancel is "
+                                   "JobService.cancel, the gRPC Cancel's own method)"),
     ("dsjobs/client.py", ("engine",), "the client library needs no server"),
     ("dsjobs/jobconfig.py", ("engine",), "the client library needs no server"),
     ("dsjobs/autoenv.py", ("engine",), "the client library needs no server"),

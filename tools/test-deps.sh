@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What the test suite needs from the machine beyond Python: a running Docker Engine, static busybox and bash (a
 # shell image is made from them), Debian's registry and htpasswd (a private registry), debootstrap (a Python image),
-# bubblewrap (the job sandbox).
+# bubblewrap (the job sandbox), Java (a local Spark), Chromium (the job page in a real browser).
 set -euo pipefail
 need=()
 [ -x /bin/busybox ] || need+=(busybox-static)
@@ -11,6 +11,8 @@ command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v bwrap >/dev/null || need+=(bubblewrap)
+[ -x /usr/bin/chromium ] || need+=(chromium)  # the job page's browser tests (Playwright drives it)
+command -v java >/dev/null || need+=(openjdk-17-jre-headless)  # a local Spark (tests/e2e/test_spark.py)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test-deps: installing ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -74,12 +74,14 @@ class GrpcServer:
     """The running server; ``stop(grace)`` waits until it has stopped (``.wait()`` on the result, for callers
     written against grpc.Server)."""
 
-    def __init__(self, engine: Engine, listen: str, auth: Auth, *, max_workers: int, max_concurrent_rpcs: int):
+    def __init__(self, engine: Engine, listen: str, auth: Auth, *, max_workers: int, max_concurrent_rpcs: int,
+                 tls: Optional[tuple[bytes, bytes]] = None):
         self._loop = asyncio.new_event_loop()
         self._pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="dsjobs-grpc")
         self._ready = threading.Event()
         self._error: Optional[BaseException] = None
         self.port = 0
+        self.auth = auth  # who may call: the job pages take the same tokens (engine/ui/auth.py)
 
         async def serve():
             self._server = grpc.aio.server(
@@ -92,7 +94,11 @@ class GrpcServer:
                     (OperationServicer(engine.jobs), operation_service_pb2, "OperationService"),
                     (ProjectServicer(engine.jobs), project_service_pb2, "ProjectService")):
                 self._server.add_generic_rpc_handlers((_handlers(servicer, module.DESCRIPTOR.services_by_name[name]),))
-            self.port = self._server.add_insecure_port(listen)
+            if tls is not None:  # (cert PEM, key PEM)
+                creds = grpc.ssl_server_credentials([(tls[1], tls[0])])
+                self.port = self._server.add_secure_port(listen, creds)
+            else:
+                self.port = self._server.add_insecure_port(listen)
             if self.port == 0:
                 raise OSError(f"cannot listen on {listen}")
             await self._server.start()
@@ -131,11 +137,12 @@ class GrpcServer:
 
 def start_grpc(engine: Engine, listen: str, *, max_workers: int = 64, max_concurrent_rpcs: int = 4096,
                tokens: Optional[dict[str, str]] = None, no_auth: bool = False,
-               allow_insecure_remote: bool = False) -> tuple[GrpcServer, int]:
+               allow_insecure_remote: bool = False, tls: Optional[tuple[str, str]] = None) -> tuple[GrpcServer, int]:
     """Start serving on ``listen`` (host:port, port 0 for any); returns the server and the bound port.
 
     Every call needs a bearer token: the engine's own (DATA_DIR/token) or one of ``tokens`` (token -> name).
-    ``no_auth`` turns that off, on loopback only unless ``allow_insecure_remote``."""
+    ``no_auth`` turns that off, on loopback only unless ``allow_insecure_remote``. ``tls``: (cert file, key
+    file) to serve TLS."""
     if no_auth:
         if not listen.startswith(LOOPBACK) and not allow_insecure_remote:
             raise PermissionError(f"refusing to listen on {listen} without a token: anyone who reaches it could run "
@@ -143,5 +150,10 @@ def start_grpc(engine: Engine, listen: str, *, max_workers: int = 64, max_concur
         auth = Auth(required=False)
     else:
         auth = Auth({engine.token: local_user(), **(tokens or {})}, token_file=str(engine.token_path))
-    server = GrpcServer(engine, listen, auth, max_workers=max_workers, max_concurrent_rpcs=max_concurrent_rpcs)
+    pem = None
+    if tls is not None:  # (cert file, key file)
+        with open(tls[0], "rb") as c, open(tls[1], "rb") as k:
+            pem = (c.read(), k.read())
+    server = GrpcServer(engine, listen, auth, max_workers=max_workers, max_concurrent_rpcs=max_concurrent_rpcs,
+                        tls=pem)
     return server, server.port

@@ -50,8 +50,8 @@ class Backend(abc.ABC):
         """At engine start, before jobs are handed over or adopted."""
         self.sink = sink
 
-    def has_room(self) -> bool:
-        """Whether a job handed over now starts preparing at once (else it stays queued, in the store)."""
+    def has_room(self, job: Optional[Job] = None) -> bool:
+        """Whether ``job`` handed over now starts preparing at once (else it stays queued, in the store)."""
         return True
 
     def unsupported(self, spec: AttemptSpec) -> Optional[str]:

@@ -16,10 +16,11 @@ from engine.cas import BlobStore
 from engine.errors import disk_full, io_error
 from engine.model import Job
 from engine.state import JobStatus
+from runners import gpus
 from runners.executors.base import Executor
-from runners.node import Attempt, Interrupted, Machine, NodeIO, RetryLater, find_run
+from runners.node import Attempt, Interrupted, Machine, NodeIO, RetryLater, choose_instance, find_run, held_gpus
 from runners.rundir import RunDir
-from runners.spec import AttemptResult, Failure, FailureKind, JobFailure, StopRequest
+from runners.spec import AttemptResult, Failure, FailureKind, FaultSpec, JobFailure, StopRequest
 from runners.executors.supervisor import kill_marked
 
 log = logging.getLogger(__name__)
@@ -55,18 +56,51 @@ class LocalBackend(Backend):
     name = "local"
 
     def __init__(self, machine: Machine, run_dir: Callable[[str], Path], blobs: BlobStore,
-                 lease: Callable[[str], Callable[[str], None]], slots: int):
+                 lease: Callable[[str], Callable[[str], None]], slots: int,
+                 instance_types: Optional[Callable[[Job], tuple[list, FaultSpec]]] = None):
         self.machine = machine
+        # job -> its instance types (runners.spec.Limits, in order) and its injected faults: what GPUs it will
+        # hold here, chosen as the node chooses (runners.node.choose_instance)
+        self.instance_types = instance_types
         self.run_dir = run_dir
         self.blobs = blobs
         self.lease = lease
         self.slots = max(1, slots)
         self._attempts: dict[str, Attempt] = {}  # job id -> its attempt, from hand-over until its result is in
+        self._waiting: set[str] = set()  # queued jobs whose system log says they wait for GPUs
         self._mu = threading.Lock()
 
-    def has_room(self) -> bool:
+    def _gpu_need(self, job: Job):
+        """The instance type of the job's list this machine will run it as (the node's own choice, faults
+        included), when that one needs GPUs."""
+        if self.instance_types is None or not self.machine.checks_gpus:
+            return None
+        types, faults = self.instance_types(job)
+        if not types:
+            return None
+        try:
+            t = choose_instance(types, faults, self.machine)
+        except JobFailure:
+            return None  # none can run here: the node fails the job, holding nothing
+        return t if t.gpus > 0 else None
+
+    def has_room(self, job: Optional[Job] = None) -> bool:
+        """A job slot, and the GPUs of its instance type (a job waits in the queue until they are free)."""
         with self._mu:
-            return len(self._attempts) < self.slots
+            if len(self._attempts) >= self.slots:
+                return False
+        need = self._gpu_need(job) if job is not None else None
+        if need is None or self.machine.pool().can_take(need.gpus, need.instance):
+            return True
+        with self._mu:
+            said = job.id in self._waiting
+            self._waiting.add(job.id)
+        if not said:  # once per job: why it stays queued while the engine has job slots
+            what = "a MIG instance" if need.instance == gpus.MIG_INSTANCE else \
+                f"{need.gpus} GPU{'s' if need.gpus != 1 else ''}"
+            self.sink.log(job.id, f"queued: waiting for {what} of instance type {need.instance}: other jobs hold "
+                                  "them")
+        return False
 
     def owns(self, job_id: str) -> bool:
         with self._mu:
@@ -100,12 +134,19 @@ class LocalBackend(Backend):
             finally:
                 with self._mu:
                     self._attempts.pop(job_id, None)
+                if self.machine.checks_gpus and self.instance_types is not None:
+                    self.machine.pool().release(job_id)
                 self.sink.room()
         threading.Thread(target=run, name=name, daemon=True).start()
 
     # --- a fresh attempt --------------------------------------------------------------------------------------
 
     def start(self, job: Job) -> None:
+        with self._mu:
+            self._waiting.discard(job.id)
+        need = self._gpu_need(job)
+        if need is not None:  # held from the hand-over on, so the next has_room counts them
+            self.machine.pool().reserve(job.id, need.gpus, need.instance)
         a = self._attempt(job.id)
 
         def body() -> AttemptResult:
@@ -126,7 +167,8 @@ class LocalBackend(Backend):
 
     def adopt(self, job: Job) -> None:
         run = RunDir(self.run_dir(job.id))
-        docker = job.params.uses_docker
+        # A container's run: the job named an image, or the engine ran it in its cloud-like default image.
+        docker = job.params.uses_docker or run.container.exists()
         if job.status == S.CANCELLING and not run.spec.exists() and not run.container.exists():
             self.sink.result(job.id, AttemptResult())  # cancelled before anything started
             return
@@ -136,6 +178,9 @@ class LocalBackend(Backend):
                 FailureKind.UNSUPPORTED, "the engine restarted without Docker and cannot reach the job's container")))
             return
         found = find_run(run, executor, job.id, docker)
+        held = held_gpus(run)
+        if held is not None and self.machine.checks_gpus and found.state in ("running", "finished"):
+            self.machine.pool().restore(job.id, *held)  # still its own, before anything new is handed out
         if found.state == "unreachable":
             self.sink.result(job.id, AttemptResult(failure=Failure(
                 FailureKind.SERVICE_UNAVAILABLE, f"the engine restarted and cannot reach the job's container: "

@@ -50,6 +50,27 @@ CONTAINER_PROGRESS = "/dsjobs/progress"
 CONTAINER_PROJECT_HOME = "/dsjobs/project"
 
 
+def gpu_request(uuids: list[str]):
+    from docker.types import DeviceRequest
+    return DeviceRequest(device_ids=list(uuids), capabilities=[["gpu"]])
+
+
+TOOLKIT = "NVIDIA Container Toolkit"
+
+
+def gpu_failure(e: BaseException, cs: "ContainerSpec") -> Optional[JobFailure]:
+    """A start that failed because the Docker Engine cannot give containers GPUs, said as such."""
+    text = str(getattr(e, "explanation", "") or e)
+    if not cs.gpus or "could not select device driver" not in text:
+        return None
+    return JobFailure(FailureKind.UNSUPPORTED, (
+        f"instance type {cs.instance or '?'} needs GPUs ({', '.join(cs.gpus)}) and the Docker Engine cannot give a "
+        f"container GPUs: the {TOOLKIT} (package nvidia-container-toolkit, whose nvidia-container-runtime-hook "
+        f"must be on dockerd's PATH when dockerd starts) is not installed on this host ({text}); install it and "
+        "restart dockerd, or run the job without env.docker (a process job is given its GPUs by "
+        "CUDA_VISIBLE_DEVICES)"))
+
+
 def job_path_mapper(table: list[tuple[str, str]]):
     """Host path -> the path a container sees, from (host dir, dir inside) pairs; other paths are unchanged."""
     def to_job(p: str) -> str:
@@ -179,6 +200,8 @@ class ContainerSpec:
     cpus: Optional[float] = None
     memory_bytes: Optional[int] = None
     secrets: bytes = field(default=b"", repr=False)  # secrets_script(); sent on stdin, kept nowhere
+    gpus: list[str] = field(default_factory=list)  # device UUIDs (NVML's) the container is given
+    instance: str = ""  # the instance type, for messages
 
 
 @dataclass
@@ -220,6 +243,8 @@ class DockerExecutor(Executor):
             cap_drop=["NET_RAW"],  # no forged packets (to the host's loopback, say), whatever the host's sysctls
             nano_cpus=int(cs.cpus * 1e9) if cs.cpus else None, mem_limit=cs.memory_bytes or None,
             memswap_limit=cs.memory_bytes or None,
+            # Exactly the job's GPUs, by UUID (never Count with DeviceIDs: the daemon refuses both).
+            device_requests=[gpu_request(cs.gpus)] if cs.gpus else None,
         )
         sv.write_atomic(os.path.join(spec.run_dir, "container"), {"id": container.id}, durable=False)
         # What a restarted engine needs to go on copying the logs (same keys as the process executor's spec).
@@ -227,7 +252,16 @@ class DockerExecutor(Executor):
             "journal": spec.journal, "stdout": spec.stdout, "stderr": spec.stderr,
             "log_limit_bytes": spec.log_limit_bytes}, durable=False)
         sock = self.dc.api.attach_socket(container.id, params={"stdin": 1, "stream": 1}) if cs.secrets else None
-        container.start()
+        try:
+            container.start()
+        except Exception as e:  # noqa: BLE001 - the container is not left behind in Created
+            if sock is not None:
+                sock.close()
+            try:
+                container.remove(force=True)
+            except Exception:  # noqa: BLE001
+                pass
+            raise gpu_failure(e, cs) or e
         if sock is not None:
             raw = getattr(sock, "_sock", sock)
             try:
@@ -296,7 +330,10 @@ class DockerExecutor(Executor):
                 elif e.get("op", "").lower() == "write":
                     wr += e.get("value", 0)
             pids = s.get("pids_stats", {}).get("current", 0)
-            return pct, mem.get("usage", 0), mem.get("limit", 0), rd, wr, pids
+            nets = s.get("networks")  # absent with network "none"
+            rx = sum(n.get("rx_bytes", 0) for n in nets.values()) if nets else None
+            tx = sum(n.get("tx_bytes", 0) for n in nets.values()) if nets else None
+            return pct, mem.get("usage", 0), mem.get("limit", 0), rd, wr, pids, rx, tx
         except (KeyError, TypeError, ZeroDivisionError):
             return None
 

@@ -9,9 +9,14 @@ from typing import Callable, Optional
 
 from runners import journal
 
-HEADER = "time\tcpu_percent\tmemory_bytes\tmemory_limit_bytes\tblock_read_bytes\tblock_write_bytes\tpids\n"
-# (cpu percent, memory bytes, memory limit bytes, block read bytes, block write bytes, pids)
-Sample = tuple[float, int, int, int, int, int]
+# The network columns came last, later: readers go by the header's names (a re-adopted job's file may have the
+# older header above newer rows).
+HEADER = ("time\tcpu_percent\tmemory_bytes\tmemory_limit_bytes\tblock_read_bytes\tblock_write_bytes\tpids\t"
+          "net_rx_bytes\tnet_tx_bytes\n")
+# (cpu percent, memory bytes, memory limit bytes, block read bytes, block write bytes, pids[, network received
+# bytes, network sent bytes]): a process job shares the host's network, so it has no network figures of its own
+# and its samples stop at pids (empty cells).
+Sample = tuple
 
 
 def start(run_dir: str, journal_path: str, done: threading.Event, interval_s: float,
@@ -44,9 +49,10 @@ def start(run_dir: str, journal_path: str, done: threading.Event, interval_s: fl
                     row = None
                 if row is None:
                     continue
-                cpu, mem, limit, rd, wr, pids = row
+                cpu, mem, limit, rd, wr, pids = row[:6]
+                net = "\t".join("" if v is None else str(int(v)) for v in (tuple(row[6:8]) + (None, None))[:2])
                 stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-                put(f"{stamp}\t{cpu:.1f}\t{int(mem)}\t{int(limit)}\t{int(rd)}\t{int(wr)}\t{int(pids)}\n")
+                put(f"{stamp}\t{cpu:.1f}\t{int(mem)}\t{int(limit)}\t{int(rd)}\t{int(wr)}\t{int(pids)}\t{net}\n")
         finally:
             os.close(fd)
             try:

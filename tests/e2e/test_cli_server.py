@@ -169,3 +169,28 @@ def test_dsjobs_run_downloads_what_a_cancelled_job_kept(tmp_path):
     assert (tmp_path / "ckpt.txt").read_text() == "saved\n"
     assert "outputs the job left, downloaded" in err and "ckpt.txt" in err
     assert f"dsjobs serve --data-dir {tmp_path / 'data'}" in err and "download-files --id ds" in err
+
+
+def test_serve_says_where_its_job_pages_are_or_in_one_line_why_there_are_none(tmp_path):
+    """Run by every Python the client side is tested on: 3.11+ with the `ui` extra serves the pages; the others
+    (3.10, below the UI's floor; 3.13 here, without the extra) say why not, and serve the API all the same."""
+    import re
+    from engine.ui import missing
+    srv = Serve(tmp_path / "data")
+    client = srv.start()
+    try:
+        lines = [srv.proc.stdout.readline() for _ in range(2)]  # after the first, whose form stays as it was
+        assert lines[0].startswith("dsjobs: every call needs `authorization: Bearer <token>`")
+        why = missing()
+        if why:
+            assert lines[1] == f"dsjobs: {why}\n"
+        else:
+            assert re.fullmatch(r"dsjobs: job pages on http://127\.0\.0\.1:\d+/ \(`dsjobs ui \[JOB_ID\]` opens one "
+                                r"logged in\)\n", lines[1]), lines[1]
+        token = (tmp_path / "data" / "token").read_text().strip()
+        assert token not in "".join(lines)
+        client.list("nothing-yet")  # the API answers either way
+    finally:
+        client.close()
+        srv.proc.terminate()
+        srv.proc.wait(30)

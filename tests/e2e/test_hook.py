@@ -135,16 +135,21 @@ def test_the_cli_as_the_docs_type_it(venvs, engine, tmp_path):
     assert "job completed successfully" in out and "hello from job" in out
     job = client.list("docs")[0]
     assert (work / "out" / "report").exists()
-    # The link is the engine's own, with no token in it, and it answers
+    # The link is the engine's job page (its web UI), with no token in it, and it answers: with the login form
+    # until the token is given, then with the job's page
     link = next(line.split("job link: ")[1].split("\x1b")[0].strip() for line in out.splitlines()
                 if "job link: " in line)
-    files_url = [d for d in __import__("dsjobs.discovery", fromlist=["x"]).descriptors()
-                 if d["endpoint"].endswith(client.endpoint.rsplit(":", 1)[1])][0]["files_url"]
-    assert link == f"{files_url}/communities/local/projects/docs/job/{job.id}"
+    ui_url = [d for d in __import__("dsjobs.discovery", fromlist=["x"]).descriptors()
+              if d["endpoint"].endswith(client.endpoint.rsplit(":", 1)[1])][0]["ui_url"]
+    assert ui_url and link == f"{ui_url}/communities/local/projects/docs/job/{job.id}"
     token = (srv.data_dir / "token").read_text().strip()
     assert token not in out
     page = requests.get(link, timeout=10)
-    assert page.status_code == 200 and "SUCCESS" in page.text and job.id in page.text
+    assert page.status_code == 401 and 'name="token"' in page.text and "SUCCESS" not in page.text
+    browser = requests.Session()
+    assert browser.get(f"{link}?token={token}", timeout=10).status_code == 200  # logs in
+    page = browser.get(link, timeout=10)
+    assert page.status_code == 200 and "SUCCESS" in page.text and job.id in page.text and token not in page.text
     res = datasphere(venvs, engine, "project", "get", "--id", "docs", cwd=work)
     assert "docs" in res.stdout
     datasphere(venvs, engine, "project", "list", "-c", "local", "--format", "json", "-o", "projects.json", cwd=work)

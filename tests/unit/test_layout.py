@@ -27,6 +27,9 @@ def test_each_kind_of_violation_is_caught(tmp_path):
         "engine/cas.py": "def f(job):\n    job.status = 1\n",
         "engine/files.py": "def f(jobs):\n    jobs.update('x', None, to=2)\n",
         "dsjobs/client.py": "import engine.app\n",
+        "engine/ui/app.py": "from engine.lifecycle import Lifecycle\n",
+        "engine/ui/sse.py": "def f(job):\n    job.status = 4\n",
+        "engine/ui/views.py": "from dsjobs_pb.yandex.cloud.operation import operation_pb2\n",
     }
     for rel, text in files.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -34,4 +37,4 @@ def test_each_kind_of_violation_is_caught(tmp_path):
     found = {p.split(":")[0] for p in check_layout.check(tmp_path)}
     assert found == {"runners/bad.py", "runners/lazy.py", "engine/jobs.py", "engine/store.py",
                      "engine/backends/ray/backend.py", "engine/lifecycle.py", "engine/cas.py", "engine/files.py",
-                     "dsjobs/client.py"}
+                     "dsjobs/client.py", "engine/ui/app.py", "engine/ui/sse.py", "engine/ui/views.py"}

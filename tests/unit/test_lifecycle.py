@@ -119,3 +119,30 @@ def test_the_engine_log_has_one_start_and_one_end_line_a_job_cannot_forge(engine
     assert [m.split(":")[0] for m in said(ok)] == [f"job {ok} (project p1) started", f"job {ok} (project p1) finished"]
     end = said(forged)[-1]
     assert "\n" not in end and "\x1b" not in end and "x\\x0aINFO engine.lifecycle" in end and "\\x1b[2J" in end
+
+
+def test_the_backend_reserves_the_gpus_of_the_type_the_node_runs_not_the_first_listed(tmp_path):
+    """no-capacity takes g1.1 away: the node runs the job as c1.4, and the backend, choosing as the node does,
+    neither holds it in the queue while the only GPU is busy nor reserves that GPU for it (it stays free for a g1.1
+    job beside it)."""
+    from engine.model import Environment
+    fake = FakeExecutor()
+    e = build_engine(EngineConfig(data_dir=tmp_path / "data", sandbox="none", docker=False, max_concurrent_jobs=2,
+                                  reconcile_interval_s=0.2, fake_gpus=1), executor=fake).start()
+    try:
+        params = JobParameters(cmd="fake " + json.dumps({"run_for": 30}), cloud_instance_types=["g1.1", "c1.4"],
+                               env=Environment(vars={"DSJOBS_FAULTS": "no-capacity=g1.1"}))
+        e.machine.pool().reserve("other", 1, "g1.1")  # the GPU is busy: a job that needs none is not held up
+        op, _ = e.jobs.create("p1", params)
+        e.jobs.execute(op.job_id)
+        job = wait(e, op.job_id, {S.EXECUTING, S.ERROR})
+        assert job.status == S.EXECUTING and job.actual_cloud_instance_type == "c1.4"
+        assert e.machine.pool().held(op.job_id) is None
+        e.machine.pool().release("other")
+        op2, _ = e.jobs.create("p1", JobParameters(cmd="fake {}", cloud_instance_types=["g1.1"]))
+        e.jobs.execute(op2.job_id)
+        assert wait(e, op2.job_id, {S.SUCCESS, S.ERROR}).status == S.SUCCESS  # a g1.1 job gets the GPU
+        assert e.store.get_job(op2.job_id).actual_cloud_instance_type == "g1.1"
+        e.jobs.cancel(op.job_id, "done")
+    finally:
+        e.stop(stop_jobs=True)

@@ -167,3 +167,101 @@ def test_a_gpu_type_runs_where_there_is_a_gpu_and_a_cluster_node_trusts_its_plac
     b, _, _ = attempt(tmp_path / "node", fake())
     b.spec.instance_types, b.machine.fake_gpus, b.machine.checks_gpus = [G1], 0, False
     assert b.run().instance == "g1.1"  # a Ray node: placement chose it by the node's declared GPUs
+
+
+# --- what a run holds, taken back however it ends -------------------------------------------------------------------
+
+def test_a_run_whose_wait_raises_releases_what_its_faults_made_and_its_token(tmp_path, monkeypatch):
+    from runners import faults as rf
+    from runners.spec import parse_faults
+    a, _, ex = attempt(tmp_path, fake(run_for=30), faults=parse_faults("disk-full-at=1MB"), sa_token="t1.secret")
+    work = str(tmp_path / "run" / "work")
+
+    def broken(handle, timeout=None):
+        assert rf.is_mount(work) and (tmp_path / "run" / "sa" / "token").exists()  # both were made
+        raise RuntimeError("the executor lost its way")
+    monkeypatch.setattr(ex, "wait", broken)
+    try:
+        with pytest.raises(RuntimeError):
+            a.run()
+        assert not rf.is_mount(work)
+        assert not (tmp_path / "run" / "sa" / "token").exists()
+    finally:
+        rf.release(work)
+
+
+def test_an_interrupted_run_keeps_what_it_holds_for_the_next_engine(tmp_path, monkeypatch):
+    from runners import faults as rf
+    from runners.node import Interrupted
+    from runners.spec import parse_faults
+    a, _, ex = attempt(tmp_path, fake(run_for=30), faults=parse_faults("disk-full-at=1MB"), sa_token="t1.secret")
+    work = str(tmp_path / "run" / "work")
+
+    def stopping(handle, timeout=None):
+        raise Interrupted()
+    monkeypatch.setattr(ex, "wait", stopping)
+    try:
+        with pytest.raises(Interrupted):
+            a.run()
+        assert rf.is_mount(work) and (tmp_path / "run" / "sa" / "token").exists()  # the job goes on
+    finally:
+        ex.stop(ex.started[0], StopRequest(9))
+        rf.release(work)
+
+
+class NoStart(DictIO):
+    def may_start(self):
+        return False
+
+
+@pytest.mark.parametrize("how", ["start fails", "may not start", "stopped before the start"])
+def test_the_token_file_is_gone_when_the_run_never_starts(tmp_path, how):
+    io_ = NoStart({}, tmp_path) if how == "may not start" else None
+    a, _, ex = attempt(tmp_path, fake(start_error="no bash") if how == "start fails" else fake(), io_=io_,
+                       sa_token="t1.secret")
+    if how == "stopped before the start":
+        real = a._sa_token
+
+        def then_stopped(box, container):  # a cancel that lands once the token is written
+            path = real(box, container)
+            a.stop(StopRequest(15, 5.0, "cancelled by user"))
+            return path
+        a._sa_token = then_stopped
+    r = a.run()
+    assert not r.started and not ex.started or how == "start fails"
+    assert (tmp_path / "run" / "sa").is_dir() and not (tmp_path / "run" / "sa" / "token").exists()
+
+
+def test_the_token_file_is_gone_when_the_preparation_fails_after_it(tmp_path, monkeypatch):
+    a, _, ex = attempt(tmp_path, fake(), sa_token="t1.secret")
+    monkeypatch.setattr(Attempt, "_save_faults", lambda self: (_ for _ in ()).throw(OSError(5, "I/O error")))
+    r = a.run()
+    assert r.failure.kind == FailureKind.INTERNAL and not ex.started
+    assert (tmp_path / "run" / "sa").is_dir() and not (tmp_path / "run" / "sa" / "token").exists()
+
+
+def test_a_re_adopted_run_keeps_its_faults(tmp_path):
+    """An engine prepared and started the run, then was killed: the next one re-adopts it and still applies the
+    run's faults (here: the machine lost after 0.2s, counted from the start)."""
+    from runners.spec import parse_faults
+    a, io_, ex = attempt(tmp_path, fake(run_for=10), faults=parse_faults("preempt-after=200ms"))
+    prepared = a._prepare()
+    handle = ex.start(prepared.run)  # the first engine dies here: nothing of it watches the run
+    b = Attempt("ds1", RunDir(tmp_path / "run"), Machine(root=tmp_path, process=ex), io_)
+    r = b.resume(handle, ex, confirm=True)
+    assert r.failure is not None and r.failure.kind == FailureKind.RUNNER_LOST, r
+    assert "injected fault: preempt-after=0.2s" in system_log(tmp_path)
+
+
+def test_a_container_sees_exactly_its_gpus_and_a_cpu_type_none(tmp_path):
+    from runners import gpus
+    from runners.spec import ImageSpec
+    from runners.workspace import Layout
+    devs = gpus.fake(2)
+    for devices, want in ((devs[:1], devs[0].uuid), ([], "void")):
+        a, _, _ = attempt(tmp_path, fake(), image=ImageSpec("img"))
+        a.machine.gpu_devices, a.devices = devs, devices
+        RunDir(tmp_path / "run").make()
+        env = a._env(Layout(work=tmp_path / "run" / "work"), None, None, None)
+        assert env["NVIDIA_VISIBLE_DEVICES"] == want  # nvidia/cuda images would say "all"
+        assert "CUDA_VISIBLE_DEVICES" not in env

@@ -53,3 +53,73 @@ def test_exit_statuses_of_this_and_earlier_supervisors():
     assert new == old and new.failure.kind == FailureKind.NO_SPACE and new.stopped.kind == "storage"
     start = ExitResult.from_status({"return_code": 127, "error": "cannot start the job: no bash"})
     assert start.failure.kind == FailureKind.START_FAILED
+
+
+# --- the one duration parser and the one size parser (engine, CLI, config.yaml, faults) -------------------------
+
+import pytest  # noqa: E402
+
+from runners.spec import parse_duration, parse_faults, parse_size  # noqa: E402
+
+
+@pytest.mark.parametrize("text,seconds", [
+    ("90", 90.0), ("1.5", 1.5), (" 2 ", 2.0), ("500ms", 0.5), ("2s", 2.0), ("1m30s", 90.0), ("1h30m", 5400.0),
+    ("1d", 86400.0), ("1d2h3m4s5ms", 93784.005), ("0", 0.0)])
+def test_durations_every_caller_accepts(text, seconds):
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "x", "1x", "-5", "inf", "nan", "1.5h", "h", "1s1h"])
+def test_what_is_not_a_duration(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("text,size", [
+    ("1024", 1024), ("0", 0), ("64MB", 64 << 20), ("100GB", 100 << 30), ("150Gb", 150 << 30), ("20 GB", 20 << 30),
+    ("2GiB", 2 << 30), ("512k", 512 << 10), ("1t", 1 << 40), ("1PB", 1 << 50), ("7b", 7)])
+def test_sizes_the_engine_accepts(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "GB", "1.5GB", "-1MB", "1XB", "1 G B"])
+def test_what_is_not_a_size(text):
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+# config.yaml's sizes are read exactly as the official client 0.10.0 reads them (utils.parse_human_size), no more:
+# what works here must work in the cloud (its oddities included: "-1MB" is -1 MiB there)
+@pytest.mark.parametrize("text,size", [
+    ("1024", 1024), ("64MB", 64 << 20), ("150Gb", 150 << 30), ("20 GB", 20 << 30), (" 1pb ", 1 << 50),
+    ("-1MB", -(1 << 20)), ("2GiB", None), ("512k", None), ("1t", None), ("7b", None), ("", None), ("1 G B", None),
+    ("GB", None), ("1.5GB", None)])
+def test_config_sizes_as_the_official_client_reads_them(text, size):
+    from dsjobs.jobconfig import ConfigError, parse_human_size
+    if size is None:
+        with pytest.raises(ConfigError):
+            parse_human_size(text)
+    else:
+        assert parse_human_size(text) == size
+
+
+def test_the_official_clients_size_messages_are_kept():
+    from dsjobs.jobconfig import ConfigError, parse_human_size
+    with pytest.raises(ConfigError, match="Invalid size: 1XB"):
+        parse_human_size("1xb")
+    with pytest.raises(ConfigError, match="invalid literal for int"):
+        parse_human_size("150.5GB")
+
+
+def test_faults_take_the_same_durations_and_sizes_and_refuse_a_zero_size():
+    f = parse_faults("preempt-after=1d,slow-env-build=1m30s,disk-full-at=2GiB,oom=512MB")
+    assert (f.preempt_after_s, f.slow_env_build_s, f.disk_full_at_bytes, f.oom_bytes) == \
+        (86400.0, 90.0, 2 << 30, 512 << 20)
+    for bad in ("disk-full-at=0", "preempt-after=400d", "oom=1.5GB"):
+        with pytest.raises(ValueError):
+            parse_faults(bad)
+
+
+def test_the_engine_uses_the_same_parser():
+    from engine import validation
+    assert validation.parse_duration is parse_duration

@@ -65,7 +65,7 @@ class RayBackend(Backend):
 
     def unsupported(self, spec: AttemptSpec) -> Optional[str]:
         """What needs the engine's own disk (the node has no way to it): refused here, in one place."""
-        what = [name for name, used in [("s3 mounts", any(m.container_dir.startswith("/dsjobs/s3/")
+        what = [name for name, used in [("s3 mounts", any(m.container_dir.startswith("/job/s3/")
                                                            for m in spec.mounts)),
                                         ("datasets", any(m.container_dir.startswith("/dsjobs/datasets/")
                                                          for m in spec.mounts)),
