@@ -175,3 +175,10 @@ def private_tree(root: str) -> None:
                 os.chmod(entry.name, stat.S_IMODE(st.st_mode) & 0o7700, dir_fd=pfd)
         except (OSError, NotImplementedError):
             pass
+
+
+def write_private(path, text: str) -> None:
+    """``text`` into ``path``, 0600 and never through a link a job may have planted there."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)

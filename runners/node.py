@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Optional
 from runners import faults as rf
 from runners import gpus as gpumod, journal
 from runners.executors.base import ExitResult, Executor, Handle, RunSpec
-from runners.fsops import chown_tree
+from runners.fsops import chown_tree, write_private
 from runners.outputs import collect
 from runners.rundir import RunDir
 from runners.safezip import UnsafeArchive
@@ -360,9 +360,7 @@ class Attempt:
             return
         d = {"text": self.faults.text, "watch_disk": self._watch_disk, "watch_memory": self._watch_memory,
              "cgroup": self._cgroup or "", "memory_limit": self._memory_limit, "started": time.time()}
-        fd = os.open(self.run_dir.faults, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(d, f)
+        write_private(self.run_dir.faults, json.dumps(d))
 
     def _load_faults(self) -> None:
         """A re-adopted run's faults, as the engine that started it wrote them (none: it had none)."""
@@ -432,9 +430,8 @@ class Attempt:
                      f"none: the job is given a WHOLE GPU ({grant.devices[0].uuid}) SHARED with other jobs "
                      "(--mig-fallback shared); its memory and speed are not those of the cloud's g2.mig")
         self.log(f"gpus: {', '.join(d.uuid + (f' ({d.name})' if d.name else '') for d in grant.devices)}")
-        fd = os.open(self.run_dir.gpus, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"uuids": [d.uuid for d in grant.devices], "shared": grant.shared}, f)
+        write_private(self.run_dir.gpus, json.dumps({"uuids": [d.uuid for d in grant.devices],
+                                                     "shared": grant.shared}))
         return list(grant.devices)
 
     def _held_devices(self) -> list:
@@ -615,9 +612,7 @@ class Attempt:
                      f"{time.monotonic() - t:.2f}s")
 
     def _write_snapshots(self, held: list) -> None:
-        fd = os.open(self.run_dir.s3_snapshots, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(held, f)
+        write_private(self.run_dir.s3_snapshots, json.dumps(held))
 
     def _release_snapshots(self) -> None:
         """The S3 snapshots the run read: no longer its own (one no job reads, and not the latest, is removed)."""
@@ -643,9 +638,7 @@ class Attempt:
         d = self.run_dir.sa
         d.mkdir(mode=0o700, exist_ok=True)
         path = d / "token"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(self.spec.sa_token)
+        write_private(path, self.spec.sa_token)
         owner = None
         if box is not None:
             owner = box.run_as

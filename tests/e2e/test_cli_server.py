@@ -16,131 +16,121 @@ pytestmark = pytest.mark.e2e
 HELLO = Path(__file__).resolve().parents[2] / "examples" / "jobs" / "hello"
 
 
+@pytest.fixture
+def served(tmp_path):
+    """A `dsjobs serve` of the test's own: (client, port)."""
+    srv = Serve(tmp_path / "data")
+    client = srv.start()
+    yield client, client.endpoint.rsplit(":", 1)[1]
+    client.close()
+    srv.proc.terminate()
+    srv.proc.wait(10)
+
+
 def cli(port, *args, cwd):
     env = dict(os.environ, DSJOBS_ENDPOINT=f"127.0.0.1:{port}")
     return subprocess.run([sys.executable, "-m", "dsjobs", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=120)
 
 
-def test_project_job_commands(tmp_path):
+def test_project_job_commands(tmp_path, served):
     work = tmp_path / "hello"
     shutil.copytree(HELLO, work, ignore=shutil.ignore_patterns("out"))
-    srv = Serve(tmp_path / "data")
-    client = srv.start()
-    port = client.endpoint.rsplit(":", 1)[1]
-    try:
-        r = cli(port, "project", "job", "execute", "-p", "proj", "-c", "config.yaml", cwd=work)
-        assert r.returncode == 0, r.stderr
-        assert (work / "out/result.txt").read_text().startswith("Hello, DataSphere!")
-        assert "mood is cheerful" in r.stdout
-        r = cli(port, "project", "job", "execute", "-p", "proj", "-c", "config.yaml", "--async", "-o", "ids.json",
-                cwd=work)
-        assert r.returncode == 0, r.stderr
-        ids = json.loads((work / "ids.json").read_text())
-        r = cli(port, "project", "job", "attach", "--id", ids["job_id"], cwd=work)
-        assert r.returncode == 0, r.stderr
-        r = cli(port, "project", "job", "list", "-p", "proj", "--format", "json", cwd=work)
-        jobs = json.loads(r.stdout)
-        assert len(jobs) == 2 and jobs[0]["id"] == ids["job_id"] and {j["status"] for j in jobs} == {"SUCCESS"}
-        r = cli(port, "project", "job", "get", "--id", ids["job_id"], "--format", "json", cwd=work)
-        got = json.loads(r.stdout)
-        assert got["instance_type"] == "c1.4" and got["outputs"]
-        assert any("job queued" in h for h in got["history"]) and "job completed" in got["history"][-1]
-        dl = tmp_path / "dl"
-        r = cli(port, "project", "job", "download-files", "--id", ids["job_id"], "--with-logs", "--output-dir",
-                str(dl), cwd=work)
-        assert r.returncode == 0, r.stderr
-        assert (dl / "result.txt").read_text().startswith("Hello") and (dl / "stdout.txt").exists()
-        assert (dl / "report" / "listing.txt").exists()
-        r = cli(port, "project", "job", "set-data-ttl", "--id", ids["job_id"], "--days", "infinity", cwd=work)
-        assert r.returncode == 0 and json.loads(cli(port, "project", "job", "get", "--id", ids["job_id"], "--format",
-                                                    "json", cwd=work).stdout)["data_expires_at"] == "Never"
-        r = cli(port, "project", "job", "cancel", "--id", ids["job_id"], cwd=work)
-        assert r.returncode == 1 and "FAILED_PRECONDITION" in r.stderr
-        r = cli(port, "project", "job", "get", "--id", "ds" + "0" * 18, cwd=work)
-        assert r.returncode == 1 and "NOT_FOUND" in r.stderr
-        r = cli(port, "project", "job", "get", "--id", "nope", cwd=work)
-        assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stderr and "'nope'" in r.stderr
-    finally:
-        client.close()
-        srv.proc.terminate()
-        srv.proc.wait(10)
+    client, port = served
+    r = cli(port, "project", "job", "execute", "-p", "proj", "-c", "config.yaml", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert (work / "out/result.txt").read_text().startswith("Hello, DataSphere!")
+    assert "mood is cheerful" in r.stdout
+    r = cli(port, "project", "job", "execute", "-p", "proj", "-c", "config.yaml", "--async", "-o", "ids.json",
+            cwd=work)
+    assert r.returncode == 0, r.stderr
+    ids = json.loads((work / "ids.json").read_text())
+    r = cli(port, "project", "job", "attach", "--id", ids["job_id"], cwd=work)
+    assert r.returncode == 0, r.stderr
+    r = cli(port, "project", "job", "list", "-p", "proj", "--format", "json", cwd=work)
+    jobs = json.loads(r.stdout)
+    assert len(jobs) == 2 and jobs[0]["id"] == ids["job_id"] and {j["status"] for j in jobs} == {"SUCCESS"}
+    r = cli(port, "project", "job", "get", "--id", ids["job_id"], "--format", "json", cwd=work)
+    got = json.loads(r.stdout)
+    assert got["instance_type"] == "c1.4" and got["outputs"]
+    assert any("job queued" in h for h in got["history"]) and "job completed" in got["history"][-1]
+    dl = tmp_path / "dl"
+    r = cli(port, "project", "job", "download-files", "--id", ids["job_id"], "--with-logs", "--output-dir",
+            str(dl), cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert (dl / "result.txt").read_text().startswith("Hello") and (dl / "stdout.txt").exists()
+    assert (dl / "report" / "listing.txt").exists()
+    r = cli(port, "project", "job", "set-data-ttl", "--id", ids["job_id"], "--days", "infinity", cwd=work)
+    assert r.returncode == 0 and json.loads(cli(port, "project", "job", "get", "--id", ids["job_id"], "--format",
+                                                "json", cwd=work).stdout)["data_expires_at"] == "Never"
+    r = cli(port, "project", "job", "cancel", "--id", ids["job_id"], cwd=work)
+    assert r.returncode == 1 and "FAILED_PRECONDITION" in r.stderr
+    r = cli(port, "project", "job", "get", "--id", "ds" + "0" * 18, cwd=work)
+    assert r.returncode == 1 and "NOT_FOUND" in r.stderr
+    r = cli(port, "project", "job", "get", "--id", "nope", cwd=work)
+    assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stderr and "'nope'" in r.stderr
 
 
-def test_fork_delete_output_files_and_full_ids(tmp_path):
+def test_fork_delete_output_files_and_full_ids(tmp_path, served):
     work = tmp_path / "hello"
     shutil.copytree(HELLO, work, ignore=shutil.ignore_patterns("out"))
-    srv = Serve(tmp_path / "data")
-    client = srv.start()
-    port = client.endpoint.rsplit(":", 1)[1]
-    try:
-        r = cli(port, "project", "job", "execute", "-p", "proj", "-c", "config.yaml", cwd=work)
-        assert r.returncode == 0, r.stderr
-        src = client.list("proj")[0].id
-        (work / "other.txt").write_text("Greetings")
-        r = cli(port, "project", "job", "fork", "--id", src, "--arg", "WHO=fork", "--var", "GREETING=other.txt",
-                "--var", "RESULT=forked.txt", "--env-var", "MOOD=calm", "--name", "forked", cwd=work)
-        assert r.returncode == 0, r.stderr
-        assert (work / "forked.txt").read_text().startswith("Greetings, fork!")
-        forked = client.list("proj")[0]
-        assert forked.parent_job_id == src and forked.name == "forked"
-        r = cli(port, "project", "job", "fork", "--id", src, "--var", "NOPE=x", cwd=work)
-        assert r.returncode == 1 and "No variable path in source job: NOPE" in r.stderr
-        r = cli(port, "project", "job", "fork", "--id", src, "--arg", "NOPE=x", cwd=work)
-        assert r.returncode == 1 and "Argument with name 'NOPE' is not present in source job" in r.stderr
+    client, port = served
+    r = cli(port, "project", "job", "execute", "-p", "proj", "-c", "config.yaml", cwd=work)
+    assert r.returncode == 0, r.stderr
+    src = client.list("proj")[0].id
+    (work / "other.txt").write_text("Greetings")
+    r = cli(port, "project", "job", "fork", "--id", src, "--arg", "WHO=fork", "--var", "GREETING=other.txt",
+            "--var", "RESULT=forked.txt", "--env-var", "MOOD=calm", "--name", "forked", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert (work / "forked.txt").read_text().startswith("Greetings, fork!")
+    forked = client.list("proj")[0]
+    assert forked.parent_job_id == src and forked.name == "forked"
+    r = cli(port, "project", "job", "fork", "--id", src, "--var", "NOPE=x", cwd=work)
+    assert r.returncode == 1 and "No variable path in source job: NOPE" in r.stderr
+    r = cli(port, "project", "job", "fork", "--id", src, "--arg", "NOPE=x", cwd=work)
+    assert r.returncode == 1 and "Argument with name 'NOPE' is not present in source job" in r.stderr
 
-        # -o, and a table that never cuts an id, in a pipe or at 60 columns
-        r = cli(port, "project", "job", "list", "-p", "proj", "-o", "jobs.txt", cwd=work)
-        assert r.returncode == 0 and r.stdout == ""
-        table = (work / "jobs.txt").read_text()
-        assert src in table and forked.id in table
-        import pty
-        main_fd, term_fd = pty.openpty()  # a terminal 60 columns wide
-        env = dict(os.environ, DSJOBS_ENDPOINT=f"127.0.0.1:{port}", COLUMNS="60", LINES="40")
-        narrow = subprocess.run([sys.executable, "-m", "dsjobs", "project", "job", "list", "-p", "proj"], cwd=work,
-                                env=env, stdout=term_fd, stderr=subprocess.PIPE, timeout=60)
-        os.close(term_fd)
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(main_fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            shown += chunk
-        os.close(main_fd)
-        assert narrow.returncode == 0 and src.encode() in shown and forked.id.encode() in shown, shown
-        r = cli(port, "project", "job", "get", "--id", src, "--format", "json", "-o", "job.json", cwd=work)
-        assert json.loads((work / "job.json").read_text())["id"] == src
+    # -o, and a table that never cuts an id, in a pipe or at 60 columns
+    r = cli(port, "project", "job", "list", "-p", "proj", "-o", "jobs.txt", cwd=work)
+    assert r.returncode == 0 and r.stdout == ""
+    table = (work / "jobs.txt").read_text()
+    assert src in table and forked.id in table
+    import pty
+    main_fd, term_fd = pty.openpty()  # a terminal 60 columns wide
+    env = dict(os.environ, DSJOBS_ENDPOINT=f"127.0.0.1:{port}", COLUMNS="60", LINES="40")
+    narrow = subprocess.run([sys.executable, "-m", "dsjobs", "project", "job", "list", "-p", "proj"], cwd=work,
+                            env=env, stdout=term_fd, stderr=subprocess.PIPE, timeout=60)
+    os.close(term_fd)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main_fd)
+    assert narrow.returncode == 0 and src.encode() in shown and forked.id.encode() in shown, shown
+    r = cli(port, "project", "job", "get", "--id", src, "--format", "json", "-o", "job.json", cwd=work)
+    assert json.loads((work / "job.json").read_text())["id"] == src
 
-        r = cli(port, "project", "job", "delete", "--id", forked.id, cwd=work)
-        assert r.returncode == 0, r.stderr
-        assert [j.id for j in client.list("proj")] == [src]
-        r = cli(port, "project", "job", "execute", "--help", cwd=work)
-        assert "config file" in r.stdout and "project ID" in r.stdout
-    finally:
-        client.close()
-        srv.proc.terminate()
-        srv.proc.wait(10)
+    r = cli(port, "project", "job", "delete", "--id", forked.id, cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert [j.id for j in client.list("proj")] == [src]
+    r = cli(port, "project", "job", "execute", "--help", cwd=work)
+    assert "config file" in r.stdout and "project ID" in r.stdout
 
 
-def test_a_project_named_datasphere_is_just_a_project(tmp_path):
+def test_a_project_named_datasphere_is_just_a_project(tmp_path, served):
     work = tmp_path / "hello"
     shutil.copytree(HELLO, work, ignore=shutil.ignore_patterns("out"))
-    srv = Serve(tmp_path / "data")
-    client = srv.start()
-    port = client.endpoint.rsplit(":", 1)[1]
-    try:
-        r = cli(port, "project", "job", "execute", "-p", "datasphere", "-c", "config.yaml", cwd=work)
-        assert r.returncode == 0, r.stderr
-        assert client.list("datasphere")[0].status == 4
-        r = cli(port, "--endpoint", f"127.0.0.1:{port}", "project", "job", "list", "-p", "datasphere", cwd=work)
-        assert r.returncode == 0 and client.list("datasphere")[0].id in r.stdout
-    finally:
-        client.close()
-        srv.proc.terminate()
-        srv.proc.wait(10)
+    client, port = served
+    r = cli(port, "project", "job", "execute", "-p", "datasphere", "-c", "config.yaml", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert client.list("datasphere")[0].status == 4
+    r = cli(port, "--endpoint", f"127.0.0.1:{port}", "project", "job", "list", "-p", "datasphere", cwd=work)
+    assert r.returncode == 0 and client.list("datasphere")[0].id in r.stdout
 
 
 def test_dsjobs_run_downloads_what_a_cancelled_job_kept(tmp_path):
