@@ -3,7 +3,15 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
-STAMP  := $(VENV)/.installed
+# What outlives a clone, keyed by version: uv itself, the wheels the tests serve. uv's own cache (the packages every
+# venv here installs) is ~/.cache/uv, so a fresh clone on a machine that installed once installs in seconds.
+CACHE  ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/dsjobs
+UV_VERSION := $(shell sed -n 's/^ *"uv==\([0-9.]*\)",*$$/\1/p' pyproject.toml)
+UVTOOL := $(CACHE)/tools/uv-$(UV_VERSION)
+UV     := $(UVTOOL)/bin/uv
+# What running a job needs (dsjobs and its job pages: three small packages); `make test` adds the test tools and Ray.
+RUN_STAMP  := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 # The official datasphere CLI, in an environment of its own (it carries its own generated protos).
 DSVENV := .venv-datasphere
 DSSTAMP := $(DSVENV)/.installed
@@ -14,47 +22,90 @@ PYTHONS ?= 3.10 3.13
 PYSTAMPS := $(foreach v,$(PYTHONS),.venv-py$(v)/.installed)
 CLIENT_TESTS := tests/e2e/test_pythons.py tests/unit/test_jobconfig.py tests/e2e/test_pytest_plugin.py \
 	tests/e2e/test_examples.py tests/e2e/test_cli_server.py tests/e2e/test_python_env.py examples/jobs/wordcount/tests
+# pytest-xdist workers for the main suite: it mostly waits on processes, containers and Ray, so more than the cores.
+# Tests that share a heavy session fixture or a machine-wide resource run on one worker (tests/conftest.py).
+TEST_WORKERS ?= 4
+export UV_NO_PROGRESS := 1
 
-.PHONY: install run run-deps test test-deps test-pythons official-cli proto proto-check layout-check bench bench-compare \
-	clean
+.PHONY: install install-test run run-deps test test-deps test-setup test-pythons official-cli proto proto-check \
+	layout-check bench bench-compare clean
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -U pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,ray,ui]'
-	touch $(STAMP)
+# uv, the version pyproject.toml pins, in a venv of its own under $(CACHE), made once per machine (moved into place
+# whole, so two clones making it at once both end with a working one).
+$(UV):
+	@rm -rf $(UVTOOL).tmp.$$$$ && mkdir -p $(dir $(UVTOOL)) && $(PYTHON) -m venv $(UVTOOL).tmp.$$$$ && \
+	$(UVTOOL).tmp.$$$$/bin/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION) && \
+	{ mv -T $(UVTOOL).tmp.$$$$ $(UVTOOL) 2>/dev/null || rm -rf $(UVTOOL).tmp.$$$$; } && test -x $(UV)
 
-$(DSSTAMP):
-	test -x $(DSVENV)/bin/python || $(PYTHON) -m venv $(DSVENV)
-	$(DSVENV)/bin/python -m pip install -q --disable-pip-version-check datasphere==0.10.0
-	touch $(DSSTAMP)
+# A venv by uv, with pip in it as `python -m venv` gives (`.venv/bin/pip` works; the tests' wheel downloads use it).
+define make_venv
+	test -x $(1)/bin/python || $(UV) venv -q --seed --python $(2) $(1)
+endef
+
+# An editable install builds dsjobs in this tree (setuptools writes dsjobs.egg-info here): one at a time, though
+# `make test-setup` makes the venvs side by side.
+EDITABLE := mkdir -p .cache && flock .cache/editable.lock $(UV) pip install -q
+
+$(RUN_STAMP): pyproject.toml | $(UV)
+	$(call make_venv,$(VENV),$(PYTHON))
+	$(EDITABLE) --python $(PY) -e '.[ui]'
+	touch $@
+
+$(TEST_STAMP): pyproject.toml | $(UV)
+	$(call make_venv,$(VENV),$(PYTHON))
+	$(EDITABLE) --python $(PY) -e '.[test,ray,ui]'
+	touch $@ $(RUN_STAMP)
+
+$(DSSTAMP): | $(UV)
+	$(call make_venv,$(DSVENV),$(PYTHON))
+	$(UV) pip install -q --python $(DSVENV)/bin/python datasphere==0.10.0
+	touch $@
 
 # A venv per Python version: made again when its interpreter is gone, reinstalled when pyproject.toml changes.
-.venv-py%/.installed: pyproject.toml
+.venv-py%/.installed: pyproject.toml | $(UV)
 	@py=$$(tools/find-python.sh $*) || exit 1; \
 	if ! .venv-py$*/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != tuple(map(int, "$*".split("."))))' \
-	    2>/dev/null; then rm -rf .venv-py$* && echo "python $*: $$py -m venv .venv-py$*" && $$py -m venv .venv-py$*; fi
-	.venv-py$*/bin/python -m pip install -q --disable-pip-version-check -U pip
-	.venv-py$*/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	    2>/dev/null; then rm -rf .venv-py$* && echo "python $*: $(UV) venv --python $$py .venv-py$*" && \
+	    $(UV) venv -q --seed --python $$py .venv-py$*; fi
+	$(EDITABLE) --python .venv-py$*/bin/python -e '.[test]'
 	touch $@
 
-# envzy's wheels for Python 3.10 on disk: tests/e2e/test_python_auto.py installs envzy from them (no network).
+# Wheels the tests serve from local indexes, downloaded (and pyspark's built) once per machine into $(CACHE)/wheels,
+# each set under its versions, and linked into .cache/wheels where the tests look. A set is made in a temporary
+# directory and moved into place whole.
+WHEELS := $(CACHE)/wheels
+# envzy's wheels for Python 3.10: tests/e2e/test_python_auto.py installs envzy from them (no network).
 ENVZY_WHEELS := .cache/wheels/envzy-cp310/.complete
 $(ENVZY_WHEELS):
-	py=$$(tools/find-python.sh 3.10) && $$py -m pip download -q --disable-pip-version-check --only-binary=:all: \
-	  -d .cache/wheels/envzy-cp310 envzy==0.3.1 && touch $@
+	@set -e; set=$(WHEELS)/envzy-0.3.1-cp310; if [ ! -f $$set/.complete ]; then \
+	  py=$$(tools/find-python.sh 3.10); mkdir -p $(WHEELS); tmp=$$(mktemp -d $$set.tmp.XXXXXX); chmod 755 $$tmp; \
+	  $$py -m pip download -q --disable-pip-version-check --only-binary=:all: -d $$tmp envzy==0.3.1; \
+	  touch $$tmp/.complete; mv -T $$tmp $$set 2>/dev/null || rm -rf $$tmp; fi; \
+	mkdir -p .cache/wheels; rm -rf .cache/wheels/envzy-cp310; ln -s $$set .cache/wheels/envzy-cp310
 
 # A Spark job's wheels for the .venv's Python (tests/e2e/test_spark.py serves them from a local index): the official
-# datasphere client with its dependencies, py4j, and pyspark 3.5.9, which PyPI has as an sdist only: built here once.
+# datasphere client with its dependencies, py4j, and pyspark 3.5.9, which PyPI has as an sdist only: built once per
+# machine (33 s), kept apart from the rest (it is the same wheel for every Python) and hard-linked into each set.
 SPARK_WHEELS := .cache/wheels/spark/.complete
-$(SPARK_WHEELS): $(STAMP)
-	$(PY) -m pip download -q --disable-pip-version-check --only-binary=:all: -d .cache/wheels/spark \
-	  datasphere==0.10.0 py4j==0.10.9.9
-	test -f .cache/wheels/spark/pyspark-3.5.9-py2.py3-none-any.whl || $(PY) -m pip wheel -q \
-	  --disable-pip-version-check --no-deps -w .cache/wheels/spark pyspark==3.5.9
-	touch $@
+$(SPARK_WHEELS): | $(TEST_STAMP)
+	@set -e; tag=$$($(PY) -c 'import sys; print("cp%d%d" % sys.version_info[:2])'); \
+	pyspark=$(WHEELS)/pyspark-3.5.9; set=$(WHEELS)/spark-datasphere-0.10.0-py4j-0.10.9.9-pyspark-3.5.9-$$tag; \
+	mkdir -p $(WHEELS); \
+	if [ ! -f $$pyspark/.complete ]; then tmp=$$(mktemp -d $$pyspark.tmp.XXXXXX); chmod 755 $$tmp; \
+	  echo "spark wheels: building pyspark 3.5.9 (once per machine, into $$pyspark)"; \
+	  $(PY) -m pip wheel -q --disable-pip-version-check --no-deps -w $$tmp pyspark==3.5.9; \
+	  touch $$tmp/.complete; mv -T $$tmp $$pyspark 2>/dev/null || rm -rf $$tmp; fi; \
+	if [ ! -f $$set/.complete ]; then tmp=$$(mktemp -d $$set.tmp.XXXXXX); chmod 755 $$tmp; \
+	  $(PY) -m pip download -q --disable-pip-version-check --only-binary=:all: -d $$tmp datasphere==0.10.0 \
+	    py4j==0.10.9.9; \
+	  ln $$pyspark/pyspark-3.5.9-py2.py3-none-any.whl $$tmp/ 2>/dev/null || \
+	    cp $$pyspark/pyspark-3.5.9-py2.py3-none-any.whl $$tmp/; \
+	  touch $$tmp/.complete; mv -T $$tmp $$set 2>/dev/null || rm -rf $$tmp; fi; \
+	mkdir -p .cache/wheels; rm -rf .cache/wheels/spark; ln -s $$set .cache/wheels/spark
 
-install: $(STAMP)
+install: $(RUN_STAMP)
+
+install-test: $(TEST_STAMP)
 
 official-cli: $(DSSTAMP)
 
@@ -64,20 +115,28 @@ run-deps:
 run: install run-deps
 	cd examples/jobs/hello && ../../../$(BIN)/dsjobs run -c config.yaml
 
-proto: install
+proto: install-test
 	$(PY) tools/gen_proto.py
 
 layout-check: install
 	$(PY) tools/check_layout.py
 
-proto-check: install
+proto-check: install-test
 	$(PY) tools/gen_proto.py --check
 
 test-deps:
 	tools/test-deps.sh
 
-test: install proto-check layout-check test-deps official-cli $(ENVZY_WHEELS) $(SPARK_WHEELS) test-pythons
-	DSJOBS_DATASPHERE_PYTHON=$(CURDIR)/$(DSVENV)/bin/python $(PY) -m pytest -q
+# Everything the suite needs, the venvs made side by side (each install mostly waits on disk and network).
+test-setup:
+	$(MAKE) --no-print-directory -j4 $(TEST_STAMP) $(DSSTAMP) $(PYSTAMPS) $(ENVZY_WHEELS) test-deps run-deps
+	$(MAKE) --no-print-directory $(SPARK_WHEELS) proto-check layout-check
+
+# The main suite on $(TEST_WORKERS) xdist workers, and the client tests under each of $(PYTHONS) beside it
+# (tools/run-tests.sh); TEST_ARGS= narrows the main suite (make test TEST_ARGS="tests/unit -x").
+test: test-setup
+	DSJOBS_DATASPHERE_PYTHON=$(CURDIR)/$(DSVENV)/bin/python TEST_WORKERS=$(TEST_WORKERS) TEST_ARGS="$(TEST_ARGS)" \
+	  tools/run-tests.sh $(PY) "$(PYTHONS)" $(CLIENT_TESTS)
 
 # DSJOBS_TEST_PYTHON: tests/e2e/test_pythons.py checks that the venv really runs that version.
 test-pythons: $(PYSTAMPS) run-deps
@@ -85,18 +144,22 @@ test-pythons: $(PYSTAMPS) run-deps
 	  full=$$(.venv-py$$v/bin/python -c 'import sys; print(sys.version.split()[0])') || { echo "test-pythons:" \
 	    ".venv-py$$v does not start (its interpreter gone?): rm -rf .venv-py$$v and run again" >&2; exit 1; }; \
 	  echo "test-pythons: Python $$v ($$full)"; \
-	  DSJOBS_TEST_PYTHON=$$v .venv-py$$v/bin/python -m pytest -q -p no:cacheprovider $(CLIENT_TESTS); \
+	  DSJOBS_TEST_PYTHON=$$v .venv-py$$v/bin/python -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup \
+	    $(CLIENT_TESTS); \
 	done
 
-bench: install test-deps
+bench: install-test test-deps
+	$(PY) bench/bench_run.py
 	$(PY) bench/bench_spine.py
+	$(PY) bench/bench_memory.py
+	$(PY) bench/bench_files.py
 	$(PY) bench/bench_cancel.py
 	$(PY) bench/bench_pyenv.py
 	$(PY) bench/bench_docker.py
 	$(PY) bench/bench_ray.py
 
 # Every benchmark on this tree and on BASE (a commit), alternately, in one run: BASE=deda4f5 make bench-compare
-bench-compare: install test-deps
+bench-compare: install-test test-deps
 	$(PY) bench/compare.py $(BASE)
 
 clean:

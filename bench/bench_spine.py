@@ -1,11 +1,19 @@
 """Spine benchmark: a no-op job (`cmd: true`) through the real API vs a bare subprocess, in one run.
 
 Starts `dsjobs serve` as its own process on a temporary data dir (as a user would), then measures
-Create -> Execute -> operation done, p50/p95 over N jobs, and the throughput of M no-op jobs queued at once.
+Create -> Execute -> operation done, p50/p95 over N jobs (sandbox on and off), beside a bare
+`subprocess.run(["bash", "-c", "true"])` and the same bash in the job's sandbox; then the throughput of M no-op
+jobs queued at once, with `--max-concurrent-jobs` 1, 2, 4, 8 and the default.
+
+    python bench/bench_spine.py [--jobs 50] [--burst 200] [--base-rev 43f9a31]
+
+With ``--base-rev``, the same figures are taken of an earlier commit's engine (a git worktree, served the same way,
+with its own code), alternated with this tree's in the same run, so both see the same machine.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -16,11 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+HERE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(HERE))
 
 from dsjobs.client import Client  # noqa: E402
 from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb  # noqa: E402
 from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb  # noqa: E402
+
+CONCURRENCY = (1, 2, 4, 8, 0)  # 0: the engine's default (the machine's cores)
 
 
 def pct(xs, p):
@@ -35,18 +46,46 @@ def wait_done(client, op, poll=0.002):
     return op
 
 
-def create(client):
-    op = client.jobs.Create(spb.CreateProjectJobRequest(project_id="bench", job_parameters=jpb.JobParameters(cmd="true")))
+def create(client, cmd="true"):
+    op = client.jobs.Create(spb.CreateProjectJobRequest(project_id="bench", job_parameters=jpb.JobParameters(cmd=cmd)))
     r = spb.CreateProjectJobResponse()
     op.response.Unpack(r)
     return r.job_id
 
 
-def serve(data: str, *extra: str):
+def serve(data: str, *extra: str, tree: Path = HERE):
+    """`dsjobs serve` of ``tree`` (its own code: the package is imported from there, ahead of any install)."""
+    env = dict(os.environ, PYTHONPATH=str(tree))
     srv = subprocess.Popen([sys.executable, "-m", "dsjobs", "serve", "--listen", "127.0.0.1:0", "--data-dir", data,
-                            "--log-level", "warning", *extra], stdout=subprocess.PIPE, text=True)
+                            "--log-level", "warning", *extra], stdout=subprocess.PIPE, text=True, cwd=tree, env=env)
     port = re.search(r"on 127\.0\.0\.1:(\d+)", srv.stdout.readline()).group(1)
     return srv, Client(f"127.0.0.1:{port}")  # the token is found through the engine's descriptor
+
+
+@contextlib.contextmanager
+def served(*extra: str, tree: Path = HERE):
+    with tempfile.TemporaryDirectory() as d:
+        srv, client = serve(d, *extra, tree=tree)
+        client.server_pid = srv.pid
+        try:
+            yield client
+        finally:
+            client.close()
+            srv.terminate()
+            srv.wait(10)
+
+
+@contextlib.contextmanager
+def worktree(rev: str):
+    """An earlier commit checked out beside this tree (removed afterwards)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "base"
+        subprocess.run(["git", "-C", str(HERE), "worktree", "add", "--detach", str(base), rev], check=True,
+                       capture_output=True)
+        try:
+            yield base
+        finally:
+            subprocess.run(["git", "-C", str(HERE), "worktree", "remove", "--force", str(base)], capture_output=True)
 
 
 def one(client) -> tuple[float, float]:
@@ -59,72 +98,136 @@ def one(client) -> tuple[float, float]:
     return took, (j.finished_at.ToNanoseconds() - j.started_at.ToNanoseconds()) / 1e9
 
 
+def cpu_s(pid: int) -> tuple[float, float]:
+    """(the process's own CPU seconds, those of its reaped children: the supervisors and all they ran)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
+
+
+def burst(client, n: int, pid: int) -> tuple[float, float, float]:
+    """n no-op jobs queued at once, to the last one done: (jobs/s, engine CPU ms per job, its children's CPU ms
+    per job). CPU per job is the figure a loaded machine disturbs least."""
+    own0, kids0 = cpu_s(pid)
+    t = time.perf_counter()
+    ops = [client.execute(create(client)) for _ in range(n)]
+    for op in ops:
+        op = wait_done(client, op, poll=0.01)
+        assert not op.HasField("error"), op.error
+    rate = n / (time.perf_counter() - t)
+    own1, kids1 = cpu_s(pid)
+    return rate, (own1 - own0) / n * 1e3, (kids1 - kids0) / n * 1e3
+
+
+def bare(n: int) -> dict:
+    from runners import sandbox as sbx
+    out = {"bare": [], "bwrap": []}
+    with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o755)  # a root engine runs confined code as nobody, who must be able to enter the job dir
+        box = sbx.argv(sbx.check(), sbx.job_sandbox(d, d), ["bash", "-c", "true"])
+        for _ in range(n):  # alternated, so both see the same machine
+            t = time.perf_counter()
+            subprocess.run(["bash", "-c", "true"], check=True)
+            out["bare"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            subprocess.run(box, check=True)
+            out["bwrap"].append(time.perf_counter() - t)
+    return out
+
+
+def ms(xs):
+    return {"p50": pct(xs, 50) * 1e3, "p95": pct(xs, 95) * 1e3}
+
+
+def measure(trees: dict[str, Path], jobs: int, burst_n: int) -> dict:
+    """Every figure for each tree, alternated job by job (latency) and round by round (bursts)."""
+    raw = bare(jobs)
+    res: dict = {"machine": f"{os.cpu_count()} cores", "load_avg_at_start": os.getloadavg()[0],
+                 "bare_subprocess_ms": ms(raw["bare"]), "bare_bwrap_ms": ms(raw["bwrap"])}
+    with contextlib.ExitStack() as stack:
+        clients = {(name, box): stack.enter_context(served(*(() if box == "bwrap" else ("--sandbox", "none")),
+                                                           tree=tree))
+                   for name, tree in trees.items() for box in ("bwrap", "none")}
+        for c in clients.values():
+            create(c)  # warm up the channel
+        lat = {k: [] for k in clients}
+        phase = {k: [] for k in clients}
+        for i in range(jobs):
+            order = list(clients.items()) if i % 2 == 0 else list(reversed(clients.items()))
+            for k, c in order:
+                took, ran = one(c)
+                lat[k].append(took)
+                phase[k].append(ran)
+    for (name, box), xs in lat.items():
+        sfx = "" if box == "bwrap" else "_unconfined"
+        r = res.setdefault(name, {})
+        r[f"api_noop_job{sfx}_ms"] = ms(xs)
+        r[f"run_phase{sfx}_ms_p50"] = statistics.median(phase[(name, box)]) * 1e3
+    for i, k in enumerate(CONCURRENCY):
+        names = list(trees) if i % 2 == 0 else list(reversed(trees))
+        for name in names:
+            extra = ("--max-concurrent-jobs", str(k)) if k else ()
+            with served(*extra, tree=trees[name]) as c:
+                create(c)
+                rate, own, kids = burst(c, burst_n, c.server_pid)
+            key = str(k or "default")
+            res[name].setdefault("burst_jobs_per_s", {})[key] = rate
+            res[name].setdefault("burst_engine_cpu_ms_per_job", {})[key] = own
+            res[name].setdefault("burst_supervisors_cpu_ms_per_job", {})[key] = kids
+            print(f"  {name}: {burst_n} queued, --max-concurrent-jobs {key}: {rate:.1f} jobs/s; CPU per job: engine "
+                  f"{own:.1f} ms, supervisors and jobs {kids:.1f} ms", flush=True)
+    res["burst_jobs"] = burst_n
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=50)
     ap.add_argument("--burst", type=int, default=200)
+    ap.add_argument("--base-rev", default="", help="also measure this commit's engine, alternated with this tree's")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "spine.json"))
     a = ap.parse_args()
 
-    bare, bare_box = [], []
-    from runners import sandbox as sbx
-    with tempfile.TemporaryDirectory() as d:
-        os.chmod(d, 0o755)  # a root engine runs confined code as nobody, who must be able to enter the job dir
-        box = sbx.argv(sbx.check(), sbx.job_sandbox(d, d), ["bash", "-c", "true"])
-        for _ in range(a.jobs):  # alternated, so both see the same machine
-            t = time.perf_counter()
-            subprocess.run(["bash", "-c", "true"], check=True)
-            bare.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            subprocess.run(box, check=True)
-            bare_box.append(time.perf_counter() - t)
-
-    with tempfile.TemporaryDirectory() as d1, tempfile.TemporaryDirectory() as d2:
-        confined, c_client = serve(d1)
-        unconfined, u_client = serve(d2, "--sandbox", "none")
-        try:
-            for c in (c_client, u_client):
-                create(c)  # warm up the channel
-            lat = {"bwrap": [], "none": []}
-            run_phase = {"bwrap": [], "none": []}
-            for _ in range(a.jobs):
-                for name, c in (("bwrap", c_client), ("none", u_client)):
-                    took, phase = one(c)
-                    lat[name].append(took)
-                    run_phase[name].append(phase)
-            t = time.perf_counter()
-            ops = [c_client.execute(create(c_client)) for _ in range(a.burst)]
-            for op in ops:
-                wait_done(c_client, op, poll=0.01)
-            burst_s = time.perf_counter() - t
-        finally:
-            for c, srv in ((c_client, confined), (u_client, unconfined)):
-                c.close()
-                srv.terminate()
-                srv.wait(10)
-
-    ms = lambda xs: {"p50": pct(xs, 50) * 1e3, "p95": pct(xs, 95) * 1e3}  # noqa: E731
-    res = {
-        "machine": f"{os.cpu_count()} cores",
-        "bare_subprocess_ms": ms(bare),
-        "bare_bwrap_ms": ms(bare_box),
-        "api_noop_job_ms": ms(lat["bwrap"]),
-        "api_noop_job_unconfined_ms": ms(lat["none"]),
-        "run_phase_ms_p50": statistics.median(run_phase["bwrap"]) * 1e3,
-        "run_phase_unconfined_ms_p50": statistics.median(run_phase["none"]) * 1e3,
-        "burst": {"jobs": a.burst, "seconds": burst_s, "jobs_per_s": a.burst / burst_s},
-    }
-    res["ratio_p50"] = res["api_noop_job_ms"]["p50"] / res["bare_subprocess_ms"]["p50"]
+    with contextlib.ExitStack() as stack:
+        trees = {"this": HERE}
+        if a.base_rev:
+            trees = {"base": stack.enter_context(worktree(a.base_rev)), "this": HERE}
+        res = measure(trees, a.jobs, a.burst)
+    res["base_rev"] = a.base_rev
+    this = res["this"]
+    # the figures of this tree also at the top level, under the names older runs (and bench/compare.py) used
+    res.update(api_noop_job_ms=this["api_noop_job_ms"], api_noop_job_unconfined_ms=this["api_noop_job_unconfined_ms"],
+               run_phase_ms_p50=this["run_phase_ms_p50"], run_phase_unconfined_ms_p50=this["run_phase_unconfined_ms_p50"],
+               burst={"jobs": a.burst, "jobs_per_s": this["burst_jobs_per_s"]["default"]})
+    res["ratio_p50"] = this["api_noop_job_ms"]["p50"] / res["bare_subprocess_ms"]["p50"]
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=2))
-    row = lambda what, k: f"| {what} | {res[k]['p50']:.1f} ms | {res[k]['p95']:.1f} ms |"  # noqa: E731
-    print("\n".join(["| what | p50 | p95 |", "|---|---|---|",
-                     row("bare `subprocess.run(['bash','-c','true'])`", "bare_subprocess_ms"),
-                     row("the same in the job sandbox (bwrap)", "bare_bwrap_ms"),
-                     row("no-op job through the API, sandbox on (the default)", "api_noop_job_ms"),
-                     row("no-op job through the API, `--sandbox none`", "api_noop_job_unconfined_ms")]))
-    print(f"\n{a.burst} no-op jobs queued at once (sandbox on): {burst_s:.2f} s ({res['burst']['jobs_per_s']:.0f} "
-          f"jobs/s); ratio p50 API/bare = {res['ratio_p50']:.1f}x")
+
+    cols = [n for n in trees]
+    head = " | ".join(f"{n} p50 | {n} p95" for n in cols)
+    rows = [f"| what | {head} |", "|---|" + "---|" * (2 * len(cols))]
+    f = lambda d: f"{d['p50']:.1f} ms | {d['p95']:.1f} ms"  # noqa: E731
+    rows.append("| bare `subprocess.run(['bash','-c','true'])` | " + " | ".join(f(res["bare_subprocess_ms"])
+                                                                         for _ in cols) + " |")
+    rows.append("| the same in the job sandbox (bwrap) | " + " | ".join(f(res["bare_bwrap_ms"]) for _ in cols) + " |")
+    rows.append("| no-op job through the API, sandbox on (the default) | " +
+                " | ".join(f(res[n]["api_noop_job_ms"]) for n in cols) + " |")
+    rows.append("| no-op job through the API, `--sandbox none` | " +
+                " | ".join(f(res[n]["api_noop_job_unconfined_ms"]) for n in cols) + " |")
+    print("\n".join(rows))
+    print(f"\n{a.burst} no-op jobs queued at once (sandbox on), jobs/s:\n")
+    print("| --max-concurrent-jobs | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols))
+    for k in CONCURRENCY:
+        key = str(k or "default")
+        print(f"| {key} | " + " | ".join(f"{res[n]['burst_jobs_per_s'][key]:.1f}" for n in cols) + " |")
+    print("\nCPU per job in those bursts, engine / supervisors and jobs (ms):\n")
+    print("| --max-concurrent-jobs | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols))
+    for k in CONCURRENCY:
+        key = str(k or "default")
+        print(f"| {key} | " + " | ".join(f"{res[n]['burst_engine_cpu_ms_per_job'][key]:.1f} / "
+                                         f"{res[n]['burst_supervisors_cpu_ms_per_job'][key]:.1f}" for n in cols) + " |")
+    print(f"\nload average at the start: {res['load_avg_at_start']:.2f} ({os.cpu_count()} cores)")
 
 
 if __name__ == "__main__":

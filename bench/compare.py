@@ -27,6 +27,7 @@ BENCHES = {  # name -> extra arguments (kept small: each runs 2 x rounds times)
     "pyenv": [],
     "docker": [],
     "ray": ["--jobs", "6", "--burst", "10"],
+    "memory": ["--jobs", "20", "--rounds", "1"],
 }
 HIGHER_IS_BETTER = ("per_s", "jobs_per_s")
 
@@ -113,6 +114,10 @@ def main() -> int:
         subprocess.run(["git", "-C", str(HERE), "worktree", "add", "--detach", str(base), a.base], check=True,
                        capture_output=True)
         fix_base(base)
+        absent = [n for n in names if n != "startup" and not (base / "bench" / f"bench_{n}.py").exists()]
+        for n in absent:  # newer than the base: its own --base-rev runs the base beside this tree instead
+            print(f"  {n}: no bench/bench_{n}.py in {a.base}; run `bench/bench_{n}.py --base-rev {a.base}`")
+        names = [n for n in names if n not in absent]
         try:
             runs: dict = {n: {"base": [], "this": []} for n in names}
             failed: dict = {}
@@ -142,7 +147,7 @@ def main() -> int:
             t = [x[k] for x in runs[n]["this"]]
             mb, mt = statistics.median(b), statistics.median(t)
             spread = max(max(b) - min(b), max(t) - min(t))
-            higher = any(k.endswith(h) for h in HIGHER_IS_BETTER)
+            higher = any(k.endswith(h) or f"{h}." in k for h in HIGHER_IS_BETTER)  # burst_jobs_per_s.<concurrency>
             worse = (mb - mt if higher else mt - mb) > spread
             report["figures"][f"{n}.{k}"] = {"base": mb, "this": mt, "spread": spread, "worse": worse}
             rows.append(f"| {n}.{k} | {mb:.2f} | {mt:.2f} | {spread:.2f} | {'**worse**' if worse else 'ok'} |")

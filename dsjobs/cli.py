@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Optional
 
 import grpc
-import requests
 
 from dsjobs import jobconfig
 from dsjobs.client import DEFAULT_ENDPOINT, Client, OperationFailed, build_params
@@ -25,12 +25,46 @@ STATUS = {0: "UNSPECIFIED", 1: "CREATING", 2: "EXECUTING", 3: "UPLOADING_OUTPUT"
           6: "CANCELLED", 7: "CANCELLING", 8: "PREPARING"}
 
 
+# What rich leaves out of text it prints (rich.control.STRIP_CONTROL_CODES: bell, backspace, VT, FF, CR).
+_RICH_STRIPS = dict.fromkeys((7, 8, 11, 12, 13))
+# Text rich would change besides: an emoji code (rich/_emoji_replace.py's pattern), a tab (expanded by cell width).
+_RICH_CHANGES = re.compile(r"(:(\S*?)(?:(?:\-)(emoji|text))?:)|\t")
+
+
+class _Stderr:
+    """rich's Console(stderr=True) for what dsjobs prints on stderr, loaded only where it draws something (a
+    terminal, a forced colour, text it changes): elsewhere rich writes the text as it is, and so does this, without
+    rich's ~100 ms of imports."""
+
+    def __init__(self):
+        self._console = None
+        env = os.environ
+        try:
+            tty = sys.stderr.isatty()
+        except (ValueError, AttributeError):
+            tty = False
+        self._plain = not tty and "FORCE_COLOR" not in env and "TTY_COMPATIBLE" not in env
+
+    @property
+    def console(self):
+        if self._console is None:
+            from rich.console import Console
+            self._console = Console(stderr=True, highlight=False, soft_wrap=True)
+        return self._console
+
+    def print(self, text: str, style: Optional[str] = None, markup: bool = True) -> None:
+        if self._plain and not (markup and "[" in text) and not _RICH_CHANGES.search(text):
+            sys.stderr.write(text.translate(_RICH_STRIPS) + "\n")
+            sys.stderr.flush()
+        else:
+            self.console.print(text, style=style, markup=markup)
+
+
 class _Printer:
     """Job logs on the terminal: stdout as is, stderr in red, the engine's lines dimmed, on stderr."""
 
     def __init__(self):
-        from rich.console import Console
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.err = _Stderr()
         self.lock = threading.Lock()
 
     def __call__(self, m) -> None:
@@ -51,7 +85,7 @@ class _ProgressBar:
     """The job's own progress (JOB_PROGRESS_FILENAME), and the engine's (environment builds), as a rich bar."""
 
     def __init__(self, console):
-        self.console, self.progress, self.task = console, None, None
+        self.console, self.progress, self.task = console.console, None, None
 
     def update(self, op) -> None:
         from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
@@ -127,12 +161,19 @@ class _output:
 
 # --- running a job and following it ------------------------------------------------------------------------------
 
+def _transfer_errors() -> tuple:
+    """What a call or a download raises when it fails: requests is imported by the first transfer (an exception
+    of it cannot have been raised before)."""
+    loaded = sys.modules.get("requests")
+    return (grpc.RpcError, OSError) + ((loaded.RequestException,) if loaded is not None else ())
+
+
 def _kept_outputs(client: Client, job_id: str, base: Path, output_dir: Optional[Path], printer, hint: str) -> None:
     """A cancelled or failed job's outputs are kept (as in the cloud): fetch them, and say how to get the rest."""
     try:
         job = client.get(job_id)
         paths = client.download_job_files(job, base, output_dir=output_dir) if job.output_files else []
-    except (grpc.RpcError, OSError, requests.RequestException) as e:
+    except _transfer_errors() as e:
         printer.err.print(f"the outputs the job left could not be downloaded: {e}", style="yellow", markup=False)
         paths = []
     if paths:
@@ -143,8 +184,9 @@ def _kept_outputs(client: Client, job_id: str, base: Path, output_dir: Optional[
 
 
 def follow(client: Client, job_id: str, op, base: Path, *, graceful_cancel: bool, log_offset: int = 0,
-           output_dir: Optional[Path] = None, hint: Optional[str] = None) -> int:
-    """Stream logs, wait, download outputs, print a summary; returns the job's return code (as the CLI exits)."""
+           output_dir: Optional[Path] = None, hint: Optional[str] = None, poll_s: float = 0.1) -> int:
+    """Stream logs, wait, download outputs, print a summary; returns the job's return code (as the CLI exits).
+    ``poll_s``: how often the operation is asked for between log lines (an engine in this process: often)."""
     printer = _Printer()
     started = time.monotonic()
     logs_thread = client.follow_logs(job_id, log_offset, printer)
@@ -161,9 +203,20 @@ def follow(client: Client, job_id: str, op, base: Path, *, graceful_cancel: bool
             printer.err.print(f"cancel failed: {e.details()}", style="red")
     old = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
     bar = _ProgressBar(printer.err) if sys.stderr.isatty() else None
+
+    def on_poll(op) -> None:
+        if bar:
+            bar.update(op)
+        if op.done:
+            return
+        # The log stream ends as the job does: looked at again then, not at the next tick of the poll.
+        if logs_thread.is_alive():
+            logs_thread.join(poll_s)
+        else:
+            time.sleep(poll_s)
     try:
         try:
-            op = client.wait_operation(op, on_poll=bar.update if bar else (lambda op: None))
+            op = client.wait_operation(op, poll_s=0, on_poll=on_poll)
         except OperationFailed as e:
             logs_thread.join(5)
             printer.err.print(str(e), style="red", markup=False)
@@ -208,10 +261,10 @@ def submit(client: Client, project: str, config_path: str, base: Path, python: O
 # --- commands ----------------------------------------------------------------------------------------------------
 
 def cmd_run(a) -> int:
-    from engine.api.server import start_grpc
     from engine.app import build_engine
     from engine.config import EngineConfig, default_data_dir
     from engine.errors import FailedPrecondition
+    from dsjobs.inprocess import LocalClient
 
     base = Path.cwd()
     try:
@@ -228,10 +281,13 @@ def cmd_run(a) -> int:
         print(f"note: {data_dir} is in use by a dsjobs server; running with a temporary data dir", file=sys.stderr)
         engine = build_engine(EngineConfig(data_dir=Path(tmp.name), sandbox=a.sandbox))
     engine.start()
-    server, port = start_grpc(engine, "127.0.0.1:0")
-    client = Client(f"127.0.0.1:{port}", token=engine.token)
-    ui_url = descriptor = None
+    # This command is the engine's only client: it calls the API in-process (the same servicers and checks, no
+    # socket). A gRPC server is started only for the job pages (--ui), which other clients may follow too.
+    client = LocalClient(engine)
+    server = ui_url = descriptor = None
     if a.ui:
+        from engine.api.server import start_grpc
+        server, port = start_grpc(engine, "127.0.0.1:0")
         ui_url, why = _start_ui(engine, server.auth, "127.0.0.1:0", required=False)
         if why:
             print(f"dsjobs: {why}", file=sys.stderr, flush=True)
@@ -250,7 +306,7 @@ def cmd_run(a) -> int:
                 f"download-files --id {job_id} --with-logs`" if tmp is None else
                 "(a temporary data dir, since the default one was in use: nothing else is kept)")
         return follow(client, job_id, op, base, graceful_cancel=cfg.graceful_shutdown is not None,
-                      output_dir=Path(a.output_dir) if a.output_dir else None, hint=kept)
+                      output_dir=Path(a.output_dir) if a.output_dir else None, hint=kept, poll_s=0.02)
     except jobconfig.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -266,7 +322,8 @@ def cmd_run(a) -> int:
             discovery.remove_descriptor(descriptor)
             discovery.remove_descriptor(_login_path(ui_url))
         client.close()
-        server.stop(1).wait()
+        if server is not None:
+            server.stop(1).wait()
         engine.stop(stop_jobs=True)
         if tmp is not None:
             tmp.cleanup()
@@ -1129,7 +1186,27 @@ def _command_index(argv: list[str]) -> Optional[int]:
     return None
 
 
+def _exit_now(rc: int) -> None:
+    """End the process as the interpreter does, less its teardown of every module: the threads and atexit handlers
+    are waited for and the output flushed as at any exit, then os._exit. (Tearing down grpc's core takes ~50 ms,
+    several times that on a busy machine, after the job's outputs and its record are all on disk.)"""
+    import atexit
+    shutdown, exit_funcs = getattr(threading, "_shutdown", None), getattr(atexit, "_run_exitfuncs", None)
+    if shutdown is None or exit_funcs is None:  # not CPython's: the ordinary exit
+        return
+    shutdown()  # what the interpreter's exit calls first: joins the threads that are not daemons
+    exit_funcs()
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said there
+            pass
+    os._exit(rc)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
+    """The command line; ``argv`` None: this process's own (then `dsjobs run` ends the process itself)."""
+    as_program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     i = _command_index(argv)
     if i is not None and argv[i] == "datasphere":
@@ -1144,13 +1221,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     a = parser().parse_args(argv)
     from engine.errors import EngineError
     try:
-        return a.func(a)
+        rc = a.func(a)
     except grpc.RpcError as e:
         print(f"error: {e.code().name}: {e.details()}", file=sys.stderr)
         return 1
     except EngineError as e:  # a local command (secret, image, mount...) refused its input
         print(f"error: {e.message}", file=sys.stderr)
         return 1
+    if as_program and a.func is cmd_run and isinstance(rc, int):
+        _exit_now(rc)
+    return rc
 
 
 if __name__ == "__main__":

@@ -15,8 +15,6 @@ from typing import Any, Optional
 
 import yaml
 
-from dsjobs.requirements import RequirementError, check_text
-
 
 class ConfigError(ValueError):
     """A config the official client would reject; the message is the official one."""
@@ -453,6 +451,7 @@ def _requirements(base: Path, req: str) -> list[str]:
         raise ConfigError(str(e)) from None
     except UnicodeDecodeError as e:
         raise ConfigError(str(e)) from None
+    from dsjobs.requirements import RequirementError, check_text  # its grammar's regexes: for this file only
     try:
         return check_text(text)
     except RequirementError as e:

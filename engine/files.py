@@ -25,6 +25,7 @@ from engine.cas import SHA_RE, BlobStore, DigestMismatch
 from engine.errors import EngineError
 
 log = logging.getLogger(__name__)
+UPLOAD_BUFFER = 1 << 20  # measured (bench/bench_files.py): 4 MiB reads stall the loopback stream, 2-4x slower
 
 
 def load_key(path: Path) -> bytes:
@@ -235,6 +236,22 @@ class _Handler(BaseHTTPRequestHandler):
             remaining -= len(chunk)
             yield chunk
 
+    def _body_views(self, limit: int):
+        """The body as _body gives it, but a Content-Length one read straight into one reused buffer of UPLOAD_BUFFER
+        (views of it: each is consumed, hashed and written, before the next read overwrites it)."""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked" or self.headers.get("Content-Length") is None:
+            yield from self._body(limit=limit)
+            return
+        remaining = int(self.headers["Content-Length"])  # checked by do_PUT: the URL's size
+        buf = bytearray(min(remaining, UPLOAD_BUFFER))
+        view = memoryview(buf)
+        while remaining > 0:
+            n = self.rfile.readinto(view[:min(remaining, len(buf))])
+            if not n:
+                raise DigestMismatch(f"body ended {remaining} bytes before its Content-Length")
+            remaining -= n
+            yield view[:n]
+
     @_answered
     def do_PUT(self):
         if self._mounted("PUT"):
@@ -248,7 +265,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(400, f"size invalid: Content-Length {declared[:40]}, the URL is for {size} bytes")
             return
         try:
-            self.server.blobs.write(self._body(limit=size), expect_sha=sha, expect_size=size)
+            self.server.blobs.write(self._body_views(size), expect_sha=sha, expect_size=size)
         except DigestMismatch as e:
             self._reply(400, f"digest invalid: {e.message}")
             return
@@ -276,8 +293,42 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(size))
             self.end_headers()
-            while chunk := f.read(1 << 20):
-                self.wfile.write(chunk)
+            self.wfile.flush()
+            sent = _send_file(self.connection, f, size)
+            if sent != size:
+                self.close_connection = True  # the blob got shorter under us, or the reader stalled
+
+
+def _send_file(conn, f, size: int) -> int:
+    """sendfile(2) from the blob's pages to the socket, blocking, each call as large as the kernel takes: the
+    thread holds the GIL once per call, not once per socket buffer (socket.sendfile on a socket with a timeout
+    selects and sends a buffer at a time, and with the engine's other threads busy each wakeup waits for the GIL:
+    2x slower measured, a read/write loop 10x). The idle timeout stays, as the kernel's SO_SNDTIMEO. A TLS socket
+    sends through its own buffer (socket.sendfile's fallback). Only the size announced is sent."""
+    import socket
+    import ssl
+    import struct
+    if isinstance(conn, ssl.SSLSocket):
+        return conn.sendfile(f, 0, size)
+    idle = conn.gettimeout()
+    if idle is not None:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(idle), int(idle % 1 * 1e6)))
+    conn.settimeout(None)
+    sent = 0
+    try:
+        while sent < size:
+            try:
+                n = os.sendfile(conn.fileno(), f.fileno(), sent, size - sent)
+            except (BlockingIOError, InterruptedError):  # SO_SNDTIMEO: the reader took nothing for `idle` seconds
+                break
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if n == 0:  # the file ends before `size`
+                break
+            sent += n
+    finally:
+        conn.settimeout(idle)
+    return sent
 
 
 @_answered
@@ -329,9 +380,17 @@ class FileServer(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.serve_forever, name="dsjobs-files", daemon=True)
+        # No poll interval: the serving thread sleeps in select() until a connection comes or stop() wakes it
+        # (socketserver's default would make every stop wait up to 0.5 s for the next poll).
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": None},
+                                        name="dsjobs-files", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
+        import socket
+        try:  # wakes the select(); accept() then fails at once until shutdown() has set its flag
+            self.socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.shutdown()
         self.server_close()

@@ -180,14 +180,37 @@ class Lifecycle:
     # --- Execute and Cancel -----------------------------------------------------------------------------------
 
     def enqueue(self, job: Job, op: Operation) -> None:
-        with self.records.lock:
+        """Queue the job; when nothing waits before it and its backend has room, it is claimed in the same
+        commit and handed over at once (one durable write and no dispatcher hop on a short job's path)."""
+        # The records lock is also the hand-over lock (no two hand-overs count the same free slot), and the job is
+        # owned before it is stored claimed: the reconciler never sees it claimed and unowned.
+        with self.owning(job.id), self.records.lock:
             check_transition(job.status, S.PREPARING)
+            backend = self._queue_backend(job)
+            take = backend is not None and not self.store.has_queued() and backend.has_room(job)
             job.status, job.queued_at, job.execute_operation_id = S.PREPARING, op.created_at, op.id
-            job.status_details = "queued"
+            if take:
+                job.attempt, job.backend, job.status_details = 1, backend.name, "preparing"
+            else:
+                job.status_details = "queued"
             self.store.update_job(job, expect=S.CREATING, op=op)
-        self.records.hub.notify(job.id, "active")
-        self.records.system_log(job.id, "job queued")
-        self.notify()
+            self.records.hub.notify(job.id, "active")
+            self.records.system_log(job.id, "job queued")
+            if take:
+                self._hand_over(backend, job)
+        if not take:
+            self.notify()
+
+    def _queue_backend(self, job: Job) -> Optional[Backend]:
+        return self.backends.get(self.cfg.project_backends.get(job.project_id, self.cfg.backend))
+
+    def _hand_over(self, backend: Backend, job: Job) -> None:
+        try:
+            backend.start(job)
+        except Exception as e:  # noqa: BLE001 - the job ends truthfully
+            log.exception("backend %s cannot take job %s", backend.name, job.id)
+            self.result(job.id, AttemptResult(failure=Failure(FailureKind.INTERNAL,
+                                                              f"internal error of the engine: {e}")))
 
     def cancel(self, job_id: str, reason: str, graceful: bool) -> None:
         why = reason or "cancelled by user"
@@ -228,34 +251,40 @@ class Lifecycle:
                         self._wake.wait(backoff or 1.0)
 
     def _dispatch_once(self) -> bool:
-        """Hand each queued job whose backend has room to that backend; True when one was handed."""
+        """Hand each queued job whose backend has room to that backend; True when one was handed. The queue is
+        listed by id (no record is parsed for a backend that has no room), and the loop ends once every backend
+        is full: with hundreds queued, a pass costs what the jobs handed over cost."""
         handed = False
-        for job in self.store.jobs_with_status(S.PREPARING):
-            if job.attempt != 0:
-                continue
+        full: set[str] = set()
+        for job_id, project_id in self.store.queued():
             with self._wake:
                 if self._stopping:
                     return handed
-            backend = self.backends.get(self.cfg.project_backends.get(job.project_id, self.cfg.backend))
-            if backend is None:
+            backend = self.backends.get(self.cfg.project_backends.get(project_id, self.cfg.backend))
+            if backend is None or backend.name in full:
                 continue
-            if not backend.has_room(job):
+            if not backend.has_room(None):
+                full.add(backend.name)
+                if len(full) == len(self.backends):
+                    break
                 continue
-            with self.owning(job.id), self.records.lock:  # a cancel waits for the hand-over, then finds the attempt
+            with self.owning(job_id), self.records.lock:  # a cancel waits for the hand-over, then finds the attempt
+                try:
+                    job = self.store.get_job(job_id)
+                except EngineError:
+                    continue
+                if job.status != S.PREPARING or job.attempt != 0 or not backend.has_room(job):
+                    continue
+
                 def claim(j: Job):
                     if j.attempt != 0:
                         raise StaleWrite("claimed meanwhile")
                     j.attempt, j.backend, j.status_details = 1, backend.name, "preparing"
                 try:
-                    job = self.records.update(job.id, claim)
+                    job = self.records.update(job_id, claim)
                 except (StaleWrite, EngineError):
                     continue  # claimed or cancelled meanwhile
-                try:
-                    backend.start(job)
-                except Exception as e:  # noqa: BLE001 - the job ends truthfully
-                    log.exception("backend %s cannot take job %s", backend.name, job.id)
-                    self.result(job.id, AttemptResult(failure=Failure(FailureKind.INTERNAL,
-                                                                      f"internal error of the engine: {e}")))
+                self._hand_over(backend, job)
             handed = True
         return handed
 
@@ -360,8 +389,9 @@ class Lifecycle:
         cancelled = job.status == S.CANCELLING
         if result.failure is not None and not result.started and not cancelled:
             say(f"error: {result.failure.message}")
-        if job.status == S.EXECUTING:
-            job = self.records.update(job_id, lambda j: None, to=S.UPLOADING_OUTPUT)
+        # A run with nothing to collect was never shown UPLOADING_OUTPUT alone: it passes through it in the final
+        # commit (the history has it), one durable write fewer on every short job's path.
+        via = S.UPLOADING_OUTPUT if job.status == S.EXECUTING else None
         o = outcome(result, cancelled)
         say(o.summary)
         datasets = self._publish_datasets(job, result) if o.status == S.SUCCESS and result.datasets else []
@@ -383,7 +413,7 @@ class Lifecycle:
                 j.error = OperationError.of(o.error.kind, o.error.message)
             if o.details is not None:
                 j.status_details = o.details
-        _said_end(self.records.update(job_id, done, to=o.status))
+        _said_end(self.records.update(job_id, done, to=o.status, via=via))
 
     def _publish_datasets(self, job: Job, result: AttemptResult) -> list:
         """After a successful run, each output dataset's directory becomes a new local dataset."""
@@ -453,9 +483,7 @@ class Lifecycle:
             if not self._looked_after(job_id):
                 with self.owning(job_id):
                     write()
-        for job in self.store.jobs_with_status(S.PREPARING, S.EXECUTING, S.UPLOADING_OUTPUT, S.CANCELLING):
-            if job.status == S.PREPARING and job.attempt == 0:
-                continue  # queued: the dispatcher hands it over
+        for job in self.store.claimed_active():  # the queued ones are the dispatcher's
             if self._looked_after(job.id) or job.id in self._unwritten:
                 continue
             with self.owning(job.id):  # taken before a second look: the listing may be older than its owner

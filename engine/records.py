@@ -16,7 +16,7 @@ from typing import Callable, Iterator, Optional
 from engine.config import EngineConfig
 from engine.follow import LogHub
 from engine.model import Job
-from engine.state import JobStatus, check_transition
+from engine.state import TRANSITIONS, JobStatus, check_transition
 from engine.store import Store
 from runners import journal
 from runners.rundir import RunDir
@@ -70,20 +70,27 @@ class Records:
 
     # --- writes ----------------------------------------------------------------------------------------------
 
-    def update(self, job_id: str, fn: Callable[[Job], None], *, to: Optional[JobStatus] = None) -> Job:
+    def update(self, job_id: str, fn: Callable[[Job], None], *, to: Optional[JobStatus] = None,
+               via: Optional[JobStatus] = None) -> Job:
         """Apply ``fn`` to a fresh copy of the job and store it; with ``to``, through the transition table
-        (which also stamps when the job started and when it finished). Only engine/lifecycle.py passes ``to``."""
+        (which also stamps when the job started and when it finished). Only engine/lifecycle.py passes ``to``.
+        ``via``: a status the job passes through on its way to ``to`` in the same commit (recorded in its history,
+        never stored alone): one durable write where there were two, and no client could see the one between."""
         with self.lock:
             job = self.store.get_job(job_id)
             before = job.status
-            if to is not None and to != before:
-                check_transition(before, to)
-                job.status = to
-                job.status_history.append([to.name, self.clock()])
-                if to == S.EXECUTING and job.started_at is None:
-                    job.started_at = self.clock()
-                if to.terminal:
-                    job.finished_at = self.clock()
+            steps = (to,)
+            if via is not None and via in TRANSITIONS[before] and to in TRANSITIONS[via]:
+                steps = (via, to)  # else (a cancel came in between, say) straight to ``to``, as the table allows
+            for step in steps:
+                if step is not None and step != job.status:
+                    check_transition(job.status, step)
+                    job.status = step
+                    job.status_history.append([step.name, self.clock()])
+                    if step == S.EXECUTING and job.started_at is None:
+                        job.started_at = self.clock()
+                    if step.terminal:
+                        job.finished_at = self.clock()
             fn(job)
             self.store.update_job(job, expect=before)
         self.hub.notify(job_id, "finished" if job.status.terminal else "active")

@@ -166,6 +166,24 @@ class Store:
                        [s.name for s in statuses])
         return [from_dict(Job, json.loads(r[0])) for r in rows]
 
+    # Queued: PREPARING and not yet claimed by a backend (attempt 0). Read from the record's JSON in SQL, so the
+    # dispatcher lists the queue without parsing a record per queued job.
+    _QUEUED = "FROM jobs WHERE status = 'PREPARING' AND json_extract(data, '$.attempt') = 0"
+
+    def queued(self) -> list[tuple[str, str]]:
+        """(job id, project id) of every queued job, oldest first."""
+        return [(r[0], r[1]) for r in self._q(f"SELECT id, project_id {self._QUEUED} ORDER BY seq")]
+
+    def claimed_active(self) -> list[Job]:
+        """Every active job a backend was handed (the queued ones left out, unparsed)."""
+        rows = self._q("SELECT data FROM jobs WHERE status IN ('PREPARING', 'EXECUTING', 'UPLOADING_OUTPUT', "
+                       "'CANCELLING') AND NOT (status = 'PREPARING' AND json_extract(data, '$.attempt') = 0) "
+                       "ORDER BY seq")
+        return [from_dict(Job, json.loads(r[0])) for r in rows]
+
+    def has_queued(self) -> bool:
+        return bool(self._q(f"SELECT 1 {self._QUEUED} LIMIT 1"))
+
     def projects_created(self) -> dict[str, float]:
         """Project id -> when it was first used, for every project the store has a row of (rows outlive jobs,
         and older engines made one for any id ProjectService.Get was asked about)."""

@@ -44,6 +44,7 @@ CONTAINER_PROGRESS = "/dsjobs/progress"
 CONTAINER_PROJECT_HOME = "/dsjobs/project"
 CONTAINER_SA = "/dsjobs/sa"
 JOB_DIR = "/job"
+MOVED_OUTPUTS = "outputs.moved"  # in the run dir: outputs moved into the store, each recorded before its move
 
 
 class RetryLater(Exception):
@@ -64,6 +65,14 @@ class NodeIO:
     def store_output(self, stream: BinaryIO) -> tuple[str, int]:
         """Store an output's bytes; (sha256, size). Raises RetryLater when that cannot be done now."""
         raise NotImplementedError
+
+    def move_output(self, fd: int, parent_fd: int, name: str, before_move) -> Optional[tuple[str, int]]:
+        """A finished output file into the store without a copy (runners/outputs.py Mover); None: store_output."""
+        return None
+
+    def claim_output(self, sha256: str, size: int) -> bool:
+        """Whether the store holds an output moved there before a restart (it is then leased to the job)."""
+        return False
 
     def may_start(self) -> bool:
         """Whether the job may still start (it was not cancelled while it was prepared)."""
@@ -310,7 +319,10 @@ class Attempt:
                             stopped=result.stopped, failure=result.failure, note=result.note, instance=instance)
         lost = result.stopped is not None and result.stopped.kind == "preempted"
         if self.layout is not None and not lost:  # a lost machine's disk is gone with it
-            self.io.uploading()
+            if self.layout.outputs or self.layout.output_datasets:
+                # Shown (and committed) only when there is something to collect; otherwise the job passes through
+                # UPLOADING_OUTPUT in its final commit.
+                self.io.uploading()
             got = self._collect()
             out.outputs, out.output_errors = got.files, got.errors
             out.datasets = {var: str(self.layout.work / rel) for var, rel in self.layout.output_datasets.items()}
@@ -385,7 +397,7 @@ class Attempt:
         while True:
             try:
                 return collect(self.layout.work, self.layout.outputs, self.io.store_output, str(self.run_dir.path),
-                               note=self.log)
+                               note=self.log, mover=self.io, moved_log=str(self.run_dir.path / MOVED_OUTPUTS))
             except RetryLater as e:
                 if not said:
                     self.log(f"the outputs cannot be stored now ({e}); again when there is room")
@@ -488,6 +500,7 @@ class Attempt:
                          f"the working directory has {free / (1 << 30):.1f} GB free")
         self._sync_s3()
         to_job = self._path_mapper() if docker else (lambda p: p)
+        (run.path / MOVED_OUTPUTS).unlink(missing_ok=True)  # an earlier attempt's moves are not this one's outputs
         layout = materialise(spec, run.work, self.io.input_path, to_job_path=to_job)
         layout.save(run.layout)  # what a restarted engine needs to collect
         self.layout = layout

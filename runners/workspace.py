@@ -6,11 +6,11 @@ import os
 import re
 import secrets
 import shlex
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from runners.fsops import clone_or_copy
 from runners.safezip import UnsafeArchive, ZipLimits, extract, open_beneath
 from runners.spec import AttemptSpec, OutputDecl
 
@@ -67,8 +67,16 @@ def place_file(src: str, work: Path, rel: str) -> None:
                 raise UnsafeArchive(f"{rel!r} is already a directory or a symlink (two inputs that conflict?)") \
                     from None
             raise
-        with open(src, "rb") as s, os.fdopen(out, "wb") as d:
-            shutil.copyfileobj(s, d, 1 << 20)
+        try:
+            # A reflink where the filesystem has them (the blob and the job's file share extents until the job
+            # writes), else an in-kernel copy; never a hard link, or a job editing its input would edit the blob.
+            s = os.open(src, os.O_RDONLY)
+            try:
+                clone_or_copy(s, out)
+            finally:
+                os.close(s)
+        finally:
+            os.close(out)
     finally:
         os.close(parent_fd)
 

@@ -9,8 +9,49 @@ from engine.api.server import start_grpc
 from engine.app import build_engine
 from engine.config import EngineConfig
 from tests.helpers import work_dir
+from tests.dockerenv import registry, registry_service  # noqa: F401  (the private registry service)
 
 pytest_plugins = ["pytester"]
+
+
+# Tests that bound a latency they measure under a load they make themselves (500 log followers, p99 < 250 ms):
+# `make test` runs them after the parallel part, one at a time, so other workers' tests are not in their figures.
+ALONE = {"test_500_log_followers_leave_get_list_and_cancel_fast"}
+
+
+def on_ray(item) -> bool:
+    """Whether a test runs on the session's Ray cluster (test_ray.py; test_spine.py's ``ray`` backend, whose
+    cluster comes by getfixturevalue)."""
+    params = getattr(item, "callspec", None) and item.callspec.params
+    return ("ray_cluster" in item.fixturenames or item.get_closest_marker("ray") is not None
+            or (params or {}).get("backend") == "ray")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    # `make test` (--dist loadgroup): the tests on the Ray cluster in one xdist group, run on one worker one after
+    # another: a cluster per worker would be two more Ray heads and nodes on a two-core machine, and these tests
+    # restart and kill its nodes. xdist sends the largest group out first, so this one starts at once.
+    for item in items:
+        if on_ray(item):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+        if getattr(item, "originalname", item.name) in ALONE:
+            item.add_marker(pytest.mark.serial)
+    xdist_groups_into_ids(config, items)
+
+
+def xdist_groups_into_ids(config, items) -> None:
+    """xdist 3.8 groups a test by suffixing its id with its xdist_group (item._nodeid = "...@group"), which pytest
+    9.2's nodes no longer read (their id is item._id): without this, xdist_group marks group nothing and every
+    worker would start a Ray cluster of its own. The same suffix, where pytest 9.2 reads it."""
+    if not getattr(config.option, "loadgroup", False) or not items or not hasattr(items[0], "_id"):
+        return  # not an xdist worker under --dist loadgroup, or a pytest whose ids xdist sets itself
+    from _pytest.nodeid import NodeId
+    for item in items:
+        groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                         for m in item.iter_markers("xdist_group")})
+        if groups and "@" not in item.nodeid:
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")
 
 
 class Server:
@@ -60,7 +101,12 @@ def client(server):
 def ray_cluster(tmp_path_factory):
     """A real two-node Ray cluster on loopback (tests/raycluster.py), started once for the session."""
     from tests.raycluster import RayCluster
-    cluster = RayCluster(tmp_path_factory.mktemp("ray")).start()
+    cluster = RayCluster(tmp_path_factory.mktemp("ray"))
+    try:
+        cluster.start()
+    except BaseException:
+        cluster.stop()  # a head whose second node did not come up is not left running
+        raise
     yield cluster
     cluster.stop()
 

@@ -100,8 +100,37 @@ class RayCluster:
         self.wait_nodes(2)
         return self
 
-    def stop(self) -> None:
-        self._ray("stop", "--force")
+    def processes(self) -> list[int]:
+        """This cluster's processes and only its: those working in its root (`ray start` runs there, and Ray's
+        daemons and agents stay there) and all they started (workers, job drivers), wherever they work."""
+        root, parents, mine = str(self.root), {}, set()
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    parents[int(pid)] = int(f.read().rsplit(")", 1)[1].split()[1])
+                cwd = os.readlink(f"/proc/{pid}/cwd")
+            except (OSError, ValueError, IndexError):
+                continue  # gone, or a zombie (no cwd): nothing to stop
+            if cwd == root or cwd.startswith(root + "/"):
+                mine.add(int(pid))
+        while more := {p for p, parent in parents.items() if parent in mine and p not in mine}:
+            mine |= more
+        mine.discard(os.getpid())
+        return sorted(mine)
+
+    def stop(self, timeout: float = 30) -> None:
+        """kill -9 of this cluster's processes, as `ray stop --force` does to every Ray process on the machine:
+        another test run's cluster (an xdist worker's, another checkout's) is left alone."""
+        deadline = time.monotonic() + timeout
+        while pids := self.processes():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Ray cluster's processes {pids} did not stop in {timeout}s")
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.05)
 
     def jobs(self) -> list[dict]:
         return self.api("/api/jobs/")

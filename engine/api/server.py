@@ -36,8 +36,9 @@ def _safe_parser(cls):
     return parse
 
 
-def _handlers(servicer, service) -> grpc.GenericRpcHandler:
-    """The method handlers of ``service`` (a ServiceDescriptor) over ``servicer``, built from the descriptor."""
+def method_handlers(servicer, service) -> dict[str, grpc.RpcMethodHandler]:
+    """The method handlers of ``service`` (a ServiceDescriptor) over ``servicer``, built from the descriptor, by
+    method name: what the server serves, and what engine/api/local.py calls in-process."""
     out = {}
     for m in service.methods:
         req = message_factory.GetMessageClass(m.input_type)
@@ -45,7 +46,20 @@ def _handlers(servicer, service) -> grpc.GenericRpcHandler:
         make = grpc.unary_stream_rpc_method_handler if m.server_streaming else grpc.unary_unary_rpc_method_handler
         out[m.name] = make(getattr(servicer, m.name), request_deserializer=_safe_parser(req),
                            response_serializer=resp.SerializeToString)
-    return grpc.method_handlers_generic_handler(service.full_name, out)
+    return out
+
+
+def services(engine: Engine, auth: Auth) -> list[tuple[object, object]]:
+    """(servicer, ServiceDescriptor) of every service the API has."""
+    return [(ProjectJobServicer(engine.jobs, auth), project_job_service_pb2.DESCRIPTOR.services_by_name[
+                "ProjectJobService"]),
+            (OperationServicer(engine.jobs), operation_service_pb2.DESCRIPTOR.services_by_name["OperationService"]),
+            (ProjectServicer(engine.jobs), project_service_pb2.DESCRIPTOR.services_by_name["ProjectService"])]
+
+
+def owner_auth(engine: Engine, tokens: Optional[dict[str, str]] = None) -> Auth:
+    """The engine's own token (DATA_DIR/token, named as the local user) and ``tokens`` (token -> name)."""
+    return Auth({engine.token: local_user(), **(tokens or {})}, token_file=str(engine.token_path))
 
 
 class _AuthInterceptor(grpc.aio.ServerInterceptor):
@@ -89,11 +103,9 @@ class GrpcServer:
                 interceptors=[_AuthInterceptor(auth)] if auth.required else [],
                 maximum_concurrent_rpcs=max_concurrent_rpcs,
                 options=[("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.so_reuseport", 0)])
-            for servicer, module, name in (
-                    (ProjectJobServicer(engine.jobs, auth), project_job_service_pb2, "ProjectJobService"),
-                    (OperationServicer(engine.jobs), operation_service_pb2, "OperationService"),
-                    (ProjectServicer(engine.jobs), project_service_pb2, "ProjectService")):
-                self._server.add_generic_rpc_handlers((_handlers(servicer, module.DESCRIPTOR.services_by_name[name]),))
+            for servicer, service in services(engine, auth):
+                self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+                    service.full_name, method_handlers(servicer, service)),))
             if tls is not None:  # (cert PEM, key PEM)
                 creds = grpc.ssl_server_credentials([(tls[1], tls[0])])
                 self.port = self._server.add_secure_port(listen, creds)
@@ -149,7 +161,7 @@ def start_grpc(engine: Engine, listen: str, *, max_workers: int = 64, max_concur
                                   "commands as you. Drop --no-auth, or add --insecure-listen to force it.")
         auth = Auth(required=False)
     else:
-        auth = Auth({engine.token: local_user(), **(tokens or {})}, token_file=str(engine.token_path))
+        auth = owner_auth(engine, tokens)
     pem = None
     if tls is not None:  # (cert file, key file)
         with open(tls[0], "rb") as c, open(tls[1], "rb") as k:

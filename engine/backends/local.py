@@ -42,6 +42,17 @@ class LocalIO(NodeIO):
                 raise RetryLater(str(e)) from e
             raise
 
+    def move_output(self, fd: int, parent_fd: int, name: str, before_move) -> Optional[tuple[str, int]]:
+        try:
+            return self.blobs.adopt(fd, parent_fd, name, self.lease, before_move)
+        except Exception as e:  # noqa: BLE001 - as store_output
+            if disk_full(e) or io_error(e):
+                raise RetryLater(str(e)) from e
+            raise
+
+    def claim_output(self, sha256: str, size: int) -> bool:
+        return self.blobs.claim(sha256, size, self.lease)
+
     def may_start(self) -> bool:
         return self.sink.may_start(self.job_id)
 

@@ -375,11 +375,18 @@ class DockerExecutor(Executor):
             t.join(10)
         code = res.get("StatusCode")
         note = None
-        try:
-            if api.inspect_container(handle.container_id)["State"].get("OOMKilled"):
-                note = "the container was killed: out of memory (the instance type's memory limit)"
-        except docker.errors.NotFound:
-            pass
+        # The Docker Engine learns of an OOM kill from an event of its own, which may come after the exit it
+        # answered `wait` with: a SIGKILL nobody here sent is asked about again for a moment before it is no OOM.
+        tries = 10 if code == 137 and handle.stop is None else 1
+        for i in range(tries):
+            try:
+                if api.inspect_container(handle.container_id)["State"].get("OOMKilled"):
+                    note = "the container was killed: out of memory (the instance type's memory limit)"
+                    break
+            except docker.errors.NotFound:
+                break
+            if i + 1 < tries:
+                time.sleep(0.1)
         sig = code - 128 if code and code > 128 else None
         if handle.stop is not None and handle.stop.kind == "storage":
             return ExitResult(code, signal=sig, stopped=handle.stop, note=note or "",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import marshal
 import os
+import select
 import signal as _signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ class ProcessHandle(Handle):
     popen: Optional[subprocess.Popen] = None
     done: threading.Event = field(default_factory=threading.Event)
     job_id: str = ""
+    notify: int = -1  # read end of the supervisor's notify pipe (supervisor.NOTIFY): its start, then EOF at its end
 
     def alive(self) -> bool:
         if self.popen is not None:
@@ -41,6 +43,42 @@ def _is_zombie(pid: int) -> bool:
     with open(f"/proc/{pid}/stat", "rb") as f:
         data = f.read()
     return data[data.rindex(b")") + 2:].split()[0] == b"Z"
+
+
+def _close_standby(standby: tuple, timeout: Optional[float] = None) -> None:
+    popen, notify = standby
+    os.close(notify)
+    popen.stdin.close()  # an empty line: the standby exits
+    popen.wait(timeout)
+
+
+def _readable(fd: int, timeout: Optional[float]) -> bool:
+    """poll(2), not select(2): an engine with many jobs holds descriptors past select's 1024."""
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return bool(p.poll(None if timeout is None else max(0, int(timeout * 1000) + 1)))
+
+
+def _wait_pid(handle: "ProcessHandle", deadline: Optional[float]) -> bool:
+    """Wait for a supervisor that is not our child (a re-adopted run) to end, woken by a pidfd; False on the
+    deadline."""
+    try:
+        fd = os.pidfd_open(handle.pid)
+    except OSError:  # gone already, or a kernel without pidfds: poll as before
+        fd = None
+    try:
+        while handle.alive():  # checked after the open: the pidfd is of the supervisor, not a pid reused since
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            if fd is None:
+                time.sleep(ProcessExecutor.POLL_S if left is None else min(ProcessExecutor.POLL_S, left))
+            else:
+                _readable(fd, left)
+        return True
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def read_status(run_dir: str) -> Optional[ExitResult]:
@@ -86,10 +124,23 @@ class ProcessExecutor(Executor):
         if standby:
             self._refill()
 
-    def _spawn_standby(self) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-I", "-S", SUPERVISOR, "--standby"], stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                                close_fds=True)
+    @staticmethod
+    def _popen(args: list, **kw) -> tuple[subprocess.Popen, int]:
+        """A supervisor with its notify pipe: (process, read end)."""
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        try:
+            p = subprocess.Popen([sys.executable, "-I", "-S", SUPERVISOR, *args, f"--notify={w}"],
+                                 stdin=subprocess.PIPE, start_new_session=True, close_fds=True, pass_fds=(w,), **kw)
+        except BaseException:
+            os.close(r)
+            raise
+        finally:
+            os.close(w)
+        return p, r
+
+    def _spawn_standby(self) -> tuple[subprocess.Popen, int]:
+        return self._popen(["--standby"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def _refill(self) -> None:
         def spawn():
@@ -98,14 +149,14 @@ class ProcessExecutor(Executor):
                 if self._standby is None and self._standby_enabled:
                     self._standby, p = p, None
             if p is not None:  # not needed after all
-                p.stdin.close()
-                p.wait()
+                _close_standby(p)
         threading.Thread(target=spawn, name="dsjobs-standby", daemon=True).start()
 
-    def _take_standby(self) -> Optional[subprocess.Popen]:
+    def _take_standby(self) -> Optional[tuple[subprocess.Popen, int]]:
         with self._mu:
             p, self._standby = self._standby, None
-        if p is not None and p.poll() is not None:
+        if p is not None and p[0].poll() is not None:
+            os.close(p[1])
             p = None
         if self._standby_enabled:
             self._refill()
@@ -116,37 +167,35 @@ class ProcessExecutor(Executor):
             self._standby_enabled = False
             p, self._standby = self._standby, None
         if p is not None:
-            p.stdin.close()  # an empty line: the standby exits
-            p.wait(5)
+            _close_standby(p, 5)
 
     def start(self, spec: RunSpec) -> ProcessHandle:
         sv.write_atomic(os.path.join(spec.run_dir, "spec"), spec.supervisor_spec(), durable=False)
         secrets = marshal.dumps(dict(spec.secret_env))
         secrets = str(len(secrets)).encode() + b"\n" + secrets  # on the supervisor's stdin, never on disk
-        popen = self._take_standby()
-        if popen is not None:
+        standby = self._take_standby()
+        if standby is not None:
+            popen, notify = standby
             try:
                 popen.stdin.write(f"{spec.run_dir}\n".encode() + secrets)
                 popen.stdin.close()
-                h = ProcessHandle(spec.run_dir, popen.pid, sv.proc_start_time(popen.pid), popen, job_id=spec.job_id)
+                h = ProcessHandle(spec.run_dir, popen.pid, sv.proc_start_time(popen.pid), popen, job_id=spec.job_id,
+                                  notify=notify)
                 self._sample(h, spec.journal)
                 return h
             except (BrokenPipeError, OSError):
-                pass  # it died meanwhile: start one the slow way
+                os.close(notify)  # it died meanwhile: start one the slow way
         errlog = open(os.path.join(spec.run_dir, "supervisor.err"), "ab")
         with errlog:
-            popen = subprocess.Popen(
-                [sys.executable, "-I", "-S", SUPERVISOR, spec.run_dir],
-                stdin=subprocess.PIPE, stdout=errlog, stderr=errlog,
-                start_new_session=True,  # the supervisor outlives the engine and the engine's terminal
-                close_fds=True,
-            )
+            # a session of its own: the supervisor outlives the engine and the engine's terminal
+            popen, notify = self._popen([spec.run_dir], stdout=errlog, stderr=errlog)
         try:
             popen.stdin.write(secrets)
             popen.stdin.close()
         except (BrokenPipeError, OSError):
             pass  # it died at once: wait() reports what supervisor.err says
-        h = ProcessHandle(spec.run_dir, popen.pid, sv.proc_start_time(popen.pid), popen, job_id=spec.job_id)
+        h = ProcessHandle(spec.run_dir, popen.pid, sv.proc_start_time(popen.pid), popen, job_id=spec.job_id,
+                          notify=notify)
         self._sample(h, spec.journal)
         return h
 
@@ -156,6 +205,17 @@ class ProcessExecutor(Executor):
         deadline = time.monotonic() + timeout
         started = os.path.join(handle.run_dir, "supervisor")
         status = os.path.join(handle.run_dir, "status")
+        if handle.notify >= 0:  # woken by the supervisor itself: its start, or its end (EOF)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not _readable(handle.notify, left):
+                    return os.path.exists(started)
+                try:
+                    if os.read(handle.notify, 1):
+                        return True
+                except BlockingIOError:
+                    continue
+                return os.path.exists(started)  # it ended: started only if it said so before
         delay = 0.0005
         while time.monotonic() < deadline:
             if os.path.exists(started):
@@ -213,11 +273,12 @@ class ProcessExecutor(Executor):
                 return None
             handle.done.set()
         else:
-            while handle.alive():
-                if deadline is not None and time.monotonic() >= deadline:
-                    return None
-                time.sleep(self.POLL_S)
+            if not _wait_pid(handle, deadline):
+                return None
             handle.done.set()
+        if handle.notify >= 0:
+            os.close(handle.notify)
+            handle.notify = -1
         result = read_status(handle.run_dir)
         if result is None:
             # Nothing of a job may run on unsupervised: whatever carries its marker goes with its supervisor.
@@ -236,6 +297,11 @@ class ProcessExecutor(Executor):
                 os.path.join(handle.run_dir, "supervisor")) else FailureKind.RUNNER_LOST,
                 "the job's supervisor ended without an exit status" + (f": {tail}" if tail else "")))
         return result
+
+    def cleanup(self, handle: ProcessHandle) -> None:
+        if handle.notify >= 0:
+            os.close(handle.notify)
+            handle.notify = -1
 
     def stop(self, handle: ProcessHandle, request: StopRequest) -> None:
         sv.write_atomic(os.path.join(handle.run_dir, "stop"), request.as_dict(), durable=False)

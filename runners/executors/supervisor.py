@@ -38,6 +38,10 @@ PR_SET_CHILD_SUBREAPER = 36
 EXIT_NO_SPACE = 75
 LOCK = "lock"  # held (flock) by the supervisor of a run for its whole life: a restarted engine can tell it lives
 TRUNCATED = b"[dsjobs] log limit reached: further output of this stream is dropped\n"
+# A pipe to the engine that started this supervisor (``--notify=FD``): one byte once the job has started, and
+# its end (this process's exit, after the exit status is on disk). The engine waits on it instead of polling for
+# the ``supervisor`` file; an engine that is gone only makes the write fail, which changes nothing here.
+NOTIFY = {"fd": -1}
 
 
 def write_atomic(path: str, data: dict, durable: bool = True) -> None:
@@ -407,6 +411,7 @@ class Supervisor:
             "pid": os.getpid(), "start_time": proc_start_time(os.getpid()), "job_pid": self.pid,
             "started_at": started,
         }, durable=False)
+        notify_started()
         if os.path.exists(os.path.join(self.run_dir, "stop")):
             self._check_stop_request()  # a stop that raced with the start
 
@@ -493,6 +498,16 @@ class Supervisor:
         return 0
 
 
+def notify_started() -> None:
+    fd = NOTIFY["fd"]
+    if fd < 0:
+        return
+    try:
+        os.write(fd, b"S")
+    except OSError:
+        pass  # the engine went away: it learns of the start from the ``supervisor`` file
+
+
 def become_subreaper() -> None:
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -542,15 +557,22 @@ def standby() -> int:
 
 
 def main() -> int:
-    if len(sys.argv) == 2 and sys.argv[1] == "--standby":
+    args = sys.argv[1:]
+    if args and args[-1].startswith("--notify="):
+        try:
+            NOTIFY["fd"] = int(args.pop()[len("--notify="):])
+            os.set_inheritable(NOTIFY["fd"], False)  # the job never holds it: its end is this process's end
+        except (ValueError, OSError):
+            NOTIFY["fd"] = -1
+    if args == ["--standby"]:
         return standby()
-    if len(sys.argv) != 2:
-        print("usage: supervisor.py RUN_DIR | --standby", file=sys.stderr)
+    if len(args) != 1:
+        print("usage: supervisor.py RUN_DIR | --standby [--notify=FD]", file=sys.stderr)
         return 2
     secret_env = parse_secrets(read_stdin())
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
-    return supervise(sys.argv[1], secret_env)
+    return supervise(args[0], secret_env)
 
 
 if __name__ == "__main__":

@@ -16,20 +16,28 @@ from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as
 from engine.config import InstanceType
 from engine.resources import Images, Secrets
 from tests.conftest import Server
-from tests.dockerenv import Registry, docker, shell_image
-from tests.helpers import blob, create, logs, response, run, stdout_of, wait_op, wait_status, zip_bytes
+from tests.dockerenv import docker, shell_image
+from tests.helpers import (blob, create, logs, response, run, stdout_of, wait_for, wait_op, wait_output, wait_status,
+                           zip_bytes)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 
 
-def job_containers() -> list[str]:
-    return docker("ps", "-aq", "--filter", "label=dsjobs.job-id").stdout.split()
+def job_containers(job_id: str = "") -> list[str]:
+    """Job containers on the Docker Engine: one job's, or every job's (other tests, in other xdist workers, run
+    Docker jobs at the same time: a test looks at its own job's)."""
+    return docker("ps", "-aq", "--filter", f"label=dsjobs.job-id={job_id}" if job_id else "label=dsjobs.job-id"
+                  ).stdout.split()
 
 
 @pytest.fixture(scope="module", autouse=True)
-def no_container_left_behind():
+def no_container_left_behind(tmp_path_factory):
     yield
-    assert job_containers() == [], "a job container was left on the Docker engine"
+    # Of this test process's engines: their jobs' directories, bound into the containers, are under its basetemp.
+    mine = f"{tmp_path_factory.getbasetemp()}/"
+    mounts = {c: docker("inspect", "--format", "{{range .Mounts}}{{.Source}} {{end}}", c, check=False).stdout
+              for c in job_containers()}
+    assert [c for c, m in mounts.items() if mine in m] == [], "a job container was left on the Docker engine"
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +141,7 @@ def test_graceful_cancel_and_no_container_left(client, image):
     assert op.error.code == grpc.StatusCode.CANCELLED.value[0]
     job = client.get(jid)
     assert job.status == jpb.CANCELLED and [f.desc.path for f in job.output_files] == ["ckpt.txt"]
-    assert not [c for c in job_containers() if jid in docker("inspect", c).stdout]
+    assert not job_containers(jid)
     # Forced: an image job that ignores TERM is killed at once.
     jid = create(client, jpb.JobParameters(cmd="trap '' TERM; sleep 600", env=in_image(image)))
     op = client.execute(jid)
@@ -152,8 +160,8 @@ def logs_now(client, jid):
         stream.cancel()
 
 
-def test_private_registry_with_a_project_secret(server, client, image, tmp_path):
-    reg = Registry(tmp_path / "registry", "puller", "pa55-w0rd-XYZ")
+def test_private_registry_with_a_project_secret(server, client, image, registry):
+    reg = registry("puller", "pa55-w0rd-XYZ")
     try:
         ref = reg.push(image, "dsjobs/shell:7")
         _, op = run(client, jpb.JobParameters(cmd="true", env=in_image(ref)), timeout=120)
@@ -165,8 +173,9 @@ def test_private_registry_with_a_project_secret(server, client, image, tmp_path)
         jid = create(client, jpb.JobParameters(cmd="echo secret-is-$REGISTRY_PASSWORD; sleep 1", env=env))
         op = client.execute(jid)
         wait_status(client, jid, {jpb.EXECUTING})
-        time.sleep(0.3)
-        inspected = "".join(docker("inspect", c).stdout for c in job_containers())
+        # The job's container, running: what the Docker Engine was given is looked at while it is there.
+        inspected = "".join(docker("inspect", c).stdout for c in wait_for(lambda: job_containers(jid), 60,
+                                                                           "the job's container"))
         op = wait_op(client, op, 120)
         assert not op.HasField("error"), op.error.message
         assert b"secret-is-pa55-w0rd-XYZ" in stdout_of(logs(client, jid)[0])  # exported, as the cloud does
@@ -179,7 +188,6 @@ def test_private_registry_with_a_project_secret(server, client, image, tmp_path)
         assert "pa55-w0rd-XYZ" not in system
     finally:
         docker("rmi", f"{reg.host}/dsjobs/shell:7", check=False)
-        reg.close()
 
 
 def test_docker_job_survives_kill9_of_the_engine(tmp_path, image):
@@ -194,12 +202,11 @@ def test_docker_job_survives_kill9_of_the_engine(tmp_path, image):
             cmd="echo before; while [ ! -f ${DS_PROJECT_HOME}/go ]; do sleep 0.1; done; echo after; echo done > out.txt",
             output_files=[jpb.FileDesc(path="out.txt")], attach_project_disk=True, env=in_image(image)))
         op = client.execute(jid)
-        wait_status(client, jid, {jpb.EXECUTING})
-        time.sleep(0.5)
+        wait_output(client, jid, b"before")  # the job runs in its container
         for _ in range(3):
             client.close()
             srv.kill9()
-            assert len(job_containers()) == 1  # the Docker Engine keeps it running
+            assert len(job_containers(jid)) == 1  # the Docker Engine keeps it running
             client = srv.start()
             assert client.get(jid).status == jpb.EXECUTING
         (tmp_path / "data" / "projects" / "p1" / "home" / "go").touch()
@@ -209,10 +216,10 @@ def test_docker_job_survives_kill9_of_the_engine(tmp_path, image):
         out = stdout_of(logs(client, jid)[0])
         assert out.count(b"before") == 1 and b"after" in out  # never run twice, logs kept
         for _ in range(50):
-            if not job_containers():
+            if not job_containers(jid):
                 break
             time.sleep(0.1)
-        assert job_containers() == []
+        assert job_containers(jid) == []
     finally:
         client.close()
         srv.proc.terminate()

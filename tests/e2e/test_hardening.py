@@ -30,6 +30,7 @@ import requests
 
 from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
 from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
+from runners.fsops import rmtree
 from tests.conftest import Server
 from tests.helpers import Serve
 from tests.helpers import (blob, create, logs, response, run, stdout_of, survivors, wait_for, wait_op, wait_status,
@@ -61,12 +62,14 @@ def test_a_deep_output_tree_is_collected_and_survives_a_restart(tmp_path):
         jid = create(client, jpb.JobParameters(cmd=deep_tree_cmd() + "; cd /; sleep 1.5",
                                                output_files=[jpb.FileDesc(path="tree")]))
         op = client.execute(jid)
-        wait_status(client, jid, {jpb.EXECUTING}, timeout=30)
+        wait_status(client, jid, {jpb.EXECUTING}, timeout=90)
         client.close()
         srv.kill9()  # the job finishes while no engine runs; the next one collects the deep tree
         time.sleep(2)
         client = srv.start()
-        done = wait_op(client, client.get_operation(op.id), 60)
+        # ~25 s on a quiet 2-core machine (the job forks ~3,300 processes to build its tree): a guard against a
+        # hang, wide enough for the parallel suite's load.
+        done = wait_op(client, client.get_operation(op.id), 240)
         assert not done.HasField("error"), done.error.message
         r = response(done)
         z = zipfile.ZipFile(io.BytesIO(requests.get(r.output_files[0].url).content))
@@ -85,6 +88,9 @@ def test_a_deep_output_tree_is_collected_and_survives_a_restart(tmp_path):
         client.close()
         srv.proc.terminate()
         srv.proc.wait(10)
+        # Whatever failed above, the tree goes: pytest's own clean-up of old temp dirs recurses, so a tree this
+        # deep left behind would fail every later session's exit code on this machine.
+        rmtree(str(tmp_path / "data"))
 
 
 @pytest.mark.parametrize("trick", ["mkfifo $JOB_PROGRESS_FILENAME",

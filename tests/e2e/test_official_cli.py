@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
-from tests.helpers import Serve, client_venv, copy_example, official_python, wait_status
+from tests.helpers import Serve, client_venv, copy_example, official_python, wait_output, wait_status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -110,14 +110,13 @@ def test_nonzero_exit_async_and_attach(engine, tmp_path):
 
 def test_graceful_cancel(engine, tmp_path):
     (tmp_path / "config.yaml").write_text(
-        "cmd: \"trap 'echo bye; echo saved > ckpt.txt; exit 0' TERM; while true; do sleep 0.1; done\"\n"
+        "cmd: \"trap 'echo bye; echo saved > ckpt.txt; exit 0' TERM; echo trapped; while true; do sleep 0.1; done\"\n"
         "outputs:\n  - ckpt.txt\ngraceful-shutdown:\n  signal: SIGTERM\n  timeout: 30s\n")
     ds(engine, "project", "job", "execute", "-p", "official", "-c", "config.yaml", "--async", "-o", "ids.json",
        cwd=tmp_path)
     job_id = json.loads((tmp_path / "ids.json").read_text())["job_id"]
     _, client = engine
-    wait_status(client, job_id, {jpb.EXECUTING})
-    time.sleep(0.5)
+    wait_output(client, job_id, b"trapped")  # its TERM handler is in place
     res = ds(engine, "project", "job", "cancel", "--id", job_id, "--graceful", cwd=tmp_path)
     assert "job is canceled" in res.stdout + res.stderr
     job = wait_status(client, job_id, {jpb.CANCELLED})

@@ -22,7 +22,7 @@ from tests.conftest import Server
 from tests.helpers import graceful, survivors
 from tests.helpers import Serve
 from tests.helpers import copy_example, official_python
-from tests.dockerenv import Registry, docker, shell_image
+from tests.dockerenv import docker, shell_image
 from tests.helpers import create, logs, response, run, stdout_of, wait_op, wait_status
 from tests.raycluster import free_port, pids_where, ray_cfg
 
@@ -239,8 +239,8 @@ def test_signal_of_a_graceful_cancel_comes_through_the_agent(client, tmp_path):
 
 @pytest.mark.docker
 def test_docker_job_on_a_node_with_a_registry_password_that_never_reaches_ray(client, server, ray_cluster,
-                                                                              tmp_path):
-    reg = Registry(tmp_path / "registry", "puller", "pa55-w0rd-RAY")
+                                                                              tmp_path, registry):
+    reg = registry("puller", "pa55-w0rd-RAY")
     try:
         ref = reg.push(shell_image(), "dsjobs/shell:ray")
         Secrets(tmp_path / "data").set("p1", "REGISTRY_PASSWORD", "pa55-w0rd-RAY")
@@ -264,7 +264,6 @@ def test_docker_job_on_a_node_with_a_registry_password_that_never_reaches_ray(cl
         assert not any(c for c in docker("ps", "-aq", "--filter", f"label=dsjobs.job-id={jid}").stdout.split())
     finally:
         docker("rmi", f"{reg.host}/dsjobs/shell:ray", check=False)
-        reg.close()
 
 
 def test_projects_pinned_to_a_backend_and_a_wrong_token(ray_cluster, tmp_path):

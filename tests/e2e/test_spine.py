@@ -277,9 +277,13 @@ def test_job_deadline_uses_the_graceful_path(client):
     jid = create(client, p)
     t = time.monotonic()
     op = wait_op(client, client.execute(jid), 15)
-    assert 0.9 < time.monotonic() - t < 5, op.error
+    assert time.monotonic() - t > 0.9, op.error
     assert op.error.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0] and "maximum running time" in op.error.message
     job = client.get(jid)
+    # The deadline counts from the job's start (a backend's own start-up, Ray's under a loaded machine, comes
+    # before it): stopped about a second after it started, through the graceful path.
+    ran = (job.finished_at.ToNanoseconds() - job.started_at.ToNanoseconds()) / 1e9
+    assert 0.9 < ran < 4, ran
     assert job.status == jpb.ERROR and "maximum running time" in job.status_details
     assert [f.desc.path for f in job.output_files] == ["ckpt.txt"]
     assert survivors(jid) == []

@@ -44,8 +44,10 @@ PREVIOUS_RELEASE = "0b5bb17"
 @pytest.fixture(scope="module")
 def other_user():
     if subprocess.run(["id", OTHER], capture_output=True).returncode != 0:
+        # check=False: another xdist worker may be adding it at the same moment; either way it must exist now.
         subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell",
-                        "/usr/sbin/nologin", OTHER], check=True)
+                        "/usr/sbin/nologin", OTHER], check=False)
+        subprocess.run(["id", OTHER], capture_output=True, check=True)
     return OTHER
 
 
@@ -405,9 +407,9 @@ def test_sandbox_that_cannot_start_fails_naming_the_opt_out(tmp_path):
 
 
 @pytest.mark.docker
-def test_secrets_live_only_in_the_secrets_store(tmp_path):
-    from tests.dockerenv import Registry, shell_image
-    reg = Registry(tmp_path / "registry", "puller", "registry-pa55-" + os.urandom(6).hex())
+def test_secrets_live_only_in_the_secrets_store(tmp_path, registry):
+    from tests.dockerenv import shell_image
+    reg = registry("puller", "registry-pa55-" + os.urandom(6).hex())
     s = Server(tmp_path / "data")
     try:
         ref = reg.push(shell_image(), "dsjobs/shell:secrets")
@@ -456,7 +458,6 @@ def test_secrets_live_only_in_the_secrets_store(tmp_path):
             assert stat.S_IMODE(os.stat(s.data_dir / sub).st_mode) & 0o077 == 0
     finally:
         s.stop()
-        reg.close()
 
 
 def logs_now(client, job_id: str):

@@ -46,6 +46,7 @@ class RayBackend(Backend):
         self.ray = RayClient(cfg.ray_address, cfg.ray_token)
         self.channel = RunnerChannel(records, blobs, lease, self._spec)
         self._closing = threading.Event()
+        self._deleters: set[threading.Thread] = set()  # joined by close(): none may touch the store after it
         self._room = threading.Condition()  # notified when an attempt ends or a job is queued
         self._nodes: tuple[float, list] = (0.0, [])
         self._mu = threading.Lock()  # the queue and placement: choosing a node and reserving room on it is one step
@@ -281,14 +282,22 @@ class RayBackend(Backend):
         self.sink.result(a.job_id, result)  # a cancelled job ends CANCELLED whatever the attempt says
         with self._room:
             self._room.notify_all()
-        threading.Thread(target=self._delete, args=(a.id,), daemon=True, name="dsjobs-ray-delete").start()
+        t = threading.Thread(target=self._delete, args=(a.id,), daemon=True, name="dsjobs-ray-delete")
+        with self._mu:
+            self._deleters.add(t)
+        t.start()
 
     def _delete(self, attempt_id: str, tries: int = 60) -> None:
         """Ray keeps every job forever (and its dashboard slows with them): delete it once it is finished."""
-        for _ in range(tries):
-            if self._closing.is_set() or self._delete_once(attempt_id):
-                return
-            time.sleep(0.5)
+        try:
+            for _ in range(tries):
+                if self._closing.is_set() or self._delete_once(attempt_id):
+                    return
+                if self._closing.wait(0.5):
+                    return
+        finally:
+            with self._mu:
+                self._deleters.discard(threading.current_thread())
 
     def _delete_once(self, attempt_id: str, unreachable: Optional[threading.Event] = None) -> bool:
         """True once Ray no longer knows the attempt. A job deleted just as its supervisor actor exits comes back
@@ -354,6 +363,12 @@ class RayBackend(Backend):
         """The engine is stopping: finish deleting harvested attempts from Ray (running ones stay, re-adopted at
         the next start). With Ray unreachable it gives up at once: the next start's sweep deletes them."""
         deadline = time.monotonic() + timeout
+        # The delete threads stop first (a store closed under one of them would fail it); this sweep does their work.
+        self._closing.set()
+        with self._mu:
+            deleters = list(self._deleters)
+        for t in deleters:
+            t.join(max(0.0, deadline - time.monotonic()))
         unreachable = threading.Event()
         while time.monotonic() < deadline and not unreachable.is_set():
             left = [a for a in self.store.attempts(states=("DONE", "LOST"), ray_undeleted=True)
@@ -361,7 +376,6 @@ class RayBackend(Backend):
             if not left:
                 break
             time.sleep(0.3)
-        self._closing.set()
         with self._room:
             self._room.notify_all()
         self.channel.close()
