@@ -12,6 +12,9 @@ import json
 import logging
 import os
 import secrets
+import socket
+import ssl
+import struct
 import sys
 import threading
 import time
@@ -305,9 +308,6 @@ def _send_file(conn, f, size: int) -> int:
     selects and sends a buffer at a time, and with the engine's other threads busy each wakeup waits for the GIL:
     2x slower measured, a read/write loop 10x). The idle timeout stays, as the kernel's SO_SNDTIMEO. A TLS socket
     sends through its own buffer (socket.sendfile's fallback). Only the size announced is sent."""
-    import socket
-    import ssl
-    import struct
     if isinstance(conn, ssl.SSLSocket):
         return conn.sendfile(f, 0, size)
     idle = conn.gettimeout()
@@ -319,10 +319,8 @@ def _send_file(conn, f, size: int) -> int:
         while sent < size:
             try:
                 n = os.sendfile(conn.fileno(), f.fileno(), sent, size - sent)
-            except (BlockingIOError, InterruptedError):  # SO_SNDTIMEO: the reader took nothing for `idle` seconds
-                break
-            except (BrokenPipeError, ConnectionResetError):
-                break
+            except (BlockingIOError, BrokenPipeError, ConnectionResetError):  # BlockingIOError: SO_SNDTIMEO, the
+                break  # reader took nothing for `idle` seconds
             if n == 0:  # the file ends before `size`
                 break
             sent += n
@@ -351,7 +349,6 @@ class FileServer(ThreadingHTTPServer):
         super().__init__(addr, type("Handler", (_Handler,), {"timeout": idle_timeout_s}))
         self.tls = None
         if tls is not None:
-            import ssl
             self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self.tls.load_cert_chain(*tls)
         self.signer = signer(f"{'https' if self.tls else 'http'}://{addr[0]}:{self.server_address[1]}")
@@ -387,7 +384,6 @@ class FileServer(ThreadingHTTPServer):
         self._thread.start()
 
     def stop(self) -> None:
-        import socket
         try:  # wakes the select(); accept() then fails at once until shutdown() has set its flag
             self.socket.shutdown(socket.SHUT_RDWR)
         except OSError:

@@ -174,11 +174,16 @@ class LocalChannel:
             raise LocalRpcError(grpc.StatusCode.UNAUTHENTICATED, self.auth.denied())
         return handler
 
+    def _prepare(self, method: str, metadata, request, serializer):
+        """The call's metadata with the token, its handler (after the server's checks), and the request as the
+        server's deserializer parses it from the bytes a socket would carry."""
+        metadata = self._metadata(metadata)
+        handler = self._handler(method, metadata)
+        return metadata, handler, handler.request_deserializer(_sized(serializer(request)))
+
     def unary_unary(self, method: str, request_serializer=None, response_deserializer=None, **_):
         def call(request, timeout=None, metadata=None, **__):
-            metadata = self._metadata(metadata)
-            handler = self._handler(method, metadata)
-            parsed = handler.request_deserializer(_sized(request_serializer(request)))
+            metadata, handler, parsed = self._prepare(method, metadata, request, request_serializer)
 
             def run():
                 try:
@@ -194,9 +199,7 @@ class LocalChannel:
 
     def unary_stream(self, method: str, request_serializer=None, response_deserializer=None, **_):
         def call(request, timeout=None, metadata=None, **__):
-            metadata = self._metadata(metadata)
-            handler = self._handler(method, metadata)
-            parsed = handler.request_deserializer(_sized(request_serializer(request)))
+            metadata, handler, parsed = self._prepare(method, metadata, request, request_serializer)
             agen = handler.unary_stream(parsed, _AsyncContext(metadata))
             stream = _Stream(agen, lambda item: response_deserializer(_sized(handler.response_serializer(item))),
                              self._forget)

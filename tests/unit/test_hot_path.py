@@ -13,22 +13,17 @@ import time
 
 import pytest
 
-from engine.app import build_engine
-from engine.config import EngineConfig
 from engine.model import FileDesc, JobParameters
 from engine.state import JobStatus as S
+from tests.unit.conftest import fake_engine
 from runners.executors import process as proc
 from runners.executors import supervisor as sv
 from runners.executors.base import RunSpec
-from runners.executors.fake import FakeExecutor
 
 
 @pytest.fixture
 def engine(tmp_path):
-    fake = FakeExecutor()
-    e = build_engine(EngineConfig(data_dir=tmp_path / "data", sandbox="none", docker=False, max_concurrent_jobs=1,
-                                  reconcile_interval_s=0.2), executor=fake).start()
-    e.fake = fake
+    e = fake_engine(tmp_path, max_concurrent_jobs=1)
     yield e
     e.stop(stop_jobs=True)
 

@@ -7,19 +7,14 @@ import time
 
 import pytest
 
-from engine.app import build_engine
-from engine.config import EngineConfig
 from engine.model import FileDesc, JobParameters
 from engine.state import JobStatus as S
-from runners.executors.fake import FakeExecutor
+from tests.unit.conftest import fake_engine
 
 
 @pytest.fixture
 def engine(tmp_path):
-    fake = FakeExecutor()
-    e = build_engine(EngineConfig(data_dir=tmp_path / "data", sandbox="none", docker=False, max_concurrent_jobs=2,
-                                  reconcile_interval_s=0.2), executor=fake).start()
-    e.fake = fake
+    e = fake_engine(tmp_path)
     yield e
     e.stop(stop_jobs=True)
 
@@ -126,9 +121,7 @@ def test_the_backend_reserves_the_gpus_of_the_type_the_node_runs_not_the_first_l
     neither holds it in the queue while the only GPU is busy nor reserves that GPU for it (it stays free for a g1.1
     job beside it)."""
     from engine.model import Environment
-    fake = FakeExecutor()
-    e = build_engine(EngineConfig(data_dir=tmp_path / "data", sandbox="none", docker=False, max_concurrent_jobs=2,
-                                  reconcile_interval_s=0.2, fake_gpus=1), executor=fake).start()
+    e = fake_engine(tmp_path, fake_gpus=1)
     try:
         params = JobParameters(cmd="fake " + json.dumps({"run_for": 30}), cloud_instance_types=["g1.1", "c1.4"],
                                env=Environment(vars={"DSJOBS_FAULTS": "no-capacity=g1.1"}))
