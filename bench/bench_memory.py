@@ -4,7 +4,7 @@
 
 Each engine is `dsjobs serve` (sandbox on, the default) on a temporary data dir with `--max-concurrent-jobs` as
 large as the job count, so all of them run at once. Idle: after one no-op job (the engine has served a job and
-keeps a standby supervisor). Then N jobs `sleep` until each is EXECUTING. Figures per process, from psutil: RSS,
+keeps a standby supervisor, or its supervisors' fork server). Then N jobs `sleep` until each is EXECUTING. Figures per process, from psutil: RSS,
 USS (pages only it holds) and PSS (shared pages split among their holders); the engine process alone, then
 separately its per-job supervisors and the jobs' own processes (bwrap, setpriv, bash, sleep). With ``--base-rev``
 the trees alternate round by round (bench/bench_spine.py's worktree).
@@ -48,12 +48,20 @@ def engine_process(client_pid: int) -> psutil.Process:
 
 
 def split(engine: psutil.Process):
-    """(supervisors, the jobs' processes) under the engine; the supervisors include the idle standby."""
+    """(supervisors, the jobs' processes) under the engine. The supervisors include what starts them: an idle
+    standby (older trees) or the fork server, whose children the supervisors are (this tree)."""
     sups, jobs = [], []
     for p in engine.children():
         try:
-            if any(a.endswith("supervisor.py") for a in p.cmdline()):
-                sups.append(p)
+            argv = p.cmdline()
+            if not any(a.endswith("supervisor.py") for a in argv):
+                continue
+            sups.append(p)
+            if any(a.startswith("--forkserver") for a in argv):
+                for s in p.children():
+                    sups.append(s)
+                    jobs.extend(s.children(recursive=True))
+            else:
                 jobs.extend(p.children(recursive=True))
         except psutil.Error:
             pass
@@ -65,7 +73,7 @@ def one_round(tree: Path, n: int) -> dict:
         wait_done(c, c.execute(create(c)))
         eng = engine_process(os.getpid())
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not split(eng)[0]:  # the standby supervisor is started again
+        while time.monotonic() < deadline and not split(eng)[0]:  # the standby (or the fork server) is there
             time.sleep(0.05)
         idle = mem([eng])
         idle_threads = eng.num_threads()

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
 
@@ -98,12 +100,25 @@ def one(client) -> tuple[float, float]:
     return took, (j.finished_at.ToNanoseconds() - j.started_at.ToNanoseconds()) / 1e9
 
 
-def cpu_s(pid: int) -> tuple[float, float]:
-    """(the process's own CPU seconds, those of its reaped children: the supervisors and all they ran)."""
+def _stat(pid: int) -> list[str]:
     with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def cpu_s(pid: int) -> tuple[float, float]:
+    """(the process's own CPU seconds, those of everything it started: the supervisors and all they ran). Those
+    are its reaped children's, plus, for a child still alive (the supervisors' fork server, a standby), its own
+    and its reaped children's: supervisors forked by a fork server are reaped by it, not by the engine."""
     tick = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
+    fields = _stat(pid)
+    kids = int(fields[13]) + int(fields[14])
+    for child in psutil.Process(pid).children():
+        try:
+            f = _stat(child.pid)
+        except OSError:
+            continue
+        kids += sum(int(x) for x in f[11:15])
+    return (int(fields[11]) + int(fields[12])) / tick, kids / tick
 
 
 def burst(client, n: int, pid: int) -> tuple[float, float, float]:

@@ -49,7 +49,8 @@ def file_digest(path: str | Path) -> tuple[str, int]:
 def fd_digest(fd: int) -> tuple[str, int]:
     """(sha256, size) of an open file from its start, in one pass, into one reused buffer."""
     h, n = hashlib.sha256(), 0
-    buf = bytearray(HASH_CHUNK)
+    # sized to the file: a job's logs are mostly tiny, and a 4 MiB buffer is 4 MiB to zero for each of them
+    buf = bytearray(min(HASH_CHUNK, max(os.fstat(fd).st_size + 1, 1 << 16)))
     view = memoryview(buf)
     while got := os.preadv(fd, [buf], n):
         h.update(view[:got])

@@ -388,5 +388,6 @@ class FileServer(ThreadingHTTPServer):
             self.socket.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-        self.shutdown()
+        if getattr(self, "_thread", None) is not None:  # shutdown() waits for a serve_forever() that must have run
+            self.shutdown()
         self.server_close()

@@ -21,8 +21,11 @@ WHAT = {"ds": "job", "op": "operation", "bt": "resource"}
 
 
 def new_id(prefix: str) -> str:
-    """20 characters of [0-9a-v], like the cloud's resource ids."""
-    return prefix + "".join(secrets.choice(ALPHABET) for _ in range(20 - len(prefix)))
+    """20 characters of [0-9a-v], like the cloud's resource ids: 5 random bits a character, from one read of the
+    system's random source (a choice per character was ~50 of them, 3 % of a no-op job's engine CPU)."""
+    n = 20 - len(prefix)
+    bits = int.from_bytes(secrets.token_bytes((5 * n + 7) // 8), "big")
+    return prefix + "".join(ALPHABET[(bits >> (5 * i)) & 31] for i in range(n))
 
 
 def _shown(value: str) -> str:

@@ -120,6 +120,9 @@ class JobService:
     def progress_path(self, job_id: str) -> Path:
         return self.records.progress_path(job_id)
 
+    def progress_file(self, job_id: str) -> str:
+        return self.records.progress_file(job_id)
+
     def journal(self, job_id: str) -> str:
         return self.records.journal(job_id)
 

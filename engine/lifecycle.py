@@ -242,8 +242,11 @@ class Lifecycle:
             try:
                 handed = self._dispatch_once()
                 backoff = 0.0
-            except Exception:  # noqa: BLE001 - e.g. a full disk under SQLite: wait and try again
-                log.exception("cannot hand queued jobs over")
+            except Exception as e:  # noqa: BLE001 - e.g. a full disk under SQLite: wait and try again
+                if disk_full(e):  # expected, and said once per wait: no traceback for it
+                    log.warning("cannot hand queued jobs over now (%s); again when there is room", e)
+                else:
+                    log.exception("cannot hand queued jobs over")
                 handed, backoff = False, min(max(backoff * 2, 0.5), 10.0)
             if not handed:
                 with self._wake:
@@ -303,10 +306,16 @@ class Lifecycle:
     def may_start(self, job_id: str) -> bool:
         return self.store.get_job(job_id).status == S.PREPARING
 
-    def executing(self, job_id: str, instance: str) -> None:
+    def executing(self, job_id: str, instance: str, at: Optional[float] = None) -> None:
         def executing(j: Job):
             j.status_details = ""
             j.actual_cloud_instance_type = instance
+            if (at is not None and len(j.status_history) >= 2 and j.status_history[-1][0] == S.EXECUTING.name
+                    and j.started_at == j.status_history[-1][1]):  # stamped by this very step
+                # The node's time of the start, kept between the job's previous step and now (a node's clock
+                # may be off): the report of a remote start comes late under load.
+                start = min(max(at, j.status_history[-2][1]), j.started_at)
+                j.started_at = j.status_history[-1][1] = start
         with self.records.locked(job_id) as job:
             if job.status == S.PREPARING:
                 job = self.records.update(job_id, executing, to=S.EXECUTING)

@@ -199,52 +199,85 @@ class Operation:
 # --- dict round-trip for storage -------------------------------------------------------------------------------
 
 
+# Records are converted several times in a job's life (each read and each write of it): the converters are made
+# once per class from its type hints, and to_dict takes plain values as they are.
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+_LIST, _DICT, _STATUS, _OTHER = "list", "dict", "status", "other"
+_KINDS: dict[type, object] = {}  # a type -> its field names (a dataclass), or one of the kinds above
+
+
+def _kind(t: type):
+    kind = _KINDS.get(t)
+    if kind is None:
+        if dataclasses.is_dataclass(t):
+            kind = tuple(f.name for f in dataclasses.fields(t))
+        elif issubclass(t, JobStatus):
+            kind = _STATUS
+        elif issubclass(t, list):
+            kind = _LIST
+        elif issubclass(t, dict):
+            kind = _DICT
+        else:
+            kind = _OTHER
+        _KINDS[t] = kind
+    return kind
+
+
 def to_dict(obj) -> dict:
     def conv(v):
-        if dataclasses.is_dataclass(v):
-            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
-        if isinstance(v, JobStatus):
-            return v.name
-        if isinstance(v, list):
+        t = type(v)
+        if t in _PLAIN:
+            return v
+        kind = _kind(t)
+        if kind.__class__ is tuple:
+            return {n: conv(getattr(v, n)) for n in kind}
+        if kind is _LIST:
             return [conv(x) for x in v]
-        if isinstance(v, dict):
+        if kind is _DICT:
             return {k: conv(x) for k, x in v.items()}
+        if kind is _STATUS:
+            return v.name
         return v
 
     return conv(obj)
 
 
-_HINTS: dict[type, dict] = {}
-
-
-def _hints(cls):
-    if cls not in _HINTS:
-        _HINTS[cls] = typing.get_type_hints(cls)
-    return _HINTS[cls]
-
-
-def _build(tp, v):
-    if v is None:
-        return None
+def _converter(tp):
+    """The function that makes a value of type ``tp`` from its stored form (never given None), or None when the
+    stored form is the value."""
     origin = typing.get_origin(tp)
     if origin is typing.Union:
-        inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
-        return _build(inner, v)
+        return _converter([a for a in typing.get_args(tp) if a is not type(None)][0])
     if origin is list:
         (inner,) = typing.get_args(tp)
-        return [_build(inner, x) for x in v]
+        c = _converter(inner)
+        return list if c is None else (lambda v: [None if x is None else c(x) for x in v])
     if origin is dict:
-        return dict(v)
+        return dict
     if tp is JobStatus:
-        return JobStatus[v]
+        return JobStatus.__getitem__
     if dataclasses.is_dataclass(tp):
-        return from_dict(tp, v)
-    return v
+        return lambda v: from_dict(tp, v)
+    return None
+
+
+_PLANS: dict[type, tuple] = {}
+
+
+def _plan(cls) -> tuple:
+    plan = _PLANS.get(cls)
+    if plan is None:
+        hints = typing.get_type_hints(cls)
+        plan = _PLANS[cls] = tuple((f.name, _converter(hints[f.name])) for f in dataclasses.fields(cls))
+    return plan
 
 
 def from_dict(cls, data: dict):
-    hints = _hints(cls)
-    kwargs = {f.name: _build(hints[f.name], data[f.name]) for f in dataclasses.fields(cls) if f.name in data}
+    kwargs = {}
+    for name, conv in _plan(cls):
+        if name in data:
+            v = data[name]
+            kwargs[name] = v if conv is None or v is None else conv(v)
     return cls(**kwargs)
 
 

@@ -7,6 +7,7 @@ work on these; neither needs the other to get at a record.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from engine.model import Job
 from engine.state import TRANSITIONS, JobStatus, check_transition
 from engine.store import Store
 from runners import journal
-from runners.rundir import RunDir
+from runners.rundir import PROGRESS, RunDir
 
 log = logging.getLogger(__name__)
 S = JobStatus
@@ -28,6 +29,8 @@ S = JobStatus
 class Records:
     def __init__(self, cfg: EngineConfig, store: Store, clock: Callable[[], float] = time.time):
         self.cfg = cfg
+        self._jobs_dir = str(cfg.data_dir / "jobs")
+        self._runs: dict[str, RunDir] = {}  # RunDirs are immutable: one per job, not one per question
         self.store = store
         self.clock = clock
         (cfg.data_dir / "jobs").mkdir(mode=0o700, exist_ok=True)
@@ -43,10 +46,19 @@ class Records:
     # --- paths -----------------------------------------------------------------------------------------------
 
     def run(self, job_id: str) -> RunDir:
-        return RunDir(self.cfg.data_dir / "jobs" / job_id)
+        made = self._runs.get(job_id)
+        if made is None:
+            if len(self._runs) >= 4096:
+                self._runs.clear()
+            made = self._runs[job_id] = RunDir(self.cfg.data_dir / "jobs" / job_id)
+        return made
 
     def run_dir(self, job_id: str) -> Path:
         return self.cfg.data_dir / "jobs" / job_id
+
+    def progress_file(self, job_id: str) -> str:
+        """progress_path as a string, made without pathlib (it is stat'ed at every poll of the job's operation)."""
+        return os.path.join(self._jobs_dir, job_id, *PROGRESS)
 
     def progress_path(self, job_id: str) -> Path:
         """JOB_PROGRESS_FILENAME: in a directory of its own, so a container can get it bind-mounted."""
@@ -86,11 +98,12 @@ class Records:
                 if step is not None and step != job.status:
                     check_transition(job.status, step)
                     job.status = step
-                    job.status_history.append([step.name, self.clock()])
+                    now = self.clock()
+                    job.status_history.append([step.name, now])
                     if step == S.EXECUTING and job.started_at is None:
-                        job.started_at = self.clock()
+                        job.started_at = now
                     if step.terminal:
-                        job.finished_at = self.clock()
+                        job.finished_at = now
             fn(job)
             self.store.update_job(job, expect=before)
         self.hub.notify(job_id, "finished" if job.status.terminal else "active")

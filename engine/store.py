@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
-from engine.errors import NotFound
+from engine.errors import NotFound, Unavailable
 from engine.model import Attempt, Job, Operation, from_dict, to_dict
 from engine.state import JobStatus
 
@@ -62,6 +62,10 @@ class Store:
     def __init__(self, path: Path | str):
         self.path = str(path)
         self._lock = threading.RLock()
+        self._closed = False
+        # job id -> how many writes of its record (or its operations) this store made: what an answer built from
+        # them is checked against (engine/api/servicers.py caches polled operations by it)
+        self._gen: dict[str, int] = {}
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -77,12 +81,20 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._closed = True
+
+    def _open(self) -> sqlite3.Connection:
+        """The connection (under the lock); once the engine closed the store, a clear error for what still asks
+        (a job's thread whose supervisor ended after the engine stopped: the next engine collects that run)."""
+        if self._closed:
+            raise Unavailable("the engine is stopping: its store is closed")
+        return self._db
 
     def compact(self) -> None:
         """Rewrite the database without free pages and empty the WAL, so that nothing overwritten (a secret an
         older engine stored, say) survives in old page versions."""
         with self._lock:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._open().execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.execute("VACUUM")
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
@@ -91,6 +103,7 @@ class Store:
         """A write transaction. If its COMMIT fails (a full disk), it is rolled back: the connection is never left
         inside a transaction, so the next write works once space is back."""
         with self._lock:
+            self._open()
             if self._db.in_transaction:
                 self._rollback()
             self._db.execute("BEGIN IMMEDIATE")
@@ -109,9 +122,18 @@ class Store:
 
     def _q(self, sql: str, args=()) -> list:
         with self._lock:
-            return self._db.execute(sql, args).fetchall()
+            return self._open().execute(sql, args).fetchall()
 
     # --- jobs ------------------------------------------------------------------------------------------------
+
+    def generation(self, job_id: str) -> int:
+        """Changes (after the commit) with every write of the job's record or operations; a reader that took it
+        before reading them knows that what it read is at least that new."""
+        return self._gen.get(job_id, 0)
+
+    def _wrote(self, job_id: str) -> None:
+        with self._lock:
+            self._gen[job_id] = self._gen.get(job_id, 0) + 1
 
     @staticmethod
     def _job_row(job: Job):
@@ -128,6 +150,7 @@ class Store:
                            [(job.id, f.sha256) for f in job.params.all_uploads()])
             if op is not None:
                 self._put_op(db, op)
+        self._wrote(job.id)
 
     def get_job(self, job_id: str) -> Job:
         rows = self._q("SELECT data FROM jobs WHERE id = ?", (job_id,))
@@ -150,6 +173,7 @@ class Store:
                            [(job.id, s) for s in refs])
             if op is not None:
                 self._put_op(db, op)
+        self._wrote(job.id)
 
     def list_jobs(self, project_id: str, statuses: Optional[set[str]], offset: int, limit: int) -> list[Job]:
         sql = "SELECT data FROM jobs WHERE project_id = ?"
@@ -209,6 +233,7 @@ class Store:
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
             db.execute("DELETE FROM operations WHERE job_id = ?", (job_id,))
             db.execute("DELETE FROM blob_refs WHERE job_id = ?", (job_id,))
+        self._wrote(job_id)
 
     def add_blob_ref(self, job_id: str, sha: str) -> None:
         """A job holds this object (engine/cas.py: recorded before the object is looked for or published)."""
@@ -236,6 +261,7 @@ class Store:
     def put_op(self, op: Operation) -> None:
         with self.tx() as db:
             self._put_op(db, op)
+        self._wrote(op.job_id)
 
     def get_op(self, op_id: str) -> Operation:
         rows = self._q("SELECT data FROM operations WHERE id = ?", (op_id,))

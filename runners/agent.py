@@ -94,8 +94,11 @@ class HttpIO(NodeIO):
     def may_start(self) -> bool:
         return self.agent.fenced is None
 
-    def started(self, instance: str) -> None:
-        self.agent.ch.call("POST", "state", json.dumps({"status": "EXECUTING"}).encode())
+    def started(self, instance: str, at: Optional[float] = None) -> None:
+        # When it started here: the engine hears of it later (under load, seconds later), and the job's deadline
+        # counts from the executor's start.
+        at = time.time() if at is None else at
+        self.agent.ch.call("POST", "state", json.dumps({"status": "EXECUTING", "at": at}).encode())
 
     def uploading(self) -> None:
         self.agent.ch.call("POST", "state", json.dumps({"status": "UPLOADING_OUTPUT"}).encode())
@@ -251,7 +254,7 @@ class Agent:
         if spec.image is not None:
             from runners.executors.docker import DockerExecutor
             docker = DockerExecutor()
-        return Machine(root=self.node_dir, process=ProcessExecutor(standby=False), envs=envs, docker=docker,
+        return Machine(root=self.node_dir, process=ProcessExecutor(forkserver=False), envs=envs, docker=docker,
                        run_as_root=bool(spec.image and spec.image.run_as_root), owner_pid=os.getpid(),
                        where=f" on node {socket.gethostname()}", checks_gpus=False)
 

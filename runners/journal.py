@@ -44,19 +44,33 @@ class Record:
         return f"Record({self.stream}, {self.created_at}, {self.content[:40]!r})"
 
 
+def pieces(payload: bytes):
+    """``payload`` in pieces of at most MAX_RECORD, each cut after its last newline where it has one: a record is
+    whole lines unless a line alone is longer, so a page of the journal (engine/ui/logindex.py) starts a line."""
+    i, n = 0, len(payload)
+    if n <= MAX_RECORD:
+        yield payload
+        return
+    while i < n:
+        end = min(i + MAX_RECORD, n)
+        if end < n:
+            cut = payload.rfind(b"\n", i, end) + 1
+            end = cut if cut > i else end
+        yield payload[i:end]
+        i = end
+
+
 def frame(stream: int, payload: bytes, now: float = None) -> bytes:
-    """The bytes of ``payload`` as records of ``stream`` (split at MAX_RECORD)."""
+    """The bytes of ``payload`` as records of ``stream`` (split as ``pieces``)."""
     now = time.time() if now is None else now
-    return b"".join(HEADER.pack(stream, now, len(payload[i:i + MAX_RECORD])) + payload[i:i + MAX_RECORD]
-                    for i in range(0, max(len(payload), 1), MAX_RECORD))
+    return b"".join(HEADER.pack(stream, now, len(p)) + p for p in pieces(payload))
 
 
 def append(fd: int, stream: int, payload: bytes, now: float = None) -> None:
     """Append whole records with single write() calls on an O_APPEND fd, so two writers never interleave."""
     now = time.time() if now is None else now
-    for i in range(0, max(len(payload), 1), MAX_RECORD):
-        chunk = payload[i:i + MAX_RECORD]
-        os.write(fd, HEADER.pack(stream, now, len(chunk)) + chunk)
+    for p in pieces(payload):
+        os.write(fd, HEADER.pack(stream, now, len(p)) + p)
 
 
 def open_for_append(path: str) -> int:

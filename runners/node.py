@@ -78,8 +78,8 @@ class NodeIO:
         """Whether the job may still start (it was not cancelled while it was prepared)."""
         return True
 
-    def started(self, instance: str) -> None:
-        """The start is confirmed: the job is EXECUTING."""
+    def started(self, instance: str, at: Optional[float] = None) -> None:
+        """The start is confirmed: the job is EXECUTING, since ``at`` (this machine's clock) when known."""
 
     def uploading(self) -> None:
         """The program ended; outputs are being collected."""
@@ -274,7 +274,9 @@ class Attempt:
 
     def _follow(self, instance: str, confirm: bool) -> AttemptResult:
         handle, executor = self.handle, self.executor
-        watchdog = None
+        # The container's watchdog first: the job is reported EXECUTING below, and an agent killed after that but
+        # before its watchdog existed left a container running unowned (seen twice: a `sleep 300` ran to its end).
+        watchdog = self._watch_container(handle)
         try:
             if confirm:
                 if self.machine.start_pause_s:
@@ -282,8 +284,7 @@ class Attempt:
                 if executor.confirm(handle):
                     # EXECUTING only once the executor confirms the start: an engine killed in between finds a job
                     # still PREPARING and either adopts its run or starts it (once).
-                    self.io.started(instance)
-            watchdog = self._watch_container(handle)
+                    self.io.started(instance, executor.started_at(handle))
             stats = self._gpu_stats()
             watch = self._fault_watch(handle)
             try:
@@ -594,6 +595,12 @@ class Attempt:
         python = str(venv.layer / "bin" / "python") if venv is not None else "python3"
         env = {"JOB_DATAPROC_CONNECTION_CONFIG": str(path), "PYSPARK_PYTHON": python,
                "PYSPARK_DRIVER_PYTHON": python, "SPARK_LOCAL_IP": "127.0.0.1"}
+        # SDK() opens gRPC channels before connect_to_spark(), and pyspark starts its JVM by a fork (Popen with a
+        # preexec_fn): gRPC's fork handler (grpcio >= 1.80, grpc/grpc#43055) restarts its poller in the child,
+        # which can abort ("epoll_wait error: Bad file descriptor") before the exec, and pyspark then says "Java
+        # gateway process exited before sending its port number". The child only execs: it needs no fork support.
+        if "GRPC_ENABLE_FORK_SUPPORT" not in self.spec.env_vars:
+            env["GRPC_ENABLE_FORK_SUPPORT"] = "0"
         java_home = os.environ.get("JAVA_HOME") or os.path.dirname(os.path.dirname(os.path.realpath(java)))
         env["JAVA_HOME"] = java_home
         return env

@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+PROGRESS = ("progress", "job_progress.jsonl")  # JOB_PROGRESS_FILENAME, under the run dir
+
+
 @dataclass(frozen=True)
 class RunDir:
     path: Path
@@ -36,8 +39,13 @@ class RunDir:
     def __str__(self) -> str:
         return str(self.path)
 
-    def _(name: str):  # noqa: N805 - a property per file, named once
-        return property(lambda self: self.path / name)
+    def _(name: str):  # noqa: N805 - a property per file, named once; made once per RunDir (a job asks ~25 times)
+        def get(self):
+            made = self.__dict__.get(name)
+            if made is None:
+                made = self.__dict__[name] = self.path / name
+            return made
+        return property(get)
 
     work = _("work")
     journal = _("journal")
@@ -47,7 +55,7 @@ class RunDir:
     env_build_log = _("env_build.log")
     docker_stats = _("docker_stats.tsv")
     progress_dir = _("progress")
-    progress = property(lambda self: self.path / "progress" / "job_progress.jsonl")
+    progress = property(lambda self: self.path.joinpath(*PROGRESS))
     layout = _("layout")
     instance = _("instance")
     spec = _("spec")

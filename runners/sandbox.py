@@ -19,6 +19,7 @@ out of a graceful stop, and when the namespace's init dies the kernel kills what
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -91,10 +92,41 @@ def check(path: str = "") -> str:
     return bwrap
 
 
+_REAL: dict[str, tuple[tuple[int, int], str]] = {}
+_REAL_MU = threading.Lock()
+
+
+def _ident(path: str):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def real(path: str) -> str:
+    """os.path.realpath of a path that seldom changes (an interpreter, the data dir, HOME, /etc/resolv.conf) in one
+    stat: the walk (an lstat and readlink per component) is made again when the path names another file. Paths of
+    a job are resolved in full, every time."""
+    ident = _ident(path)
+    if ident is None:
+        return os.path.realpath(path)
+    with _REAL_MU:
+        hit = _REAL.get(path)
+    if hit is not None and hit[0] == ident and _ident(hit[1]) == ident:  # (an inode number may be reused)
+        return hit[1]
+    resolved = os.path.realpath(path)
+    with _REAL_MU:
+        if len(_REAL) > 256:
+            _REAL.clear()
+        _REAL[path] = (ident, resolved)
+    return resolved
+
+
 def _resolv_conf_target() -> Optional[str]:
     """/etc/resolv.conf is often a symlink into /run (systemd-resolved): its target must be visible for DNS."""
     try:
-        target = os.path.realpath("/etc/resolv.conf")
+        target = real("/etc/resolv.conf")
     except OSError:
         return None
     return target if not target.startswith("/etc/") and os.path.exists(target) else None
@@ -114,12 +146,12 @@ def unprivileged() -> Optional[tuple[int, int]]:
 
 
 def _refuse_revealing(sb: Sandbox) -> None:
-    hidden = [os.path.realpath(h) for h in sb.hide if h]
+    hidden = [real(h) for h in sb.hide if h]
     for p in sb.ro + sb.rw:
-        real = os.path.realpath(p)
+        shown = os.path.realpath(p)
         for h in hidden + ["/run"]:
-            if real == "/" or h == real or h.startswith(real.rstrip("/") + "/"):
-                raise SandboxUnavailable(f"refusing to show {p} to a job: it would reveal {h if real != '/' else '/'}"
+            if shown == "/" or h == shown or h.startswith(shown.rstrip("/") + "/"):
+                raise SandboxUnavailable(f"refusing to show {p} to a job: it would reveal {h if shown != '/' else '/'}"
                                          " (a dataset, a mount or an environment that points there?)")
 
 
@@ -181,9 +213,16 @@ def argv(bwrap: str, sb: Sandbox, command: list[str]) -> list[str]:
         a += ["--chdir", sb.chdir]
     if sb.run_as is not None:
         uid, gid = sb.run_as
-        command = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--inh-caps=-all",
+        command = [_setpriv(), f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--inh-caps=-all",
                    "--no-new-privs", "--", *command]
     return a + ["--", *command]
+
+
+@functools.lru_cache(maxsize=1)
+def _setpriv() -> str:
+    """setpriv by its path (the system dirs are the same inside): the job's PATH puts its own dirs first, and a
+    search would try each of them, at every job's start."""
+    return shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin") or "setpriv"
 
 
 def give(paths: list[str], run_as: Optional[tuple[int, int]], tree: bool = False) -> None:
@@ -203,8 +242,7 @@ def give(paths: list[str], run_as: Optional[tuple[int, int]], tree: bool = False
 
 def python_prefix(executable: str) -> str:
     """The installation an interpreter runs from (its bin/ and lib/): what a confined job needs to run it."""
-    real = os.path.realpath(executable)
-    return os.path.dirname(os.path.dirname(real))
+    return os.path.dirname(os.path.dirname(real(executable)))
 
 
 def job_sandbox(run_dir: str, work: str, *, rw: list[str] = (), ro: list[str] = (), hide: list[str] = (),
@@ -229,7 +267,7 @@ def job_sandbox(run_dir: str, work: str, *, rw: list[str] = (), ro: list[str] = 
         for name in ("python", "python3"):
             link = os.path.join(bin_dir, name)
             if not os.path.lexists(link):
-                os.symlink(os.path.realpath(python), link)
+                os.symlink(real(python), link)
         sb.ro += [bin_dir, python_prefix(python)]
         sb.path = [bin_dir]
     return sb
@@ -255,4 +293,4 @@ def engine_paths() -> list[str]:
 
 def hidden_paths(data_dir) -> list[str]:
     """Masked in every sandbox: the engine's data dir and the real HOME (default data dir, caches, pyenv's state)."""
-    return [os.path.realpath(data_dir), os.path.realpath(os.path.expanduser("~"))]
+    return [real(str(data_dir)), real(os.path.expanduser("~"))]

@@ -40,6 +40,15 @@ def pytest_collection_modifyitems(config, items):
     xdist_groups_into_ids(config, items)
 
 
+def pytest_runtest_setup(item):
+    # A Ray test's engine stops beside the next test (tests/raycluster.py): the last of them is waited for, and
+    # checked, before a test that is not on Ray runs in this process.
+    if not on_ray(item):
+        from tests.raycluster import RayCluster
+        for cluster in list(RayCluster.live):
+            cluster.settle()
+
+
 def xdist_groups_into_ids(config, items) -> None:
     """xdist 3.8 groups a test by suffixing its id with its xdist_group (item._nodeid = "...@group"), which pytest
     9.2's nodes no longer read (their id is item._id): without this, xdist_group marks group nothing and every
@@ -107,8 +116,13 @@ def ray_cluster(tmp_path_factory):
     except BaseException:
         cluster.stop()  # a head whose second node did not come up is not left running
         raise
-    yield cluster
-    cluster.stop()
+    try:
+        yield cluster
+        cluster.settle()
+        left = [j["submission_id"] for j in cluster.jobs() if str(j.get("submission_id")).startswith("dsjobs-")]
+        assert not left, f"Ray jobs left behind at the session's end: {left}"
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

@@ -97,6 +97,21 @@ def stdout_of(msgs) -> bytes:
     return b"".join(m.content for m in msgs if m.WhichOneof("source") == "standard_stream" and m.standard_stream == 1)
 
 
+def described(pids: list[int]) -> list[str]:
+    """pid, parent, state and argv of each process, for a failure's message."""
+    out = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().replace(b"\0", b" ").decode(errors="replace")[:200]
+            out.append(f"{pid} (parent {fields[1]}, {fields[0]}): {argv}")
+        except OSError:
+            out.append(f"{pid} (gone)")
+    return out
+
+
 def survivors(job_id: str) -> list[int]:
     """Processes that carry the job's marker in their environment."""
     out = []

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -40,13 +41,20 @@ def pids_where(match) -> list[int]:
 
 
 class RayCluster:
+    live: "set[RayCluster]" = set()  # clusters of this session (tests/conftest.py settles them before other tests)
+
     def __init__(self, root: Path):
         self.root = root
         self.token = secrets.token_hex(16)
         self.gcs_port, self.dash_port = free_port(), free_port()
         self.address = f"http://127.0.0.1:{self.dash_port}"
-        self.env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, RAY_USAGE_STATS_ENABLED="0")
+        self.env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, RAY_USAGE_STATS_ENABLED="0",
+                        # A killed node is found dead in ~3 s rather than Ray's 15 (5 failed checks 3 s apart); a
+                        # check still waits 10 s for an answer, so a node slow under load is not taken for dead.
+                        RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3")
         self.head_id = self.worker_id = ""
+        RayCluster.live.add(self)
+        self._closing: list = []  # engines stopping beside the next test: (thread, test, attempt ids, errors)
 
     def _ray(self, *args, timeout=180) -> None:
         res = subprocess.run([RAY, *args], env=self.env, capture_output=True, text=True, timeout=timeout,
@@ -94,10 +102,20 @@ class RayCluster:
             time.sleep(0.3)
         raise RuntimeError(f"the Ray cluster did not get {n} alive nodes in {timeout}s: {self.nodes()}")
 
-    def start(self) -> "RayCluster":
-        self.start_head()
-        self.start_worker()
-        self.wait_nodes(2)
+    def start(self, tries: int = 3) -> "RayCluster":
+        """Head, then the second node. Under the suite's first minute (every worker busy at once) a node's start
+        can time out in Ray itself ("The current node timed out during startup"): the cluster is then killed and
+        started again, whole, so no half-started node joins later."""
+        for attempt in range(1, tries + 1):
+            try:
+                self.start_head()
+                self.start_worker()
+                self.wait_nodes(2)
+                return self
+            except (RuntimeError, subprocess.TimeoutExpired):
+                self.stop()
+                if attempt == tries:
+                    raise
         return self
 
     def processes(self) -> list[int]:
@@ -135,6 +153,41 @@ class RayCluster:
     def jobs(self) -> list[dict]:
         return self.api("/api/jobs/")
 
+    def stop_engine_later(self, server, test: str) -> None:
+        """Stop a test's engine beside the next test: its shutdown finishes deleting its attempts from Ray, which
+        Ray allows only once they have been finished a while (engine/config.py ray_settle_s, ~3 s a test).
+        ``settle`` checks that it did, for the attempts of each engine."""
+        ids = {a.id for a in server.engine.store.attempts()}
+        errors: list = []
+
+        def stop():
+            try:
+                server.stop()
+            except BaseException as e:  # noqa: BLE001 - reported by settle()
+                errors.append(e)
+        t = threading.Thread(target=stop, name=f"stop-engine-of-{test}", daemon=True)
+        t.start()
+        self._closing.append((t, test, ids, errors))
+
+    def settle(self) -> None:
+        """Wait for the engines stopping beside the tests; fail naming the test whose engine left Ray jobs."""
+        pending, self._closing = self._closing, []
+        problems = []
+        for t, test, _, errors in pending:
+            t.join(60)
+            if t.is_alive():
+                problems.append(f"{test}: its engine did not stop in 60 s")
+            problems += [f"{test}: its engine's stop failed: {e!r}" for e in errors]
+        if pending:
+            jobs = self.jobs()
+            for _, test, ids, _ in pending:
+                left = [(j["submission_id"], j["status"], j["message"]) for j in jobs if j.get("submission_id") in ids]
+                if left:
+                    # Harvested and deleted from Ray (the engine's shutdown finishes pending deletions): Ray's job
+                    # table does not grow with dsjobs's history.
+                    problems.append(f"{test}: Ray jobs left behind: {left}")
+        assert not problems, "\n".join(problems)
+
     def kill_worker(self) -> None:
         """kill -9 of the second node's raylet: the node is lost, as when a machine dies."""
         node = f"--node_id={self.worker_id}".encode()
@@ -149,6 +202,7 @@ class RayCluster:
         self.wait_nodes(2)
 
     def restart(self) -> None:
+        self.settle()
         self.stop()
         self.start()
 

@@ -1,6 +1,11 @@
 """Thin servicers: convert the request, make one call on JobService, convert the answer."""
 from __future__ import annotations
 
+import os
+import threading
+import time
+from collections import OrderedDict
+
 import grpc
 from google.protobuf import empty_pb2
 
@@ -31,6 +36,60 @@ def _operation(jobs: JobService, op_id: str):
     op, view = jobs.operation(op_id)
     uploads = jobs.upload_urls_of(op) if op.kind in ("create", "clone") else None
     return cv.operation_pb(op, view=view, uploads=uploads)
+
+
+class PolledOperations:
+    """GetOperation of a running job, polled every few milliseconds by clients (the official one's wait, the SDK's),
+    answered from the last answer while nothing it was made of changed: the job's record and operations (the
+    store's generation of the job, taken before they are read) and its progress file (stat). An answer is kept at
+    most ``MAX_AGE_S``, so the output URLs it signs are always fresh ones."""
+
+    MAX_AGE_S = 1.0
+    SIZE = 1024
+
+    def __init__(self, jobs: JobService):
+        self.jobs = jobs
+        self._mu = threading.Lock()
+        self._answers: "OrderedDict[str, tuple]" = OrderedDict()  # op id -> (job id, key, made at, answer)
+        self._jobs_of: "OrderedDict[str, str]" = OrderedDict()  # op id -> its job's id (an execute's never changes)
+
+    def _key(self, job_id: str) -> tuple:
+        try:
+            st = os.stat(self.jobs.progress_file(job_id))
+            progress = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            progress = None
+        return self.jobs.store.generation(job_id), progress
+
+    def get(self, op_id: str):
+        with self._mu:
+            job_id = self._jobs_of.get(op_id)
+            hit = self._answers.get(op_id)
+        key = self._key(job_id) if job_id else None
+        now = time.monotonic()
+        if hit is not None and hit[1] == key and now - hit[2] < self.MAX_AGE_S:
+            out = type(hit[3])()
+            out.CopyFrom(hit[3])  # a copy: gRPC serializes each answer on a thread of its own
+            return out
+        op, view = self.jobs.operation(op_id)
+        if op.kind != "execute":
+            return cv.operation_pb(op, view=view, uploads=self.jobs.upload_urls_of(op) if op.kind in (
+                "create", "clone") else None)
+        if key is None:  # the first look: the key is taken now, before the answer is made of what it guards
+            key = self._key(op.job_id)
+            op, view = self.jobs.operation(op_id)
+        answer = cv.operation_pb(op, view=view)
+        with self._mu:
+            self._jobs_of[op_id] = op.job_id
+            self._answers[op_id] = (op.job_id, key, now, answer)
+            self._answers.move_to_end(op_id)
+            self._jobs_of.move_to_end(op_id)
+            for d in (self._answers, self._jobs_of):
+                while len(d) > self.SIZE:
+                    d.popitem(last=False)
+        out = type(answer)()
+        out.CopyFrom(answer)
+        return out
 
 
 class ProjectJobServicer(sgrpc.ProjectJobServiceServicer):
@@ -125,10 +184,11 @@ class ProjectJobServicer(sgrpc.ProjectJobServiceServicer):
 class OperationServicer(ogrpc.OperationServiceServicer):
     def __init__(self, jobs: JobService):
         self.jobs = jobs
+        self.polled = PolledOperations(jobs)
 
     @grpc_errors
     def Get(self, request, context):
-        return _operation(self.jobs, request.operation_id)
+        return self.polled.get(request.operation_id)
 
     @grpc_errors
     def Cancel(self, request, context):

@@ -21,8 +21,9 @@ class Sink(Protocol):
     def may_start(self, job_id: str) -> bool:
         """Whether the job may still start (it was not cancelled meanwhile)."""
 
-    def executing(self, job_id: str, instance: str) -> None:
-        """The attempt's start is confirmed."""
+    def executing(self, job_id: str, instance: str, at: Optional[float] = None) -> None:
+        """The attempt's start is confirmed; ``at``: when it started, as its node saw it (a remote node's report
+        arrives later)."""
 
     def uploading(self, job_id: str) -> None:
         """The program ended; its outputs are being collected."""

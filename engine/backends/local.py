@@ -56,8 +56,8 @@ class LocalIO(NodeIO):
     def may_start(self) -> bool:
         return self.sink.may_start(self.job_id)
 
-    def started(self, instance: str) -> None:
-        self.sink.executing(self.job_id, instance)
+    def started(self, instance: str, at: Optional[float] = None) -> None:
+        self.sink.executing(self.job_id, instance, at=at)
 
     def uploading(self) -> None:
         self.sink.uploading(self.job_id)

@@ -58,7 +58,7 @@ class LogIndex:
         return max(0, bisect.bisect_right(self.points, offset) - 1)
 
     def tail(self, nbytes: int = PAGE) -> int:
-        """A record start with at least ``nbytes`` (at most about twice that) of the journal after it, or 0."""
+        """A record start with at least ``nbytes`` of the journal after it (at most twice that and one record), or 0."""
         end = self.refresh()
         i = bisect.bisect_right(self.points, max(0, end - nbytes)) - 1
         return self.points[max(0, i)]

@@ -80,6 +80,11 @@ class Executor(abc.ABC):
         """Whether the job really started (the job is marked EXECUTING only then)."""
         return True
 
+    def started_at(self, handle: Handle) -> Optional[float]:
+        """When the job's program started, by this machine's clock: the moment its deadline counts from, so the
+        job's recorded start is that moment and not when the engine heard of it. None: not known."""
+        return None
+
     @abc.abstractmethod
     def adopt(self, run_dir: str, job_id: str) -> Optional[Handle]:
         """Re-attach to a run started by an earlier engine; None when nothing of it is alive."""

@@ -211,6 +211,7 @@ class DockerHandle(Handle):
     stop: Optional[StopRequest] = None
     threads: list = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
+    started_at: Optional[float] = None  # when this executor started it (not known for an adopted container)
 
 
 class DockerExecutor(Executor):
@@ -269,7 +270,7 @@ class DockerExecutor(Executor):
             finally:
                 raw.close()  # the end of stdin (StdinOnce): the wrapper has them all
                 sock.close()
-        h = DockerHandle(spec.run_dir, container.id)
+        h = DockerHandle(spec.run_dir, container.id, started_at=time.time())  # its deadline counts from here
         self._follow(h, spec, since=None)
         if spec.max_duration_s:
             def deadline():
@@ -336,6 +337,9 @@ class DockerExecutor(Executor):
             return pct, mem.get("usage", 0), mem.get("limit", 0), rd, wr, pids, rx, tx
         except (KeyError, TypeError, ZeroDivisionError):
             return None
+
+    def started_at(self, handle: DockerHandle) -> Optional[float]:
+        return handle.started_at
 
     def adopt(self, run_dir: str, job_id: str) -> Optional[DockerHandle]:
         import docker.errors

@@ -33,6 +33,7 @@ class FakeHandle(Handle):
     woken: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
     result: Optional[ExitResult] = None
+    started_at: float = field(default_factory=time.time)
 
 
 def script_of(argv: list[str]) -> dict:
@@ -59,6 +60,9 @@ class FakeExecutor(Executor):
 
     def confirm(self, handle: FakeHandle) -> bool:
         return not handle.script.get("start_error")
+
+    def started_at(self, handle: FakeHandle) -> Optional[float]:
+        return handle.started_at
 
     def adopt(self, run_dir: str, job_id: str = "") -> Optional[FakeHandle]:
         h = self._live.get(run_dir)

@@ -5,6 +5,7 @@ import marshal
 import os
 import select
 import signal as _signal
+import socket
 import subprocess
 import sys
 import threading
@@ -29,27 +30,34 @@ class ProcessHandle(Handle):
     done: threading.Event = field(default_factory=threading.Event)
     job_id: str = ""
     notify: int = -1  # read end of the supervisor's notify pipe (supervisor.NOTIFY): its start, then EOF at its end
+    pidfd: int = -1  # a supervisor from the fork server: not our child, waited for by this pidfd
+    no_space: bool = False  # it said (on the notify pipe) that it had no room for the exit status
+    # The pidfd is used by a stop (another thread) and closed by the job's own thread: never one while the other.
+    pidfd_mu: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def alive(self) -> bool:
         if self.popen is not None:
             return self.popen.poll() is None
+        with self.pidfd_mu:
+            if self.pidfd >= 0:
+                return not _readable(self.pidfd, 0)
         try:
-            return sv.proc_start_time(self.pid) == self.start_time and not _is_zombie(self.pid)
+            return sv.proc_start_time(self.pid) == self.start_time and not is_zombie(self.pid)
         except (OSError, ValueError, IndexError):
             return False
 
 
-def _is_zombie(pid: int) -> bool:
+def is_zombie(pid: int) -> bool:
+    """Dead, not yet reaped by its parent (raises OSError when there is no such process)."""
     with open(f"/proc/{pid}/stat", "rb") as f:
         data = f.read()
     return data[data.rindex(b")") + 2:].split()[0] == b"Z"
 
 
-def _close_standby(standby: tuple, timeout: Optional[float] = None) -> None:
-    popen, notify = standby
-    os.close(notify)
-    popen.stdin.close()  # an empty line: the standby exits
-    popen.wait(timeout)
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _readable(fd: int, timeout: Optional[float]) -> bool:
@@ -110,19 +118,111 @@ def run_state(run_dir: str) -> str:
         os.close(fd)
 
 
+class ForkServer:
+    """The supervisors' fork server (supervisor.py ``--forkserver``): one interpreter started once, in a session of
+    its own; each start is a request on a socket pair and a fork there. Started again when it is found gone."""
+
+    TIMEOUT_S = 30.0
+
+    def __init__(self):
+        self._mu = threading.Lock()
+        self._sock: Optional[socket.socket] = None
+        self._popen: Optional[subprocess.Popen] = None
+        self._closed = False
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._popen = subprocess.Popen([sys.executable, "-I", "-S", SUPERVISOR, f"--forkserver={theirs.fileno()}"],
+                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
+                                           pass_fds=(theirs.fileno(),))
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.settimeout(self.TIMEOUT_S)
+        self._sock = ours
+
+    def _drop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._popen is not None:
+            try:
+                self._popen.kill()  # only the server: every supervisor it forked is in a session of its own
+                self._popen.wait(5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            self._popen = None
+
+    def warm(self) -> None:
+        with self._mu:
+            if self._sock is None and not self._closed:
+                self._start()
+
+    def spawn(self, run_dir: str, notify_w: int, err: int, go_r: int) -> Optional[tuple[int, int, int]]:
+        """(pid, start time, pidfd) of a supervisor forked for ``run_dir``, waiting for its go (supervisor.py
+        _forked); None when the server cannot (then the caller starts one on its own). A request whose answer is
+        lost is simply made again: a child forked for it, if any, never gets its go and ends untouched."""
+        req = marshal.dumps({"run_dir": run_dir})
+        with self._mu:
+            if self._closed:
+                return None
+            for attempt in (1, 2):  # a server found dead is started again, once; twice, and it is given up
+                fds: list = []
+                try:
+                    if self._sock is None:
+                        self._start()
+                    socket.send_fds(self._sock, [req], [notify_w, err, go_r])
+                    msg, fds, _, _ = socket.recv_fds(self._sock, 4096, 1)
+                    answer = marshal.loads(msg) if msg else None
+                except (OSError, ValueError, EOFError, TypeError):
+                    answer = None
+                for fd in fds:
+                    os.set_inheritable(fd, False)
+                if answer is None:  # the server is gone (or garbled): a new one
+                    for fd in fds:
+                        os.close(fd)
+                    self._drop()
+                    continue
+                if not fds or not isinstance(answer, dict) or "error" in answer:
+                    for fd in fds:
+                        os.close(fd)
+                    return None  # it could not fork this one (EAGAIN, say): this job's supervisor starts alone
+                return answer["pid"], answer["start_time"], fds[0]
+            self._closed = True  # it cannot run here (no pidfds, say): every supervisor is started on its own
+        return None
+
+    def close(self) -> None:
+        with self._mu:
+            self._closed = True
+            if self._sock is not None:
+                self._sock.close()  # its EOF: the server exits; the supervisors live on
+                self._sock = None
+            if self._popen is not None:
+                try:
+                    self._popen.wait(5)
+                except subprocess.TimeoutExpired:
+                    self._popen.kill()
+                self._popen = None
+
+
 class ProcessExecutor(Executor):
-    """Runs each job under a supervisor. One supervisor is kept started in advance (``--standby``): handing it a
-    run dir skips the interpreter start-up that otherwise dominates a short job's latency."""
+    """Runs each job under a supervisor, forked by a fork server (``forkserver``, the engine's way: a fork instead
+    of an interpreter start per job) or started on its own (a Ray node's agent, which runs one job)."""
 
     name = "process"
     POLL_S = 0.05
 
-    def __init__(self, standby: bool = True):
-        self._standby_enabled = standby
-        self._standby: Optional[subprocess.Popen] = None
-        self._mu = threading.Lock()
-        if standby:
-            self._refill()
+    def __init__(self, forkserver: bool = True):
+        self._server = ForkServer() if forkserver else None
+        if self._server is not None:  # its start-up paid now, beside the engine's, not by the first job
+            def warm():
+                import psutil  # noqa: F401 - the stats sampler's, imported here rather than at the first start
+                self._server.warm()
+            threading.Thread(target=warm, name="dsjobs-forkserver", daemon=True).start()
 
     @staticmethod
     def _popen(args: list, **kw) -> tuple[subprocess.Popen, int]:
@@ -139,52 +239,18 @@ class ProcessExecutor(Executor):
             os.close(w)
         return p, r
 
-    def _spawn_standby(self) -> tuple[subprocess.Popen, int]:
-        return self._popen(["--standby"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def _refill(self) -> None:
-        def spawn():
-            p = self._spawn_standby()
-            with self._mu:
-                if self._standby is None and self._standby_enabled:
-                    self._standby, p = p, None
-            if p is not None:  # not needed after all
-                _close_standby(p)
-        threading.Thread(target=spawn, name="dsjobs-standby", daemon=True).start()
-
-    def _take_standby(self) -> Optional[tuple[subprocess.Popen, int]]:
-        with self._mu:
-            p, self._standby = self._standby, None
-        if p is not None and p[0].poll() is not None:
-            os.close(p[1])
-            p = None
-        if self._standby_enabled:
-            self._refill()
-        return p
-
     def close(self) -> None:
-        with self._mu:
-            self._standby_enabled = False
-            p, self._standby = self._standby, None
-        if p is not None:
-            _close_standby(p, 5)
+        if self._server is not None:
+            self._server.close()
 
     def start(self, spec: RunSpec) -> ProcessHandle:
         sv.write_atomic(os.path.join(spec.run_dir, "spec"), spec.supervisor_spec(), durable=False)
         secrets = marshal.dumps(dict(spec.secret_env))
-        secrets = str(len(secrets)).encode() + b"\n" + secrets  # on the supervisor's stdin, never on disk
-        standby = self._take_standby()
-        if standby is not None:
-            popen, notify = standby
-            try:
-                popen.stdin.write(f"{spec.run_dir}\n".encode() + secrets)
-                popen.stdin.close()
-                h = ProcessHandle(spec.run_dir, popen.pid, sv.proc_start_time(popen.pid), popen, job_id=spec.job_id,
-                                  notify=notify)
-                self._sample(h, spec.journal)
+        secrets = str(len(secrets)).encode() + b"\n" + secrets  # on a pipe to the supervisor, never on disk
+        if self._server is not None:
+            h = self._fork(spec, secrets)
+            if h is not None:
                 return h
-            except (BrokenPipeError, OSError):
-                os.close(notify)  # it died meanwhile: start one the slow way
         errlog = open(os.path.join(spec.run_dir, "supervisor.err"), "ab")
         with errlog:
             # a session of its own: the supervisor outlives the engine and the engine's terminal
@@ -196,6 +262,32 @@ class ProcessExecutor(Executor):
             pass  # it died at once: wait() reports what supervisor.err says
         h = ProcessHandle(spec.run_dir, popen.pid, sv.proc_start_time(popen.pid), popen, job_id=spec.job_id,
                           notify=notify)
+        self._sample(h, spec.journal)
+        return h
+
+    def _fork(self, spec: RunSpec, secrets: bytes) -> Optional[ProcessHandle]:
+        notify_r, notify_w = os.pipe()
+        go_r, go_w = os.pipe()
+        err, got = -1, None
+        try:
+            os.set_blocking(notify_r, False)
+            err = os.open(os.path.join(spec.run_dir, "supervisor.err"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            got = self._server.spawn(spec.run_dir, notify_w, err, go_r)
+            if got is not None:
+                try:  # the go: the secrets, then EOF (a supervisor that died meanwhile just ends without a status)
+                    _write_all(go_w, secrets)
+                except OSError:
+                    pass
+        finally:
+            for fd in (notify_w, go_r, go_w, err):
+                if fd >= 0:
+                    os.close(fd)
+            if got is None:
+                os.close(notify_r)
+        if got is None:
+            return None
+        pid, start_time, pidfd = got
+        h = ProcessHandle(spec.run_dir, pid, start_time, job_id=spec.job_id, notify=notify_r, pidfd=pidfd)
         self._sample(h, spec.journal)
         return h
 
@@ -211,10 +303,12 @@ class ProcessExecutor(Executor):
                 if left <= 0 or not _readable(handle.notify, left):
                     return os.path.exists(started)
                 try:
-                    if os.read(handle.notify, 1):
-                        return True
+                    said = os.read(handle.notify, 1)
                 except BlockingIOError:
                     continue
+                if said == b"S":
+                    return True
+                handle.no_space = handle.no_space or said == b"N"
                 return os.path.exists(started)  # it ended: started only if it said so before
         delay = 0.0005
         while time.monotonic() < deadline:
@@ -225,6 +319,13 @@ class ProcessExecutor(Executor):
             time.sleep(delay)
             delay = min(delay * 2, 0.02)
         return os.path.exists(started)
+
+    def started_at(self, handle: ProcessHandle) -> Optional[float]:
+        try:
+            at = sv.read_file(os.path.join(handle.run_dir, "supervisor")).get("started_at")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return float(at) if isinstance(at, (int, float)) else None
 
     STATS_INTERVAL_S = 3.0
 
@@ -272,19 +373,26 @@ class ProcessExecutor(Executor):
             except subprocess.TimeoutExpired:
                 return None
             handle.done.set()
+        elif handle.pidfd >= 0:
+            if not _readable(handle.pidfd, timeout):
+                return None
+            handle.done.set()
         else:
             if not _wait_pid(handle, deadline):
                 return None
             handle.done.set()
         if handle.notify >= 0:
-            os.close(handle.notify)
-            handle.notify = -1
+            try:
+                handle.no_space = handle.no_space or b"N" in os.read(handle.notify, 64)
+            except OSError:
+                pass
+        self.cleanup(handle)
         result = read_status(handle.run_dir)
         if result is None:
             # Nothing of a job may run on unsupervised: whatever carries its marker goes with its supervisor.
             if handle.job_id:
                 sv.kill_marked(handle.job_id)
-            if handle.popen is not None and handle.popen.returncode == sv.EXIT_NO_SPACE:
+            if handle.no_space or (handle.popen is not None and handle.popen.returncode == sv.EXIT_NO_SPACE):
                 return ExitResult(None, failure=Failure(FailureKind.NO_SPACE, "no space left on the device holding "
                                                         "the job's run directory: its exit status could not be "
                                                         "written"))
@@ -302,9 +410,20 @@ class ProcessExecutor(Executor):
         if handle.notify >= 0:
             os.close(handle.notify)
             handle.notify = -1
+        with handle.pidfd_mu:
+            if handle.pidfd >= 0:
+                os.close(handle.pidfd)
+                handle.pidfd = -1
 
     def stop(self, handle: ProcessHandle, request: StopRequest) -> None:
         sv.write_atomic(os.path.join(handle.run_dir, "stop"), request.as_dict(), durable=False)
+        with handle.pidfd_mu:
+            if handle.pidfd >= 0:  # the fork server reaps its supervisors at once: by pid, a reused one could be hit
+                try:
+                    _signal.pidfd_send_signal(handle.pidfd, _signal.SIGUSR1)
+                except ProcessLookupError:
+                    pass
+                return
         if handle.alive():
             try:
                 os.kill(handle.pid, _signal.SIGUSR1)

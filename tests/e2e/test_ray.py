@@ -19,7 +19,7 @@ from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
 from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
 from engine.resources import Secrets
 from tests.conftest import Server
-from tests.helpers import graceful, survivors
+from tests.helpers import described, graceful, survivors
 from tests.helpers import Serve
 from tests.helpers import copy_example, official_python
 from tests.dockerenv import docker, shell_image
@@ -30,15 +30,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.ray, pytest.mark.slow]
 
 
 @pytest.fixture
-def server(ray_cluster, tmp_path):
+def server(ray_cluster, tmp_path, request):
     s = Server(tmp_path / "data", **ray_cfg(ray_cluster, tmp_path))
     yield s
-    s.stop()
-    # Harvested and deleted from Ray (the engine's shutdown finishes pending deletions): Ray's job table does not
-    # grow with dsjobs's history.
-    left = [(j["submission_id"], j["status"], j["message"]) for j in ray_cluster.jobs()
-            if str(j.get("submission_id")).startswith("dsjobs-")]
-    assert not left, f"Ray jobs left behind: {left}"
+    ray_cluster.stop_engine_later(s, request.node.name)  # and checks that it leaves no Ray job behind
 
 
 @pytest.fixture
@@ -125,8 +120,8 @@ def test_node_lost_during_a_job_is_a_truthful_error_and_never_a_second_run(clien
         assert op.error.code == grpc.StatusCode.UNAVAILABLE.value[0]
         # Fenced: the agent's next call is refused and it kills the job's tree.
         deadline = time.monotonic() + 30
-        while survivors(jid):
-            assert time.monotonic() < deadline, "the job's processes outlived the lost attempt"
+        while left := survivors(jid):
+            assert time.monotonic() < deadline, f"the job's processes outlived the lost attempt: {described(left)}"
             time.sleep(0.2)
         runs = [x for x in stdout_of(logs(client, jid)[0]).split() if x == b"run"]
         assert runs == [b"run"] and len(attempts(server, jid)) == 1
@@ -207,8 +202,8 @@ def test_head_restart_keeps_dsjobs_history(client, server, ray_cluster, tmp_path
     job = client.get(running)
     assert job.status == jpb.ERROR and "lost" in job.status_details, job.status_details
     deadline = time.monotonic() + 30
-    while survivors(running):
-        assert time.monotonic() < deadline, "the job's processes outlived the cluster"
+    while left := survivors(running):
+        assert time.monotonic() < deadline, f"the job's processes outlived the cluster: {described(left)}"
         time.sleep(0.2)
     # dsjobs's record of the finished job is whole: status, logs and files.
     assert client.get(done_id).status == jpb.SUCCESS
@@ -311,24 +306,24 @@ def test_an_agent_killed_takes_its_container_with_it(client, server, ray_cluster
     jid = create(client, jpb.JobParameters(cmd="echo up; sleep 300", env=jpb.Environment(
         docker_image_spec=jpb.DockerImageSpec(image_url=shell_image()))))
     op = client.execute(jid)
-    wait_status(client, jid, {jpb.EXECUTING}, timeout=120)
-    (a,) = attempts(server, jid)
     label = f"label=dsjobs.job-id={jid}"
-    deadline = time.monotonic() + 30
-    while not docker("ps", "-q", "--filter", label).stdout.split():
-        assert time.monotonic() < deadline, "the container never started"
-        time.sleep(0.1)
-    for pid in agent_pids(a.id):
-        os.kill(pid, signal.SIGKILL)  # as `ray stop --force` or an OOM kill would
-    deadline = time.monotonic() + 15
-    while docker("ps", "-q", "--filter", label).stdout.split():
-        assert time.monotonic() < deadline, "the container outlived its agent"
-        time.sleep(0.1)
-    op = wait_op(client, op, 60)
-    job = client.get(jid)
-    assert job.status == jpb.ERROR and "lost" in job.status_details, job.status_details
-    for c in docker("ps", "-aq", "--filter", label).stdout.split():
-        docker("rm", "-f", c)  # the agent that would have removed it is gone
+    try:
+        # Killed as soon as the job is reported EXECUTING: its container's watchdog must exist by then.
+        wait_status(client, jid, {jpb.EXECUTING}, timeout=120)
+        (a,) = attempts(server, jid)
+        assert docker("ps", "-q", "--filter", label).stdout.split(), "EXECUTING before its container runs"
+        for pid in agent_pids(a.id):
+            os.kill(pid, signal.SIGKILL)  # as `ray stop --force` or an OOM kill would
+        deadline = time.monotonic() + 60  # (it would run 300 s; a Docker daemon busy with builds took 15 s once)
+        while docker("ps", "-q", "--filter", label).stdout.split():
+            assert time.monotonic() < deadline, "the container outlived its agent"
+            time.sleep(0.1)
+        op = wait_op(client, op, 60)
+        job = client.get(jid)
+        assert job.status == jpb.ERROR and "lost" in job.status_details, job.status_details
+    finally:
+        for c in docker("ps", "-aq", "--filter", label).stdout.split():
+            docker("rm", "-f", c)  # the agent that would have removed it is gone; and whatever this test failed on
 
 
 def test_what_needs_the_engines_disk_is_refused_in_one_place(client, server, tmp_path):

@@ -44,17 +44,15 @@ def make_server(backend, tmp_path, request):
     yield make
     for s in made:
         if backend == "ray":
-            for job in s.client.list("p1"):  # the scenario may have restarted the engine
-                if job.status == jpb.SUCCESS:
-                    assert s.engine.store.attempts(job_id=job.id)[0].backend == "ray"  # it did run on Ray
-        s.stop()
-    if backend == "ray":
-        # Harvested and deleted from Ray (the engine's shutdown finishes pending deletions): Ray's job table does
-        # not grow with dsjobs's history.
-        cluster = request.getfixturevalue("ray_cluster")
-        left = [(j["submission_id"], j["status"], j["message"]) for j in cluster.jobs()
-                if str(j.get("submission_id")).startswith("dsjobs-")]
-        assert not left, f"Ray jobs left behind: {left}"
+            try:
+                for job in s.client.list("p1"):  # the scenario may have restarted the engine
+                    if job.status == jpb.SUCCESS:
+                        assert s.engine.store.attempts(job_id=job.id)[0].backend == "ray"  # it did run on Ray
+            finally:
+                # Stopped beside the next test; the cluster checks that it leaves no Ray job behind.
+                request.getfixturevalue("ray_cluster").stop_engine_later(s, request.node.name)
+        else:
+            s.stop()
 
 
 @pytest.fixture
@@ -276,7 +274,7 @@ def test_job_deadline_uses_the_graceful_path(client):
                           env=jpb.Environment(vars={"DSJOBS_MAX_DURATION": "1s"}))
     jid = create(client, p)
     t = time.monotonic()
-    op = wait_op(client, client.execute(jid), 15)
+    op = wait_op(client, client.execute(jid), 60)  # (Ray's start of an attempt took 15 s under a loaded machine)
     assert time.monotonic() - t > 0.9, op.error
     assert op.error.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0] and "maximum running time" in op.error.message
     job = client.get(jid)

@@ -124,14 +124,11 @@ def _spec(tmp_path, cmd: str) -> RunSpec:
                    stdout=str(run / "stdout.txt"), stderr=str(run / "stderr.txt"))
 
 
-@pytest.mark.parametrize("standby", [True, False])
-def test_the_executor_is_woken_by_the_supervisor_not_by_polling(tmp_path, monkeypatch, standby):
-    ex = proc.ProcessExecutor(standby=standby)
+@pytest.mark.parametrize("forkserver", [True, False])
+def test_the_executor_is_woken_by_the_supervisor_not_by_polling(tmp_path, monkeypatch, forkserver):
+    ex = proc.ProcessExecutor(forkserver=forkserver)
+    release = tmp_path / "release"
     try:
-        if standby:  # the standby is being started in the background: take it once it is there
-            while ex._standby is None:
-                threading.Event().wait(0.01)
-        release = tmp_path / "release"
         h = ex.start(_spec(tmp_path, f"while [ ! -e {release} ]; do sleep 0.01; done"))
         assert h.notify >= 0
 
@@ -144,11 +141,156 @@ def test_the_executor_is_woken_by_the_supervisor_not_by_polling(tmp_path, monkey
         assert result.return_code == 0 and h.notify == -1
     finally:
         monkeypatch.undo()
+        release.touch()  # never a job left waiting, whatever failed above
         ex.close()
 
 
+def test_the_start_reported_is_the_one_the_deadline_counts_from(tmp_path):
+    # A job's recorded start is the executor's (the supervisor's, by this machine's clock), so a job stopped at its
+    # deadline ran its whole allowance by its record, however late the report of its start reached the engine.
+    ex = proc.ProcessExecutor(forkserver=False)
+    try:
+        spec = _spec(tmp_path, "trap 'exit 0' TERM; while true; do sleep 0.02; done")
+        spec.max_duration_s = 0.3
+        before = time.time()
+        h = ex.start(spec)
+        assert ex.confirm(h, timeout=30)
+        at = ex.started_at(h)
+        assert before <= at <= time.time()
+        result = ex.wait(h)
+        ended = time.time()
+        assert result.stopped is not None and result.stopped.kind == "deadline"
+        assert 0.3 <= ended - at < 10
+        assert sv.read_file(os.path.join(spec.run_dir, "status"))["started_at"] == at
+    finally:
+        ex.close()
+    assert ex.started_at(proc.ProcessHandle(str(tmp_path / "nowhere"), 1, 0)) is None
+
+
+def _session(pid: int) -> tuple[int, int]:
+    """(parent, session) of a process, from /proc."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return int(fields[1]), int(fields[3])
+
+
+def test_supervisors_are_forked_by_the_fork_server_in_sessions_of_their_own_and_outlive_it(tmp_path):
+    """A fork instead of an interpreter start per job, and the supervisor is what one started alone is: not the
+    engine's child, a session leader, its secrets only in memory, alive and waited for (its pidfd) after the fork
+    server is gone; a fork server found dead is started again."""
+    ex = proc.ProcessExecutor(forkserver=True)
+    release = tmp_path / "release"
+    try:
+        spec = _spec(tmp_path, f'echo "$THE_SECRET" > secret.txt; while [ ! -e {release} ]; do sleep 0.01; done')
+        spec.secret_env = {"THE_SECRET": "s3cr3t-value"}
+        h = ex.start(spec)
+        assert ex.confirm(h, timeout=30)
+        server = ex._server._popen
+        assert h.popen is None and h.pidfd >= 0 and h.notify >= 0
+        parent, sid = _session(h.pid)
+        assert parent == server.pid and parent != os.getpid()
+        assert sid == h.pid and sid != os.getsid(0) and sid != os.getsid(server.pid)
+        assert b"s3cr3t" not in open(os.path.join(spec.run_dir, "spec"), "rb").read()
+        server.kill()  # the fork server's end ends no job
+        server.wait(10)
+        assert ex.wait(h, timeout=0.2) is None and h.alive()
+        release.touch()
+        result = ex.wait(h, timeout=30)
+        assert result is not None and result.return_code == 0, result
+        assert (tmp_path / "secret.txt").read_text() == "s3cr3t-value\n"
+        again = tmp_path / "again"
+        again.mkdir()
+        h2 = ex.start(_spec(again, "true"))  # a new fork server
+        assert ex.wait(h2, timeout=30).return_code == 0 and h2.popen is None
+        assert ex._server._popen.pid != server.pid
+    finally:
+        release.touch()
+        ex.close()
+
+
+def test_a_forked_supervisor_that_never_gets_its_go_ends_without_touching_the_run(tmp_path):
+    """The engine's go (the secrets, then EOF) comes only after it has the supervisor's pid and pidfd: a start whose
+    answer it lost (the fork server died, the engine was killed) is never made behind its back."""
+    ex = proc.ProcessExecutor(forkserver=True)
+    try:
+        spec = _spec(tmp_path, "touch ran")
+        sv.write_atomic(os.path.join(spec.run_dir, "spec"), spec.supervisor_spec(), durable=False)
+        notify_r, notify_w = os.pipe()
+        go_r, go_w = os.pipe()
+        err = os.open(os.path.join(spec.run_dir, "supervisor.err"), os.O_WRONLY | os.O_CREAT, 0o600)
+        pid, _, pidfd = ex._server.spawn(spec.run_dir, notify_w, err, go_r)
+        for fd in (notify_w, go_r, err):
+            os.close(fd)
+        os.close(go_w)  # no go
+        assert proc._readable(pidfd, 30)  # it ended
+        os.close(pidfd)
+        assert os.read(notify_r, 10) == b""  # never said it started
+        os.close(notify_r)
+        assert proc.run_state(spec.run_dir) == "never" and not (tmp_path / "ran").exists()
+    finally:
+        ex.close()
+
+
+def test_secrets_of_any_size_reach_a_forked_supervisor_on_its_pipe(tmp_path):
+    ex = proc.ProcessExecutor(forkserver=True)
+    try:
+        spec = _spec(tmp_path, 'printf %s "$BIG0$BIG1$BIG2$BIG3" | wc -c > size.txt')
+        # more than a socket message or a pipe's buffer holds (each var under exec's 128 KiB a string)
+        spec.secret_env = {f"BIG{i}": "x" * 75_000 for i in range(4)}
+        h = ex.start(spec)
+        assert h.popen is None and ex.wait(h, timeout=30).return_code == 0
+        assert (tmp_path / "size.txt").read_text().strip() == "300000"
+        assert b"xxxx" not in open(os.path.join(spec.run_dir, "spec"), "rb").read()
+    finally:
+        ex.close()
+
+
+def test_a_fork_server_that_cannot_run_leaves_each_supervisor_started_on_its_own(tmp_path, monkeypatch):
+    ex = proc.ProcessExecutor(forkserver=True)
+    try:
+        ex._server.close()
+        ex._server = proc.ForkServer()
+
+        def cannot(*_):
+            raise OSError("no pidfds here")
+        monkeypatch.setattr(ex._server, "_start", cannot)
+        h = ex.start(_spec(tmp_path, "true"))
+        assert h.popen is not None and ex.wait(h, timeout=30).return_code == 0
+        assert ex._server._closed  # given up: not tried again per job
+    finally:
+        ex.close()
+
+
+def test_a_forked_supervisor_without_room_for_the_exit_status_says_so_on_its_pipe(tmp_path):
+    """Its exit code reaches no parent of the engine's: the engine learns of the full disk from the notify pipe."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(disk)], check=True)
+    ex = proc.ProcessExecutor(forkserver=True)
+    release = tmp_path / "release"
+    try:
+        h = ex.start(_spec(disk, f"while [ ! -e {release} ]; do sleep 0.01; done"))
+        assert ex.confirm(h, timeout=30)
+        fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        release.touch()
+        result = ex.wait(h, timeout=30)
+        assert result.failure is not None and result.failure.kind.name == "NO_SPACE", result
+        assert "exit status could not be written" in result.failure.message
+    finally:
+        release.touch()  # never a job left waiting, whatever failed above
+        ex.close()
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
 def test_a_start_that_fails_wakes_confirm_with_the_supervisors_end(tmp_path, monkeypatch):
-    ex = proc.ProcessExecutor(standby=False)
+    ex = proc.ProcessExecutor(forkserver=False)
     spec = _spec(tmp_path, "true")
     spec.argv = [str(tmp_path / "no-such-program")]
     h = ex.start(spec)
@@ -159,7 +301,7 @@ def test_a_start_that_fails_wakes_confirm_with_the_supervisors_end(tmp_path, mon
 
 
 def test_a_re_adopted_supervisor_is_waited_for_by_its_pidfd(tmp_path, monkeypatch):
-    ex = proc.ProcessExecutor(standby=False)
+    ex = proc.ProcessExecutor(forkserver=False)
     release = tmp_path / "release"
     spec = _spec(tmp_path, f"while [ ! -e {release} ]; do sleep 0.01; done")
     first = ex.start(spec)
@@ -209,3 +351,41 @@ def test_a_job_is_looked_after_before_it_is_stored_claimed(engine, monkeypatch):
     assert wait(engine, second, {S.SUCCESS, S.ERROR}).status == S.SUCCESS
     assert engine.store.get_job(first).attempt == 1 and engine.store.get_job(second).attempt == 1
     assert unowned == []
+
+
+def test_a_polled_operation_is_answered_again_only_while_nothing_it_says_changed(engine, monkeypatch):
+    """GetOperation, polled every few ms, is answered from the last answer while the job's record and operations
+    (the store's generation) and its progress file are as they were, and for at most a second (fresh URLs)."""
+    from engine.api import servicers as sv
+    from engine.errors import NotFound
+    polled = sv.PolledOperations(engine.jobs)
+    op, _ = engine.jobs.create("p1", JobParameters(cmd="fake " + json.dumps({"run_for": 30}),
+                                                   output_files=[FileDesc(path="o.txt")]))
+    xop = engine.jobs.execute(op.job_id)
+    jid = op.job_id
+    wait(engine, jid, {S.EXECUTING})
+    built = []
+    real = sv.cv.operation_pb
+    monkeypatch.setattr(sv.cv, "operation_pb", lambda *a, **k: (built.append(1), real(*a, **k))[1])
+    first = polled.get(xop.id)
+    n = len(built)
+    for _ in range(20):
+        assert polled.get(xop.id) == first
+    assert len(built) == n  # answered again, not made again
+    progress = engine.jobs.progress_path(jid)
+    progress.write_text('{"progress": 40, "message": "a third"}\n')
+    assert polled.get(xop.id).metadata != first.metadata  # the progress file changed
+    engine.lifecycle.records.update(jid, lambda j: setattr(j, "status_details", "told"))
+    assert b"told" in polled.get(xop.id).metadata.value  # the record changed
+    engine.jobs.cancel(jid, "enough")
+    wait(engine, jid, {S.CANCELLED, S.ERROR, S.SUCCESS})
+    done = polled.get(xop.id)
+    assert done.done and done == sv._operation(engine.jobs, xop.id)  # the same as made afresh
+    n = len(built)
+    monkeypatch.setattr(sv.time, "monotonic", lambda real=time.monotonic: real() + sv.PolledOperations.MAX_AGE_S)
+    polled.get(xop.id)
+    assert len(built) == n + 1  # too old to be answered again: made again
+    monkeypatch.undo()
+    engine.jobs.delete(jid)
+    with pytest.raises(NotFound):
+        polled.get(xop.id)

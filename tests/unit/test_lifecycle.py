@@ -139,3 +139,46 @@ def test_the_backend_reserves_the_gpus_of_the_type_the_node_runs_not_the_first_l
         e.jobs.cancel(op.job_id, "done")
     finally:
         e.stop(stop_jobs=True)
+
+
+def test_a_run_that_ends_after_the_engine_stopped_is_left_to_the_next_engine_quietly(tmp_path, caplog):
+    """Its thread finds the store closed: a clear 'stopping', never a traceback (the next engine collects it)."""
+    caplog.set_level("INFO")
+    e = fake_engine(tmp_path)
+    jid = submit(e, run_for=0.5)
+    wait(e, jid, {S.EXECUTING})
+    e.stop()  # the run goes on, as under a supervisor
+    time.sleep(1.5)
+    errors = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL") or r.exc_info]
+    assert not errors, [r.getMessage() for r in errors]
+    with pytest.raises(Exception) as gone:
+        e.store.get_job(jid)
+    assert "stopping" in str(gone.value)
+
+
+
+@pytest.mark.parametrize("offset, expect", [(-0.5, "node"), (-3600, "previous step"), (3600, "arrival")])
+def test_a_remote_start_is_dated_by_its_node_within_the_jobs_steps(tmp_path, offset, expect):
+    """A Ray node's report of a start reaches the engine late under load (a job's deadline counted from it looked
+    ~0.4 s short): started_at is the node's time, kept between the job's previous step and the report's arrival,
+    since a node's clock may be off."""
+    from engine.app import build_engine
+    from engine.config import EngineConfig
+    e = build_engine(EngineConfig(data_dir=tmp_path / "data", sandbox="none", docker=False))  # no dispatcher
+    try:
+        op, _ = e.jobs.create("p1", JobParameters(cmd="true"))
+        jid = op.job_id
+        e.jobs.records.update(jid, lambda j: None, to=S.PREPARING)
+        time.sleep(0.6)
+        before = e.store.get_job(jid).status_history[-1][1]
+        now = time.time()
+        e.lifecycle.executing(jid, "c1.4", at=now + offset)
+        job = e.store.get_job(jid)
+        want = {"node": now + offset, "previous step": before}.get(expect)
+        assert job.status == S.EXECUTING and job.status_history[-1] == ["EXECUTING", job.started_at]
+        if want is None:
+            assert now <= job.started_at <= time.time()
+        else:
+            assert job.started_at == pytest.approx(want, abs=1e-6)
+    finally:
+        e.stop()

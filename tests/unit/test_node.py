@@ -37,8 +37,9 @@ class DictIO(NodeIO):
         self.stored[sha] = data
         return sha, len(data)
 
-    def started(self, instance):
+    def started(self, instance, at=None):
         self.events.append(("started", instance))
+        self.started_at = at
 
     def uploading(self):
         self.events.append("uploading")
@@ -63,11 +64,13 @@ def system_log(tmp_path) -> str:
 
 
 def test_vars_are_substituted_outputs_collected_and_the_start_reported(tmp_path):
-    a, io_, _ = attempt(tmp_path, fake(outputs={"${OUT}": "result", "plain.txt": "p"}, stdout="hello\n"),
+    a, io_, ex = attempt(tmp_path, fake(outputs={"${OUT}": "result", "plain.txt": "p"}, stdout="hello\n"),
                         outputs=[OutputDecl("", "OUT"), OutputDecl("plain.txt"), OutputDecl("missing.txt")])
     r = a.run()
     assert r.started and r.return_code == 0 and r.failure is None and r.instance == "c1.4"
     assert io_.events == [("started", "c1.4"), "uploading"]
+    # The start reported is the executor's own (the deadline counts from it), not when the report was made.
+    assert io_.started_at == ex.started[0].started_at
     got = {(o.path, o.var): io_.stored[o.sha256] for o in r.outputs}
     assert got == {("", "OUT"): b"result", ("plain.txt", ""): b"p"}
     assert [(e.path, e.kind) for e in r.output_errors] == [("missing.txt", "NOT_FOUND")]

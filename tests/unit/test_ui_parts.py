@@ -58,6 +58,27 @@ def test_the_page_index_tails_pages_and_checks_offsets(tmp_path):
     assert index.refresh() == journal.HEADER.size + 4 and index.points == [0]
 
 
+def test_records_are_whole_lines_so_every_page_starts_a_line(tmp_path):
+    # A job's output read 64 KiB+ at a time under load (the pipe full) was cut at MAX_RECORD mid-line, so a page
+    # of the job page could start with the tail of a line ("059" of "row 1059"). Cuts are after a newline now.
+    path = tmp_path / "journal"
+    text = b"".join(b"row %d\n" % i for i in range(1, 60000))  # ~470 KB in one write
+    long_line = b"y" * (journal.MAX_RECORD * 2 + 10) + b"\n"  # a line longer than a record: cut where it must be
+    _journal(path, [(1, text), (1, long_line), (2, b"")])
+    recs = list(journal.records(str(path)))
+    assert b"".join(r.content for r in recs if r.stream == 1) == text + long_line
+    assert all(len(r.content) <= journal.MAX_RECORD for r in recs)
+    lines = [r for r in recs if r.stream == 1 and r.content[:1] == b"r"]
+    assert len(lines) > 5 and all(r.content.endswith(b"\n") for r in lines)
+    assert [len(r.content) for r in recs if r.content[:1] == b"y"] == [journal.MAX_RECORD] * 2 + [11]
+    assert recs[-1].stream == 2 and recs[-1].content == b""  # an empty payload is still one record
+    index = logindex.LogIndex(str(path))
+    index.refresh()
+    for start in index.points:
+        first = journal.read(str(path), start, 100)[0][0].content
+        assert first.startswith(b"row ") or first.startswith(b"y"), first[:20]
+
+
 def test_a_config_is_shown_without_env_values_or_passwords():
     text = ("name: n\ncmd: python a.py\nenv:\n  vars:\n    - TOKEN_A: abc\n    - NAME_ONLY\n  docker:\n"
             "    image: img\n    password: hunter2\n  other:\n    password:\n      secret-id: REG\n"

@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import secrets
 import struct
@@ -188,7 +189,9 @@ class RunnerChannel:
         body = json.loads(h.read_body(1 << 16) or b"{}")
         status = body.get("status")
         if status == "EXECUTING":
-            self.sink.executing(a.job_id, a.instance)
+            at = body.get("at")
+            ok = isinstance(at, (int, float)) and math.isfinite(at)  # (JSON may say NaN)
+            self.sink.executing(a.job_id, a.instance, at=float(at) if ok else None)
         elif status == "UPLOADING_OUTPUT":
             self.sink.uploading(a.job_id)
         with self._cv:

@@ -7,6 +7,7 @@ job PENDING for up to 15 minutes and cannot stop it there.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ class RayClient:
         self.base = address.rstrip("/")
         self.token = token
         self.timeout_s = timeout_s
+        self.submit_tries, self.submit_pause_s = 4, 1.0
 
     def _call(self, method: str, path: str, body: Optional[dict] = None) -> Optional[dict]:
         """The JSON reply; None for 404; RayError for anything else that is not a success."""
@@ -94,7 +96,24 @@ class RayClient:
         body = {"entrypoint": entrypoint, "submission_id": submission_id, "metadata": metadata,
                 "entrypoint_num_cpus": cpus, "entrypoint_num_gpus": gpus, "entrypoint_memory": int(memory),
                 "entrypoint_label_selector": selector, "runtime_env": {"env_vars": env_vars}}
-        self._call("POST", "/api/jobs/", body)
+        # A submit whose answer was lost (timed out under a loaded head) may still have reached Ray; a submission id
+        # is Ray's once, so asking for it tells which. Unanswered submits are tried again for submit_tries rounds;
+        # Ray's own refusals (an HTTP status) are not.
+        for round_ in range(self.submit_tries):
+            try:
+                self._call("POST", "/api/jobs/", body)
+                return
+            except RayError as e:
+                if e.status in (401, 403):
+                    raise
+                try:
+                    if self.job(submission_id) is not None:
+                        return  # it got there: a lost answer, or a refused resend of what had
+                except RayError:
+                    pass
+                if e.status or round_ == self.submit_tries - 1:
+                    raise
+                time.sleep(self.submit_pause_s)
 
     def job(self, submission_id: str) -> Optional[dict]:
         return self._call("GET", f"/api/jobs/{submission_id}")
