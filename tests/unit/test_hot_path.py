@@ -167,6 +167,37 @@ def test_the_start_reported_is_the_one_the_deadline_counts_from(tmp_path):
     assert ex.started_at(proc.ProcessHandle(str(tmp_path / "nowhere"), 1, 0)) is None
 
 
+def test_the_job_is_found_on_its_own_path_as_execvpe_finds_it(tmp_path):
+    # The supervisor's own PATH search (no `import warnings` between fork and exec): the job's PATH, in order, past
+    # entries that are missing or not directories; a name found nowhere is a start that failed, not a hang.
+    (tmp_path / "afile").write_text("")
+    denied = tmp_path / "denied"
+    denied.mkdir()
+    (denied / "hello").write_text("#!/bin/sh\necho wrong\n")  # not executable: EACCES, and the search goes on
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "hello").write_text("#!/bin/sh\necho found\n")
+    (good / "hello").chmod(0o755)
+    ex = proc.ProcessExecutor(forkserver=True)
+    try:
+        spec = _spec(tmp_path, "")
+        spec.argv = ["hello"]
+        spec.env = {"PATH": f"{tmp_path / 'missing'}:{tmp_path / 'afile'}:{denied}:{good}"}
+        h = ex.start(spec)
+        assert ex.confirm(h, timeout=30) and ex.wait(h).return_code == 0
+        assert (tmp_path / "run" / "stdout.txt").read_text() == "found\n"
+        (tmp_path / "run").rename(tmp_path / "run1")
+        spec = _spec(tmp_path, "")
+        spec.argv = ["no-such-program-here"]
+        h = ex.start(spec)
+        assert not ex.confirm(h, timeout=30)
+        result = ex.wait(h)
+        assert result.return_code == 127 and result.failure.kind.name == "START_FAILED"
+        assert "No such file" in result.failure.message
+    finally:
+        ex.close()
+
+
 def _session(pid: int) -> tuple[int, int]:
     """(parent, session) of a process, from /proc."""
     with open(f"/proc/{pid}/stat", "rb") as f:
