@@ -310,11 +310,13 @@ class Lifecycle:
         def executing(j: Job):
             j.status_details = ""
             j.actual_cloud_instance_type = instance
-            if (at is not None and len(j.status_history) >= 2 and j.status_history[-1][0] == S.EXECUTING.name
+            if (at is not None and j.status_history and j.status_history[-1][0] == S.EXECUTING.name
                     and j.started_at == j.status_history[-1][1]):  # stamped by this very step
-                # The node's time of the start, kept between the job's previous step and now (a node's clock
-                # may be off): the report of a remote start comes late under load.
-                start = min(max(at, j.status_history[-2][1]), j.started_at)
+                # The executor's time of the start (the moment its deadline counts from), kept between the job's
+                # previous step and now (a node's clock may be off): the report of a start comes late under load.
+                # A job claimed in Execute's own commit has no earlier step in its history: its queueing bounds it.
+                earlier = [t for _, t in j.status_history[:-1]] + [j.queued_at or j.created_at or 0.0]
+                start = min(max(at, max(earlier)), j.started_at)
                 j.started_at = j.status_history[-1][1] = start
         with self.records.locked(job_id) as job:
             if job.status == S.PREPARING:
