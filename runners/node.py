@@ -265,8 +265,8 @@ class Attempt:
             if handle is not None and self.stop_request is not None:
                 executor.stop(handle, self.stop_request)
         if finished is not None:
-            if confirm and finished.failure is None:
-                self.io.started(instance)
+            if confirm and finished.failure is None:  # it ran while no engine watched: since its own start
+                self.io.started(instance, finished.started_at)
             return self._end(finished, instance)
         return self._follow(instance, confirm=confirm)
 

@@ -46,6 +46,7 @@ class ExitResult:
     failure: Optional[Failure] = None  # the executor failed (not the program)
     stopped: Optional[StopRequest] = None  # the stop request that ended the run
     note: str = ""  # what the executor saw that the user should know (e.g. killed for memory)
+    started_at: Optional[float] = None  # when the program started, by this machine's clock, where known
 
     def successful(self) -> bool:
         return self.failure is None and self.return_code == 0
@@ -60,8 +61,10 @@ class ExitResult:
                                             "INTERNAL")
             failure = Failure(FailureKind(kind), str(st["error"]))
         stopped = st.get("stopped")
+        at = st.get("started_at")
         return cls(return_code=st.get("return_code"), signal=st.get("signal"), failure=failure,
-                   stopped=StopRequest.from_dict(stopped) if isinstance(stopped, dict) else None)
+                   stopped=StopRequest.from_dict(stopped) if isinstance(stopped, dict) else None,
+                   started_at=float(at) if isinstance(at, (int, float)) and not isinstance(at, bool) else None)
 
 
 class Handle(abc.ABC):

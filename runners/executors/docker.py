@@ -204,6 +204,23 @@ class ContainerSpec:
     instance: str = ""  # the instance type, for messages
 
 
+_DOCKER_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$")
+
+
+def docker_time(text) -> Optional[float]:
+    """A Docker Engine time (RFC 3339 with nanoseconds, "2026-12-02T02:33:45.123456789Z") as a Unix time; None
+    for none (Docker's zero time, "0001-01-01T00:00:00Z", is none too)."""
+    import calendar
+    m = _DOCKER_TIME.match(text or "")
+    if not m or m.group(1).startswith("0001-"):
+        return None
+    secs = calendar.timegm(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S")) + float(m.group(2) or 0)
+    if m.group(3) != "Z":
+        sign = 1 if m.group(3)[0] == "+" else -1
+        secs -= sign * (int(m.group(3)[1:3]) * 3600 + int(m.group(3)[4:6]) * 60)
+    return secs
+
+
 @dataclass
 class DockerHandle(Handle):
     run_dir: str
@@ -248,10 +265,12 @@ class DockerExecutor(Executor):
             device_requests=[gpu_request(cs.gpus)] if cs.gpus else None,
         )
         sv.write_atomic(os.path.join(spec.run_dir, "container"), {"id": container.id}, durable=False)
-        # What a restarted engine needs to go on copying the logs (same keys as the process executor's spec).
+        # What a restarted engine needs to go on copying the logs and to keep the job's deadline (same keys as the
+        # process executor's spec).
         sv.write_atomic(os.path.join(spec.run_dir, "spec"), {
             "journal": spec.journal, "stdout": spec.stdout, "stderr": spec.stderr,
-            "log_limit_bytes": spec.log_limit_bytes}, durable=False)
+            "log_limit_bytes": spec.log_limit_bytes, "max_duration_s": spec.max_duration_s,
+            "deadline_stop": spec.deadline_stop.as_dict()}, durable=False)
         sock = self.dc.api.attach_socket(container.id, params={"stdin": 1, "stream": 1}) if cs.secrets else None
         try:
             container.start()
@@ -273,11 +292,14 @@ class DockerExecutor(Executor):
         h = DockerHandle(spec.run_dir, container.id, started_at=time.time())  # its deadline counts from here
         self._follow(h, spec, since=None)
         if spec.max_duration_s:
-            def deadline():
-                if not h.done.wait(spec.max_duration_s):
-                    self.stop(h, spec.deadline_stop)
-            threading.Thread(target=deadline, daemon=True, name=f"dsjobs-deadline-{cs.job_id}").start()
+            self._arm_deadline(h, spec.max_duration_s, spec.deadline_stop, cs.job_id)
         return h
+
+    def _arm_deadline(self, h: DockerHandle, seconds: float, request: StopRequest, job_id: str) -> None:
+        def deadline():
+            if not h.done.wait(max(0.0, seconds)):
+                self.stop(h, request)
+        threading.Thread(target=deadline, daemon=True, name=f"dsjobs-deadline-{job_id}").start()
 
     def _follow(self, h: DockerHandle, spec: RunSpec, since: Optional[float]) -> None:
         """Copy the container's stdout and stderr (one thread each) into the job's logs, and sample its stats."""
@@ -354,13 +376,19 @@ class DockerExecutor(Executor):
                 c = found[0]
         except docker.errors.NotFound:
             return None
-        h = DockerHandle(run_dir, c.id)
+        # When the container started (the Docker Engine's clock, this machine's): the job's recorded start, and
+        # what its deadline still counts from after this engine's restart.
+        h = DockerHandle(run_dir, c.id, started_at=docker_time((c.attrs.get("State") or {}).get("StartedAt")))
         spec = sv.read_file(os.path.join(run_dir, "spec"))
         if isinstance(spec, dict):
             last = journal.last_output_time(spec["journal"])
             rs = RunSpec(job_id=job_id, run_dir=run_dir, argv=[], cwd="", env={}, journal=spec["journal"],
                          stdout=spec["stdout"], stderr=spec["stderr"], log_limit_bytes=spec.get("log_limit_bytes", 0))
             self._follow(h, rs, last)
+            limit, stop = spec.get("max_duration_s"), spec.get("deadline_stop")
+            if limit and isinstance(stop, dict):
+                ran = time.time() - h.started_at if h.started_at else 0.0
+                self._arm_deadline(h, float(limit) - ran, StopRequest.from_dict(stop), job_id)
         return h
 
     def wait(self, handle: DockerHandle, timeout: Optional[float] = None) -> Optional[ExitResult]:

@@ -118,6 +118,9 @@ def run_state(run_dir: str) -> str:
         os.close(fd)
 
 
+LOST = object()  # ForkServer.spawn: the answer was lost
+
+
 class ForkServer:
     """The supervisors' fork server (supervisor.py ``--forkserver``): one interpreter started once, in a session of
     its own; each start is a request on a socket pair and a fork there. Started again when it is found gone."""
@@ -162,38 +165,42 @@ class ForkServer:
             if self._sock is None and not self._closed:
                 self._start()
 
-    def spawn(self, run_dir: str, notify_w: int, err: int, go_r: int) -> Optional[tuple[int, int, int]]:
+    def spawn(self, run_dir: str, notify_w: int, err: int, go_r: int):
         """(pid, start time, pidfd) of a supervisor forked for ``run_dir``, waiting for its go (supervisor.py
-        _forked); None when the server cannot (then the caller starts one on its own). A request whose answer is
-        lost is simply made again: a child forked for it, if any, never gets its go and ends untouched."""
+        _forked); None when the server cannot (then the caller starts one on its own); LOST when the answer was
+        lost (the server is dropped). A child forked for a lost answer holds these very descriptors: the caller
+        closes them, the go pipe unwritten, so that child finds it at EOF and ends untouched, and asks again with
+        new ones (never these: that child would read the secrets meant for the next)."""
         req = marshal.dumps({"run_dir": run_dir})
         with self._mu:
             if self._closed:
                 return None
-            for attempt in (1, 2):  # a server found dead is started again, once; twice, and it is given up
-                fds: list = []
-                try:
-                    if self._sock is None:
-                        self._start()
-                    socket.send_fds(self._sock, [req], [notify_w, err, go_r])
-                    msg, fds, _, _ = socket.recv_fds(self._sock, 4096, 1)
-                    answer = marshal.loads(msg) if msg else None
-                except (OSError, ValueError, EOFError, TypeError):
-                    answer = None
+            fds: list = []
+            try:
+                if self._sock is None:
+                    self._start()
+                socket.send_fds(self._sock, [req], [notify_w, err, go_r])
+                msg, fds, _, _ = socket.recv_fds(self._sock, 4096, 1)
+                answer = marshal.loads(msg) if msg else None
+            except (OSError, ValueError, EOFError, TypeError):
+                answer = None
+            for fd in fds:
+                os.set_inheritable(fd, False)
+            if answer is None:  # the server is gone (or garbled): the next request starts a new one
                 for fd in fds:
-                    os.set_inheritable(fd, False)
-                if answer is None:  # the server is gone (or garbled): a new one
-                    for fd in fds:
-                        os.close(fd)
-                    self._drop()
-                    continue
-                if not fds or not isinstance(answer, dict) or "error" in answer:
-                    for fd in fds:
-                        os.close(fd)
-                    return None  # it could not fork this one (EAGAIN, say): this job's supervisor starts alone
-                return answer["pid"], answer["start_time"], fds[0]
-            self._closed = True  # it cannot run here (no pidfds, say): every supervisor is started on its own
-        return None
+                    os.close(fd)
+                self._drop()
+                return LOST
+            if not fds or not isinstance(answer, dict) or "error" in answer:
+                for fd in fds:
+                    os.close(fd)
+                return None  # it could not fork this one (EAGAIN, say): this job's supervisor starts alone
+            return answer["pid"], answer["start_time"], fds[0]
+
+    def give_up(self) -> None:
+        """It cannot run here (no pidfds, say): every supervisor is started on its own from now on."""
+        with self._mu:
+            self._closed = True
 
     def close(self) -> None:
         with self._mu:
@@ -266,6 +273,16 @@ class ProcessExecutor(Executor):
         return h
 
     def _fork(self, spec: RunSpec, secrets: bytes) -> Optional[ProcessHandle]:
+        """The job's supervisor forked by the fork server; None: it is to be started on its own. A server found
+        dead is started again, once, with new pipes; twice, and the fork server is given up."""
+        for _ in range(2):
+            got = self._fork_once(spec, secrets)
+            if got is not LOST:
+                return got
+        self._server.give_up()
+        return None
+
+    def _fork_once(self, spec: RunSpec, secrets: bytes):
         notify_r, notify_w = os.pipe()
         go_r, go_w = os.pipe()
         err, got = -1, None
@@ -273,7 +290,7 @@ class ProcessExecutor(Executor):
             os.set_blocking(notify_r, False)
             err = os.open(os.path.join(spec.run_dir, "supervisor.err"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             got = self._server.spawn(spec.run_dir, notify_w, err, go_r)
-            if got is not None:
+            if got is not None and got is not LOST:
                 try:  # the go: the secrets, then EOF (a supervisor that died meanwhile just ends without a status)
                     _write_all(go_w, secrets)
                 except OSError:
@@ -282,10 +299,10 @@ class ProcessExecutor(Executor):
             for fd in (notify_w, go_r, go_w, err):
                 if fd >= 0:
                     os.close(fd)
-            if got is None:
+            if got is None or got is LOST:
                 os.close(notify_r)
-        if got is None:
-            return None
+        if got is None or got is LOST:
+            return got
         pid, start_time, pidfd = got
         h = ProcessHandle(spec.run_dir, pid, start_time, job_id=spec.job_id, notify=notify_r, pidfd=pidfd)
         self._sample(h, spec.journal)

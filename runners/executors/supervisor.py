@@ -101,9 +101,19 @@ def _children_map(ending: set = None) -> dict:
             continue
         fields = data[data.rindex(b")") + 2:].split(None, 7)
         kids.setdefault(int(fields[1]), []).append(int(name))
-        if ending is not None and (fields[0] in (b"Z", b"X") or int(fields[6]) & PF_EXITING):
+        if ending is not None and (fields[0] in (b"Z", b"X") or int(fields[6]) & PF_EXITING) \
+                and not _threads_live(name):
             ending.add(int(name))
     return kids
+
+
+def _threads_live(pid: str) -> bool:
+    """Whether a process whose first thread is dead or in exit() still has other threads: a main thread that
+    called pthread_exit() leaves its process a zombie in /proc/PID/stat while the rest of it runs on."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) > 1
+    except OSError:
+        return False
 
 
 def marked(job_id: str, exclude: int = 0) -> list:

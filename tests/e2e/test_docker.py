@@ -226,6 +226,39 @@ def test_docker_job_survives_kill9_of_the_engine(tmp_path, image):
         srv.proc.wait(10)
 
 
+def test_a_containers_deadline_holds_across_a_restart_of_the_engine(tmp_path, image):
+    """A job's maximum running time counts from its container's start, whoever watches it: an engine killed and
+    started again re-arms it for what is left (before, an adopted container ran on past its deadline)."""
+    from tests.helpers import Serve
+    srv = Serve(tmp_path / "data")
+    client = srv.start()
+    jid = None
+    try:
+        jid = create(client, jpb.JobParameters(
+            cmd="trap 'echo stopping; exit 0' TERM; echo up; while true; do sleep 0.1; done",
+            env=in_image(image, vars={"DSJOBS_MAX_DURATION": "5s"})))
+        op = client.execute(jid)
+        wait_output(client, jid, b"up")
+        client.close()
+        srv.kill9()
+        client = srv.start()
+        done = wait_op(client, client.get_operation(op.id), 60)
+        assert done.error.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0], done.error
+        assert "maximum running time" in done.error.message
+        job = client.get(jid)
+        ran = (job.finished_at.ToNanoseconds() - job.started_at.ToNanoseconds()) / 1e9
+        assert 4.9 < ran < 30, ran
+        assert b"stopping" in stdout_of(logs(client, jid)[0])  # through the graceful path
+        wait_for(lambda: not job_containers(jid), 30, what="the container's removal")
+    finally:
+        client.close()
+        srv.proc.terminate()
+        srv.proc.wait(10)
+        if jid is not None:
+            for c in job_containers(jid):
+                docker("rm", "-f", c)
+
+
 def test_datasets_are_read_only_in_a_container(server, client, image, tmp_path):
     from engine.resources import Directories
     d = tmp_path / "ds"

@@ -5,6 +5,7 @@ supervisor (a pipe, a pidfd) rather than polling for it."""
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import subprocess
 import sys
@@ -258,6 +259,67 @@ def test_a_forked_supervisor_that_never_gets_its_go_ends_without_touching_the_ru
         assert os.read(notify_r, 10) == b""  # never said it started
         os.close(notify_r)
         assert proc.run_state(spec.run_dir) == "never" and not (tmp_path / "ran").exists()
+    finally:
+        ex.close()
+
+
+def test_a_start_whose_answer_was_lost_is_asked_again_on_new_pipes(tmp_path, monkeypatch):
+    """The fork server forked a supervisor but its answer never arrived (here: read, then dropped): that child
+    holds the first request's go pipe, so the request is made again on new pipes and the first go pipe is closed
+    unwritten. The job runs once, in the supervisor the engine knows, with its secrets; the first child ends
+    untouched (with the same pipes reused it could take the secrets and run the job behind the engine's back)."""
+    ex = proc.ProcessExecutor(forkserver=True)
+    real = proc.socket.recv_fds
+    lost = []
+
+    def recv_fds(*a, **k):
+        got = real(*a, **k)
+        if not lost:
+            lost.append(got)
+            for fd in got[1]:
+                os.close(fd)
+            raise OSError("answer lost")
+        return got
+    monkeypatch.setattr(proc.socket, "recv_fds", recv_fds)
+    try:
+        spec = _spec(tmp_path, 'echo "$TOKEN" >> runs.txt')
+        spec.secret_env = {"TOKEN": "s3cr3t"}
+        h = ex.start(spec)
+        assert lost and h.popen is None  # the second request's supervisor, forked
+        assert ex.wait(h, timeout=30).return_code == 0
+        first = marshal.loads(lost[0][0])["pid"]
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{first}") and not proc.is_zombie(first) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not os.path.exists(f"/proc/{first}") or proc.is_zombie(first), "the first child did not end"
+        assert (tmp_path / "runs.txt").read_text() == "s3cr3t\n"
+        assert sv.read_file(os.path.join(spec.run_dir, "supervisor"))["pid"] == h.pid != first
+    finally:
+        monkeypatch.undo()
+        ex.close()
+
+
+def test_a_process_whose_main_thread_exited_is_killed_with_the_job(tmp_path):
+    # Its first thread called pthread_exit(): /proc/PID/stat says Z while another thread runs on. That process is
+    # not "already ending", and nothing of the job outlives the job's end.
+    beat = tmp_path / "beat"
+    code = ("import ctypes, threading, time\n"
+            "def beat():\n"
+            "    while True:\n"
+            f"        open({str(beat)!r}, 'a').write('.')\n"
+            "        time.sleep(0.02)\n"
+            "threading.Thread(target=beat, daemon=True).start()\n"
+            "time.sleep(0.1)\n"
+            "ctypes.CDLL(None).pthread_exit(None)\n")
+    (tmp_path / "zombie_leader.py").write_text(code)
+    ex = proc.ProcessExecutor(forkserver=True)
+    try:
+        h = ex.start(_spec(tmp_path, f"{sys.executable} {tmp_path / 'zombie_leader.py'} & sleep 0.5"))
+        assert ex.wait(h, timeout=30).return_code == 0
+        size = beat.stat().st_size
+        assert size > 0
+        time.sleep(0.3)
+        assert beat.stat().st_size == size, "a thread of the job's process still runs after the job's end"
     finally:
         ex.close()
 

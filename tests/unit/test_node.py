@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import time
 import threading
 import zipfile
 
@@ -254,6 +255,22 @@ def test_a_re_adopted_run_keeps_its_faults(tmp_path):
     r = b.resume(handle, ex, confirm=True)
     assert r.failure is not None and r.failure.kind == FailureKind.RUNNER_LOST, r
     assert "injected fault: preempt-after=0.2s" in system_log(tmp_path)
+
+
+def test_a_run_that_ended_while_no_engine_watched_is_started_when_its_supervisor_said(tmp_path):
+    """An engine started the run and died before it confirmed the start; the run ended meanwhile. The next engine
+    records the start the supervisor wrote (its ``status`` file), not the moment it found the run over."""
+    from runners.executors.base import ExitResult
+    a, io_, ex = attempt(tmp_path, fake())
+    a._prepare()
+    at = time.time() - 30
+    finished = ExitResult.from_status({"return_code": 0, "signal": None, "started_at": at,
+                                       "finished_at": at + 1, "stopped": None})
+    assert finished.started_at == at
+    b = Attempt("ds1", RunDir(tmp_path / "run"), Machine(root=tmp_path, process=ex), io_)
+    r = b.resume(None, ex, confirm=True, finished=finished)
+    assert r.started and r.return_code == 0 and ("started", "c1.4") in io_.events and io_.started_at == at
+    assert ExitResult.from_status({"return_code": 0, "started_at": "soon"}).started_at is None
 
 
 def test_a_container_sees_exactly_its_gpus_and_a_cpu_type_none(tmp_path):

@@ -73,6 +73,8 @@ def test_a_submit_whose_answer_is_lost_is_not_taken_for_a_failure():
                 return self._answer(503, {})
             if how == "refuse":
                 return self._answer(400, {"error": "bad entrypoint"})
+            if how == "busy":  # a proxy (or a head) saying "not now", at once
+                return self._answer(503, {"error": "unavailable"})
             jobs[body["submission_id"]] = {"status": "PENDING"}
             if how == "slow":
                 time.sleep(0.6)  # taken, answered after the client gave up
@@ -102,5 +104,16 @@ def test_a_submit_whose_answer_is_lost_is_not_taken_for_a_failure():
         with pytest.raises(RayError) as e:
             client.submit("a4", "true", **args)  # never answered: given up after its tries
         assert not e.value.status and posts.count("a4") == client.submit_tries
+        mode["post"] = "busy"
+        client.submit_pause_s = 0.1  # 4 tries span ~0.3 s: the head is ready again after the first
+        threading.Timer(0.05, lambda: mode.update(post="ok")).start()
+        client.submit("a5", "true", **args)  # "not now", then taken
+        assert posts.count("a5") >= 2 and "a5" in jobs
+        mode["post"] = "drop"
+        client.submit_budget_s = 0.5
+        t = time.monotonic()
+        with pytest.raises(RayError):
+            client.submit("a6", "true", **args)  # given up within its time, before its tries
+        assert posts.count("a6") < client.submit_tries and time.monotonic() - t < 3
     finally:
         srv.shutdown()

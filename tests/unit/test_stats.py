@@ -57,3 +57,12 @@ def test_a_containers_sample_has_its_network_and_a_process_jobs_has_empty_cells(
         ["1.0", "1", "2", "3", "4", "5", "", ""]]
     streamed = "".join(r.content.decode() for r in journal.records(str(tmp_path / "journal")))
     assert streamed.splitlines()[:4] == lines[:4]  # the same rows, as `.docker_stats.tsv` in the journal
+
+
+def test_docker_engine_times_are_read_to_the_nanosecond_digit_python_keeps():
+    # What an adopted container's start (its recorded start, what its deadline counts from) is read from.
+    from runners.executors.docker import docker_time
+    assert docker_time("2026-12-02T02:33:45.123456789Z") == 1796178825.123456789
+    assert docker_time("2026-12-02T05:33:45+03:00") == docker_time("2026-12-02T02:33:45Z") == 1796178825.0
+    assert docker_time("0001-01-01T00:00:00Z") is None  # Docker's zero time: never started
+    assert docker_time("") is None and docker_time(None) is None and docker_time("yesterday") is None

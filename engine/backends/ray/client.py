@@ -55,7 +55,8 @@ class RayClient:
         self.base = address.rstrip("/")
         self.token = token
         self.timeout_s = timeout_s
-        self.submit_tries, self.submit_pause_s = 4, 1.0
+        # A submit runs on the thread that places Ray jobs: its retries are bounded in count and in time.
+        self.submit_tries, self.submit_pause_s, self.submit_budget_s = 4, 1.0, 30.0
 
     def _call(self, method: str, path: str, body: Optional[dict] = None) -> Optional[dict]:
         """The JSON reply; None for 404; RayError for anything else that is not a success."""
@@ -97,8 +98,10 @@ class RayClient:
                 "entrypoint_num_cpus": cpus, "entrypoint_num_gpus": gpus, "entrypoint_memory": int(memory),
                 "entrypoint_label_selector": selector, "runtime_env": {"env_vars": env_vars}}
         # A submit whose answer was lost (timed out under a loaded head) may still have reached Ray; a submission id
-        # is Ray's once, so asking for it tells which. Unanswered submits are tried again for submit_tries rounds;
-        # Ray's own refusals (an HTTP status) are not.
+        # is Ray's once, so asking for it tells which. Unanswered submits, and those a busy head or a proxy in front
+        # of it answered "not now" (502, 503, 504), are tried again for submit_tries rounds within submit_budget_s;
+        # Ray's own refusals (any other HTTP status) are not.
+        deadline = time.monotonic() + self.submit_budget_s
         for round_ in range(self.submit_tries):
             try:
                 self._call("POST", "/api/jobs/", body)
@@ -111,7 +114,8 @@ class RayClient:
                         return  # it got there: a lost answer, or a refused resend of what had
                 except RayError:
                     pass
-                if e.status or round_ == self.submit_tries - 1:
+                if (e.status and e.status not in (502, 503, 504)) or round_ == self.submit_tries - 1 \
+                        or time.monotonic() + self.submit_pause_s > deadline:
                     raise
                 time.sleep(self.submit_pause_s)
 
