@@ -124,13 +124,30 @@ def marked(job_id: str, exclude: int = 0) -> list:
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == exclude:
             continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                if marker in f.read().split(b"\0"):
-                    out.append(int(name))
-        except OSError:
-            pass
+        if marker in _environ(name).split(b"\0"):
+            out.append(int(name))
     return out
+
+
+def _environ(pid: str) -> bytes:
+    """A process's environment; that of another of its threads when its first thread is gone (a main thread
+    that called pthread_exit(): /proc/PID/environ then fails while the process runs on)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f.read()
+    except OSError:
+        pass
+    try:
+        tids = [t for t in os.listdir(f"/proc/{pid}/task") if t != pid]
+    except OSError:
+        return b""
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/environ", "rb") as f:
+                return f.read()
+        except OSError:
+            continue
+    return b""
 
 
 def kill_marked(job_id: str, exclude: int = 0, rounds: int = 50) -> int:
@@ -333,18 +350,41 @@ class Supervisor:
             if pid == self.pid and self.main_status is None:
                 self.main_status = status
 
+    def _reap_all(self) -> bool:
+        """Reap what has ended; True once this process has no child left at all, alive or not: as the job's
+        subreaper, nothing of the job is left then (orphans are re-parented to it)."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return True
+            if pid == 0:
+                return False
+            if pid == self.pid and self.main_status is None:
+                self.main_status = status
+
     def kill_all(self) -> None:
         """SIGKILL until nothing of the job is left; the subreaper role makes 'left' well defined, and the marker
         sweep catches whatever carries the job's id outside the subtree."""
         deadline, pause = time.monotonic() + 30, 0.0005
         while time.monotonic() < deadline:
-            self._reap()
-            # Left: what can still run. A process in exit() cannot (its descendants are still looked at, and
-            # killed); waiting for the kernel to finish a PID namespace's teardown guards nothing. One look at
-            # the process table per round: the common end (nothing left, or only bwrap's init in exit()) is one.
-            live = descendants(os.getpid(), live=True)
-            if not live:
-                break
+            if self.sandboxed:
+                self._reap()
+                # Left: what can still run. Every process of the job is in its PID namespace, which the kernel
+                # empties once its init is gone: a process in exit() cannot run (its descendants are still looked
+                # at, and killed), and waiting for the kernel to finish the namespace's teardown guards nothing.
+                # One look at the process table per round: the common end (nothing left, or only bwrap's init in
+                # exit()) is one.
+                live = descendants(os.getpid(), live=True)
+                if not live:
+                    break
+            else:
+                # Unconfined, only no child at all is nothing left: a process that forks and exits in a loop shows
+                # the process table little but exiting parents (its children, re-parented here, come after the
+                # look), so every descendant is killed, the exiting ones too, until none is left to reap.
+                if self._reap_all():
+                    break
+                live = descendants(os.getpid())
             try:
                 os.killpg(self.pid, signal.SIGKILL)
             except OSError:

@@ -324,6 +324,61 @@ def test_a_process_whose_main_thread_exited_is_killed_with_the_job(tmp_path):
         ex.close()
 
 
+FLEE = """import os, sys, time
+beat, stop = sys.argv[1], sys.argv[2]
+end = time.time() + 20  # a test that failed leaves nothing running for long
+while time.time() < end and not os.path.exists(stop):
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    open(beat, "a").write(".")
+"""
+
+
+def test_a_process_forking_and_exiting_in_a_loop_does_not_outlive_its_unconfined_job(tmp_path):
+    # Most looks at the process table see only its exiting parents: the end waits for the supervisor (the job's
+    # subreaper) to have no child at all, killing every descendant on the way.
+    beat, stop = tmp_path / "beat", tmp_path / "stop"
+    (tmp_path / "flee.py").write_text(FLEE)
+    ex = proc.ProcessExecutor(forkserver=True)
+    try:
+        for cmd in (f"exec {sys.executable} flee.py {beat} {stop}", f"{sys.executable} flee.py {beat} {stop} & sleep 0.3"):
+            beat.unlink(missing_ok=True)
+            spec = _spec(tmp_path, cmd)
+            h = ex.start(spec)
+            assert ex.wait(h, timeout=30) is not None
+            time.sleep(0.3)
+            size = beat.stat().st_size if beat.exists() else 0
+            time.sleep(0.5)
+            assert (beat.stat().st_size if beat.exists() else 0) == size, f"the chain outlived its job: {cmd}"
+            os.rename(spec.run_dir, str(tmp_path / f"run-{time.monotonic_ns()}"))
+    finally:
+        stop.touch()
+        ex.close()
+
+
+def test_the_marker_sweep_finds_a_process_whose_main_thread_exited(tmp_path):
+    marker = f"dsunit{os.getpid()}zl"
+    code = ("import ctypes, threading, time\n"
+            "threading.Thread(target=lambda: time.sleep(30), daemon=True).start()\n"
+            "ctypes.CDLL(None).pthread_exit(None)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "DSJOBS_JOB_ID": marker})
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until its first thread is gone: its environ file then fails
+            try:
+                open(f"/proc/{p.pid}/environ", "rb").read()
+            except OSError:
+                break
+            time.sleep(0.02)
+        assert sv.marked(marker) == [p.pid]
+        assert sv.kill_marked(marker) >= 1
+        assert p.wait(10) == -9
+    finally:
+        p.kill()
+        p.wait(10)
+
+
 def test_secrets_of_any_size_reach_a_forked_supervisor_on_its_pipe(tmp_path):
     ex = proc.ProcessExecutor(forkserver=True)
     try:
