@@ -63,7 +63,9 @@ def outcome(result: AttemptResult, cancelled: bool) -> Outcome:
         return Outcome(S.ERROR, Failure(FailureKind.INTERNAL, why), why, "job failed")
     if result.return_code == 0:
         return Outcome(S.SUCCESS, None, None, "job completed successfully")
-    return Outcome(S.ERROR, None, f"program returned code {result.return_code}",
+    # What the executor saw that the user should know (killed for memory, a full disk) goes with the code.
+    note = f" ({result.note})" if result.note else ""
+    return Outcome(S.ERROR, None, f"program returned code {result.return_code}{note}",
                    f"job finished with return code {result.return_code}")
 
 

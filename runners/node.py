@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import json
+import dataclasses
 import os
 import socket
 import subprocess
@@ -306,6 +307,11 @@ class Attempt:
 
     def _end(self, result: ExitResult, instance: str) -> AttemptResult:
         result = self._fault_result(result, instance)
+        if result.return_code not in (0, None) and result.failure is None and result.stopped is None \
+                and not result.note:
+            hint = self._disk_full_hint()
+            if hint:
+                result = dataclasses.replace(result, note=hint)
         if result.note:
             self.log(result.note)
         if result.failure is not None:
@@ -328,6 +334,23 @@ class Attempt:
             out.outputs, out.output_errors = got.files, got.errors
             out.datasets = {var: str(self.layout.work / rel) for var, rel in self.layout.output_datasets.items()}
         return out  # what faults made for the run is released by run() / resume(), after the collection
+
+    DISK_FULL = (b"No space left on device", b"Disk quota exceeded")  # strerror(ENOSPC), strerror(EDQUOT)
+
+    def _disk_full_hint(self) -> str:
+        """A failed program whose last output says a disk was full: said beside its return code, since the cause
+        is the machine's, not the program's (the job's own writes fail where the engine cannot see them)."""
+        for path in (self.run_dir.stderr, self.run_dir.stdout):
+            try:
+                with open(path, "rb") as f:
+                    f.seek(max(0, os.fstat(f.fileno()).st_size - 4096))
+                    tail = f.read()
+            except OSError:
+                continue
+            for text in self.DISK_FULL:
+                if text in tail:
+                    return f"its last output says a disk was full ({text.decode()})"
+        return ""
 
     # --- injected faults (runners/faults.py) -------------------------------------------------------------------
 

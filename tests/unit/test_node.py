@@ -273,6 +273,16 @@ def test_a_run_that_ended_while_no_engine_watched_is_started_when_its_supervisor
     assert ExitResult.from_status({"return_code": 0, "started_at": "soon"}).started_at is None
 
 
+def test_a_program_that_failed_on_a_full_disk_says_so_beside_its_code(tmp_path):
+    # Its own writes failed where the engine cannot see them: its last output is what tells.
+    a, _, _ = attempt(tmp_path, fake(exit_code=1, stderr="cp: error writing 'out.bin': No space left on device\n"))
+    r = a.run()
+    assert r.return_code == 1 and r.failure is None and "a disk was full (No space left on device)" in r.note
+    assert "a disk was full" in system_log(tmp_path)
+    b, _, _ = attempt(tmp_path / "b", fake(exit_code=1, stderr="plain failure\n"))
+    assert b.run().note == ""
+
+
 def test_a_container_sees_exactly_its_gpus_and_a_cpu_type_none(tmp_path):
     from runners import gpus
     from runners.spec import ImageSpec

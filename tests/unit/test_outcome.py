@@ -15,6 +15,11 @@ TABLE = [
     (AttemptResult(started=True, return_code=0), False, (S.SUCCESS, None, None, "job completed successfully")),
     (AttemptResult(started=True, return_code=3), False,
      (S.ERROR, None, "program returned code 3", "job finished with return code 3")),
+    # what the executor saw goes with the code: a kill for memory, a disk its output says was full
+    (AttemptResult(started=True, return_code=1, note="its last output says a disk was full (No space left on "
+                                                     "device)"), False,
+     (S.ERROR, None, "program returned code 1 (its last output says a disk was full (No space left on device))",
+      "job finished with return code 1")),
     (AttemptResult(started=True, return_code=0), True, (S.CANCELLED, None, None, "job cancelled")),
     (AttemptResult(started=True, return_code=143, stopped=CANCEL), True, (S.CANCELLED, None, None, "job cancelled")),
     (AttemptResult(stopped=CANCEL), True, (S.CANCELLED, None, None, "job cancelled")),  # stopped before its start
