@@ -17,6 +17,7 @@ import json
 import dataclasses
 import os
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -341,12 +342,17 @@ class Attempt:
         """A failed program whose last output says a disk was full: said beside its return code, since the cause
         is the machine's, not the program's (the job's own writes fail where the engine cannot see them)."""
         for path in (self.run_dir.stderr, self.run_dir.stdout):
-            try:
-                with open(path, "rb") as f:
-                    f.seek(max(0, os.fstat(f.fileno()).st_size - 4096))
-                    tail = f.read()
+            try:  # a regular file only, never followed or waited on (an unconfined job could replace it)
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
             except OSError:
                 continue
+            try:
+                st = os.fstat(fd)
+                tail = os.pread(fd, 4096, max(0, st.st_size - 4096)) if stat.S_ISREG(st.st_mode) else b""
+            except OSError:
+                tail = b""
+            finally:
+                os.close(fd)
             for text in self.DISK_FULL:
                 if text in tail:
                     return f"its last output says a disk was full ({text.decode()})"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import time
 import threading
 import zipfile
@@ -281,6 +282,13 @@ def test_a_program_that_failed_on_a_full_disk_says_so_beside_its_code(tmp_path):
     assert "a disk was full" in system_log(tmp_path)
     b, _, _ = attempt(tmp_path / "b", fake(exit_code=1, stderr="plain failure\n"))
     assert b.run().note == ""
+    # A log file replaced by a FIFO (an unconfined job may) is not waited on.
+    c, _, _ = attempt(tmp_path / "c", fake(exit_code=1))
+    c._prepare()
+    stderr = tmp_path / "c" / "run" / "stderr.txt"
+    stderr.unlink(missing_ok=True)
+    os.mkfifo(stderr)
+    assert c._disk_full_hint() == ""
 
 
 def test_a_container_sees_exactly_its_gpus_and_a_cpu_type_none(tmp_path):
