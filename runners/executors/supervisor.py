@@ -13,8 +13,9 @@ double that). Its whole channel to the engine is files in RUN_DIR, in ``marshal`
 
 An engine starts supervisors through a fork server (``--forkserver=FD``): this module, started once and waiting on
 a socket; each request forks a supervisor from it, so a job's supervisor costs a fork (~1 ms of CPU), not an
-interpreter's start (~20 ms). Its secrets come from the engine on a pipe of its own, as a standalone one's do. The forked supervisor is what one started on its own is: a session of its own, its
-run dir and lock, no tie to the engine or to the fork server (whose end, when its engine goes, ends no job).
+interpreter's start (~20 ms). Its secrets come from the engine on a pipe of its own, as a standalone one's do.
+The forked supervisor is what one started on its own is: a session of its own, its run dir and lock, no tie to the
+engine or to the fork server (whose end, when its engine goes, ends no job).
 
 Logs go to the job's journal (runners/journal.py, the one definition of its format) plus plain stdout/stderr
 files. It is a child
@@ -339,18 +340,7 @@ class Supervisor:
                 pass
         return len(pids)
 
-    def _reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            if pid == self.pid and self.main_status is None:
-                self.main_status = status
-
-    def _reap_all(self) -> bool:
+    def _reap(self) -> bool:
         """Reap what has ended; True once this process has no child left at all, alive or not: as the job's
         subreaper, nothing of the job is left then (orphans are re-parented to it)."""
         while True:
@@ -382,7 +372,7 @@ class Supervisor:
                 # Unconfined, only no child at all is nothing left: a process that forks and exits in a loop shows
                 # the process table little but exiting parents (its children, re-parented here, come after the
                 # look), so every descendant is killed, the exiting ones too, until none is left to reap.
-                if self._reap_all():
+                if self._reap():
                     break
                 live = descendants(os.getpid())
             try:
