@@ -5,7 +5,7 @@ Create -> Execute -> operation done, p50/p95 over N jobs (sandbox on and off), b
 `subprocess.run(["bash", "-c", "true"])` and the same bash in the job's sandbox; then the throughput of M no-op
 jobs queued at once, with `--max-concurrent-jobs` 1, 2, 4, 8 and the default.
 
-    python bench/bench_spine.py [--jobs 50] [--burst 200] [--base-rev 43f9a31]
+    python bench/bench_spine.py [--jobs 50] [--burst 200] [--base-rev 43f9a31]   (--burst 0: the latencies only)
 
 With ``--base-rev``, the same figures are taken of an earlier commit's engine (a git worktree, served the same way,
 with its own code), alternated with this tree's in the same run, so both see the same machine.
@@ -191,7 +191,7 @@ def measure(trees: dict[str, Path], jobs: int, burst_n: int) -> dict:
         r = res.setdefault(name, {})
         r[f"api_noop_job{sfx}_ms"] = ms(xs)
         r[f"run_phase{sfx}_ms_p50"] = statistics.median(phase[(name, box)]) * 1e3
-    for i, k in enumerate(CONCURRENCY):
+    for i, k in enumerate(CONCURRENCY if burst_n else ()):
         names = list(trees) if i % 2 == 0 else list(reversed(trees))
         for name in names:
             extra = ("--max-concurrent-jobs", str(k)) if k else ()
@@ -227,7 +227,7 @@ def main():
     # the figures of this tree also at the top level, under the names older runs (and bench/compare.py) used
     res.update(api_noop_job_ms=this["api_noop_job_ms"], api_noop_job_unconfined_ms=this["api_noop_job_unconfined_ms"],
                run_phase_ms_p50=this["run_phase_ms_p50"], run_phase_unconfined_ms_p50=this["run_phase_unconfined_ms_p50"],
-               burst={"jobs": a.burst, "jobs_per_s": this["burst_jobs_per_s"]["default"]})
+               burst={"jobs": a.burst, "jobs_per_s": this.get("burst_jobs_per_s", {}).get("default")})
     res["ratio_p50"] = this["api_noop_job_ms"]["p50"] / res["bare_subprocess_ms"]["p50"]
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=2))
@@ -244,6 +244,8 @@ def main():
     rows.append("| no-op job through the API, `--sandbox none` | " +
                 " | ".join(f(res[n]["api_noop_job_unconfined_ms"]) for n in cols) + " |")
     print("\n".join(rows))
+    if not a.burst:
+        return
     print(f"\n{a.burst} no-op jobs queued at once (sandbox on), jobs/s:\n")
     print("| --max-concurrent-jobs | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols))
     for k in CONCURRENCY:
