@@ -17,7 +17,6 @@ import json
 import dataclasses
 import os
 import socket
-import stat
 import subprocess
 import sys
 import threading
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Optional
 from runners import faults as rf
 from runners import gpus as gpumod, journal
 from runners.executors.base import ExitResult, Executor, Handle, RunSpec
-from runners.fsops import chown_tree, write_private
+from runners.fsops import chown_tree, read_regular, write_private
 from runners.outputs import collect
 from runners.rundir import RunDir
 from runners.safezip import UnsafeArchive
@@ -342,17 +341,8 @@ class Attempt:
         """A failed program whose last output says a disk was full: said beside its return code, since the cause
         is the machine's, not the program's (the job's own writes fail where the engine cannot see them)."""
         for path in (self.run_dir.stderr, self.run_dir.stdout):
-            try:  # a regular file only, never followed or waited on (an unconfined job could replace it)
-                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-            except OSError:
-                continue
-            try:
-                st = os.fstat(fd)
-                tail = os.pread(fd, 4096, max(0, st.st_size - 4096)) if stat.S_ISREG(st.st_mode) else b""
-            except OSError:
-                tail = b""
-            finally:
-                os.close(fd)
+            # A regular file only, never followed or waited on (an unconfined job could replace it).
+            tail = read_regular(str(path), 4096, tail=True) or b""
             for text in self.DISK_FULL:
                 if text in tail:
                     return f"its last output says a disk was full ({text.decode()})"
