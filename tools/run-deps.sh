@@ -12,4 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "run-deps: installing bubblewrap" >&2
 export DEBIAN_FRONTEND=noninteractive
-apt-get install -y -qq bubblewrap >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; }
+# One apt at a time: `make test-setup` runs this beside tools/test-deps.sh, and dpkg's lock makes a second apt-get
+# fail at once rather than wait (the lock timeout is for any other apt on the machine).
+apt() { flock /var/lock/dsjobs-apt.lock apt-get -o DPkg::Lock::Timeout=600 "$@"; }
+apt install -y -qq bubblewrap >/dev/null 2>&1 || { apt update -qq && apt install -y -qq bubblewrap >/dev/null; }

@@ -20,7 +20,9 @@ command -v psql >/dev/null || need+=(postgresql-client)  # examples/jobs/pgrepor
 if [ ${#need[@]} -gt 0 ]; then
   echo "test-deps: installing ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${need[@]}" >/dev/null
+  # One apt at a time: tools/run-deps.sh runs beside this in `make test-setup` (dpkg's lock fails, it does not wait).
+  apt() { flock /var/lock/dsjobs-apt.lock apt-get -o DPkg::Lock::Timeout=600 "$@"; }
+  apt update -qq
+  apt install -y -qq "${need[@]}" >/dev/null
 fi
 exec "$(dirname "$0")/ensure-docker.sh"
