@@ -224,6 +224,21 @@ def test_a_long_log_in_the_browser_is_tailed_and_paged_and_gpu_stats_are_charted
         page = tab.page
         page.goto(f"{srv.url}/jobs/{jid}?token={srv.token}")
         page.wait_for_selector("#job[data-status=SUCCESS]")
+        # The view's own rule, on a batch made to order: a record is what one read of the job's pipe got (up to
+        # 64 KiB), and when the last stdout record alone held more lines than the view keeps, it was dropped whole,
+        # the log's last line with it (this test's page then showed the engine's last line only, under load).
+        got = page.evaluate("""async () => {
+          const { LogView } = await import('/static/logview.js');
+          const el = document.createElement('div');
+          let trimmed = 0;
+          const view = new LogView(el, { maxLines: 100, onTrim: n => { trimmed = n; } });
+          view.add([[1, 0, 'old\\n']]);
+          const rows = Array.from({ length: 250 }, (_, i) => `row ${i + 1}\\n`).join('');
+          view.add([[1, 0, 'first\\n'], [1, 0, rows], [3, 0, 'job completed\\n']]);
+          return { lines: [...el.children].map(e => e.textContent), trimmed };
+        }""")
+        assert got["lines"][-2:] == ["row 250", "job completed"] and len(got["lines"]) == 100, got["lines"][-3:]
+        assert got["lines"][0] == "row 152" and got["trimmed"] == 1 + 1 + 151, (got["lines"][0], got["trimmed"])
         try:  # twice timed out at the default 30 s in the parallel suite, never alone: what the page had is said
             page.wait_for_selector("#log .s1 >> text=last", timeout=90_000)
         except Exception as e:  # noqa: BLE001 - playwright's TimeoutError, with the page's state

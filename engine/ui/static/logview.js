@@ -25,17 +25,26 @@ export class LogView {
   add(records) {
     records = records.filter(([s]) => s === STDOUT || s === STDERR || s === SYSTEM);
     // A batch with more lines than the view keeps (the tail of a big log): only its last lines are made at all.
-    let lines = 0, from = 0;
+    // A record holds whatever one read of the job's pipe got (up to 64 KiB: thousands of short lines), so the
+    // record across the boundary keeps its own last lines: dropped whole, it took the log's tail with it.
+    const count = text => (text.match(/\n/g) || []).length;
+    let lines = 0;
     for (let i = records.length - 1; i >= 0; i--) {
-      lines += (records[i][2].match(/\n/g) || []).length;
-      if (lines > this.max) { from = i + 1; break; }
-    }
-    if (from > 0) {
-      for (let i = 0; i < from; i++) this.trimmed += (records[i][2].match(/\n/g) || []).length;
+      const n = count(records[i][2]);
+      if (lines + n <= this.max) { lines += n; continue; }
+      const text = records[i][2], drop = n - (this.max - lines);
+      let at = 0;
+      for (let k = 0; k < drop; k++) at = text.indexOf("\n", at) + 1;
+      for (let k = 0; k < i; k++) this.trimmed += count(records[k][2]);
+      this.trimmed += drop;
+      const kept = [...records[i]];
+      kept[2] = text.slice(at);
+      records = [kept, ...records.slice(i + 1)];
+      this.trimmed += this.el.childElementCount;
       this.el.replaceChildren();
       this.streams = {};
-      records = records.slice(from);
       if (this.onTrim) this.onTrim(this.trimmed);
+      break;
     }
     const frag = document.createDocumentFragment();
     for (const [s, t, text] of records) this.write(frag, s, t, text);
