@@ -42,6 +42,15 @@ define make_venv
 	test -x $(1)/bin/python || $(UV) venv -q --seed --python $(2) $(1)
 endef
 
+# What a venv installed, compiled: uv does not compile what it installs, and with PYTHONDONTWRITEBYTECODE=1 (set on
+# these machines) every process would compile its imports from source again: `import ray` 1.8 s of CPU instead of
+# 0.7 (each Ray worker and job supervisor), grpc with protobuf 0.5 instead of 0.25 (each engine and CLI). Files a
+# package ships that this Python cannot compile (templates, other versions' code) are left as they are.
+define compile_site
+	$(1) -m compileall -qq -j0 "$$($(1) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" || true; \
+	touch $(dir $(1)).compiled
+endef
+
 # An editable install builds dsjobs in this tree (setuptools writes dsjobs.egg-info here): one at a time, though
 # `make test-setup` makes the venvs side by side.
 EDITABLE := mkdir -p .cache && flock .cache/editable.lock $(UV) pip install -q
@@ -49,16 +58,19 @@ EDITABLE := mkdir -p .cache && flock .cache/editable.lock $(UV) pip install -q
 $(RUN_STAMP): pyproject.toml | $(UV)
 	$(call make_venv,$(VENV),$(PYTHON))
 	$(EDITABLE) --python $(PY) -e '.[ui]'
+	$(call compile_site,$(PY))
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(UV)
 	$(call make_venv,$(VENV),$(PYTHON))
 	$(EDITABLE) --python $(PY) -e '.[test,ray,ui]'
+	$(call compile_site,$(PY))
 	touch $@ $(RUN_STAMP)
 
 $(DSSTAMP): | $(UV)
 	$(call make_venv,$(DSVENV),$(PYTHON))
 	$(UV) pip install -q --python $(DSVENV)/bin/python datasphere==0.10.0
+	$(call compile_site,$(DSVENV)/bin/python)
 	touch $@
 
 # A venv per Python version: made again when its interpreter is gone, reinstalled when pyproject.toml changes.
@@ -68,6 +80,7 @@ $(DSSTAMP): | $(UV)
 	    2>/dev/null; then rm -rf .venv-py$* && echo "python $*: $(UV) venv --python $$py .venv-py$*" && \
 	    $(UV) venv -q --seed --python $$py .venv-py$*; fi
 	$(EDITABLE) --python .venv-py$*/bin/python -e '.[test]'
+	$(call compile_site,.venv-py$*/bin/python)
 	touch $@
 
 # Wheels the tests serve from local indexes, downloaded (and pyspark's built) once per machine into $(CACHE)/wheels,
@@ -134,11 +147,14 @@ test-setup:
 
 # The tree's own modules compiled once for each Python the tests run: with PYTHONDONTWRITEBYTECODE=1 (set on these
 # machines) every engine, CLI, hook and agent process of the suite would compile them again, ~0.5 s of CPU each.
-# A source edited later is compiled in memory as usual (a pyc is used only while its source is unchanged).
+# A source edited later is compiled in memory as usual (a pyc is used only while its source is unchanged). The
+# venvs' packages too, once, for a venv installed before they were compiled at install (bin/.compiled says done).
 bytecode:
 	@for p in $(PY) $(foreach v,$(PYTHONS),.venv-py$(v)/bin/python); do \
 	  $$p -m compileall -q -j0 engine runners dsjobs dsjobs_pb || exit 1; \
 	done
+	@$(foreach p,$(PY) $(DSVENV)/bin/python $(foreach v,$(PYTHONS),.venv-py$(v)/bin/python),\
+	  test -f $(dir $(p)).compiled || { $(call compile_site,$(p)); };)
 
 # The main suite on $(TEST_WORKERS) xdist workers, and the client tests under each of $(PYTHONS) beside it
 # (tools/run-tests.sh); TEST_ARGS= narrows the main suite (make test TEST_ARGS="tests/unit -x").
