@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import re
 from typing import Callable, Optional
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from starlette.datastructures import Headers
 from starlette.requests import cookie_parser
@@ -30,11 +30,20 @@ MAX_FORM = 64 << 10  # the page's forms are a few fields; anything bigger is not
 _LEADING_SLASHES = re.compile(r"^[/\\]+")
 
 
+# A browser drops ASCII tabs and newlines anywhere in a URL before it parses it (the URL standard), so "/\t/host"
+# is "//host" to it: they go first, and any other control character makes the target no path of ours.
+_DROPPED = str.maketrans("", "", "\t\n\r")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def local_path(target: str) -> str:
     """``target`` as a path of this site: never //host or /\\host, which browsers read as another site."""
-    if not target.startswith("/"):
+    target = target.translate(_DROPPED)
+    if not target.startswith("/") or _CONTROL.search(target):
         return "/"
-    return _LEADING_SLASHES.sub("/", target)
+    path = _LEADING_SLASHES.sub("/", target)
+    parts = urlsplit(path)
+    return path if not parts.scheme and not parts.netloc else "/"
 
 
 class Gate:

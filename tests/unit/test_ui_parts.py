@@ -102,5 +102,9 @@ def test_the_status_filter_lists_every_status_once():
 def test_a_login_sends_the_browser_only_to_a_path_of_this_site():
     for target, expected in (("/jobs/x?a=1", "/jobs/x?a=1"), ("//evil.example/x", "/evil.example/x"),
                              ("/\\evil.example", "/evil.example"), ("\\\\evil", "/"), ("https://evil", "/"),
-                             ("", "/"), ("javascript:alert(1)", "/")):
+                             ("", "/"), ("javascript:alert(1)", "/"),
+                             # what a browser drops before it parses: "/\t/host" is "//host" to it
+                             ("/\t/evil.example/x", "/evil.example/x"), ("/\n/evil", "/evil"), ("\t//evil", "/evil"),
+                             ("/\r\n\\evil", "/evil"), ("/jobs/\tx", "/jobs/x"), ("/\x00/evil", "/"),
+                             ("/a\x1b", "/")):
         assert local_path(target) == expected, target
