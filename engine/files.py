@@ -28,6 +28,9 @@ from engine.cas import SHA_RE, BlobStore, DigestMismatch
 from engine.errors import EngineError
 
 log = logging.getLogger(__name__)
+# Any local process, a job included, can connect before it shows a signature: what connections may hold is bounded.
+MAX_CONNECTIONS = 256  # open at once, a thread each; more are closed as they come
+HEAD_TIMEOUT_S = 10.0  # for each read of a request's line and headers (and between requests); bodies get `timeout`
 UPLOAD_BUFFER = 1 << 20  # measured (bench/bench_files.py): 4 MiB reads stall the loopback stream, 2-4x slower
 
 
@@ -98,6 +101,15 @@ class _Handler(BaseHTTPRequestHandler):
     # A connection that sends nothing for this long (between requests, or in the middle of a body) is closed:
     # idle or stuck clients cannot hold the endpoint's threads.
     timeout = 60
+
+    def handle_one_request(self) -> None:
+        self.connection.settimeout(min(HEAD_TIMEOUT_S, self.timeout))
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()  # the headers are in: a body (an upload, say) may take its time
+        self.connection.settimeout(self.timeout)
+        return ok
 
     def log_message(self, fmt, *args):  # the default logs whole URLs, signatures included
         log.debug("%s %s", getattr(self, "command", None), urlsplit(getattr(self, "path", "") or "").path)
@@ -338,6 +350,10 @@ def _other_method(self: _Handler) -> None:
 class FileServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    # socketserver's default backlog is 5: a few clients connecting at once (uploads in parallel, agents, a page's
+    # fetches) while this process waits for a core filled it, and the kernel dropped each SYN beyond it, retried by
+    # the client a second later (measured: 60 connections one after another took 9 s, the worst 1.03 s).
+    request_queue_size = 512
 
     def __init__(self, addr: tuple[str, int], blobs: BlobStore, signer: Callable[[str], Signer],
                  idle_timeout_s: float = 60.0, tls: tuple[str, str] | None = None):
@@ -353,18 +369,34 @@ class FileServer(ThreadingHTTPServer):
             self.tls.load_cert_chain(*tls)
         self.signer = signer(f"{'https' if self.tls else 'http'}://{addr[0]}:{self.server_address[1]}")
         self._thread: threading.Thread | None = None
+        # Unbounded, connections that send nothing took a thread and a descriptor each, until the engine had none
+        # left for its API.
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread for it (RuntimeError: can't start new thread)
+            self._slots.release()
+            raise
 
     def process_request_thread(self, request, client_address) -> None:
         """With TLS, the handshake happens here, in the connection's own thread (never in the accepting one, where a
         slow or silent client would hold up every other)."""
-        if self.tls is not None:
-            try:
-                request.settimeout(self.idle_timeout_s)
-                request = self.tls.wrap_socket(request, server_side=True)
-            except OSError:
-                self.shutdown_request(request)
-                return
-        super().process_request_thread(request, client_address)
+        try:
+            if self.tls is not None:
+                try:
+                    request.settimeout(min(HEAD_TIMEOUT_S, self.idle_timeout_s))
+                    request = self.tls.wrap_socket(request, server_side=True)
+                except OSError:
+                    self.shutdown_request(request)
+                    return
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def mount(self, prefix: str, handler: Callable) -> None:
         """Routes beside the blobs: a backend's (the runner channel's /runner/), the job page's

@@ -13,6 +13,52 @@ import time
 from typing import Callable, Optional
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+# Any local process, a job included, can connect before it has a token: what a connection may hold is bounded.
+HEAD_TIMEOUT_S = 10.0  # for a request's head, from its first byte (or the connection's start) to its last
+MAX_CONNECTIONS = 256  # open at once; more are closed as they come (a browser tab keeps a few)
+
+
+class _Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline on each request's head and a cap on connections. uvicorn's only timer
+    is keep-alive's, armed after a response and cancelled by the next request's first byte, so a connection that
+    sent part of a request, or nothing, was held forever: one of the engine's descriptors each, until it had none
+    left for the API (Create failed, "Too many open files")."""
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._head_timer = None
+        if len(self.connections) > MAX_CONNECTIONS:
+            transport.close()
+            return
+        self._arm()
+
+    def _waiting_for_head(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def _arm(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_late)
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        if self._waiting_for_head() and not self.transport.is_closing():
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiting_for_head():
+            self._arm()
+        super().data_received(data)
+        if not self._waiting_for_head() and self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def connection_lost(self, exc) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
 
 
 
@@ -32,9 +78,9 @@ class UiServer:
         self.sock.set_inheritable(False)
         self.host, self.port = host, self.sock.getsockname()[1]
         self.stopping = stopping
-        # h11 (pure Python) whatever else is installed, so behaviour does not depend on httptools being there;
+        # h11 (pure Python, _Protocol) whatever else is installed, so behaviour does not depend on httptools;
         # no proxy headers: any local process could claim any client address with them.
-        config = uvicorn.Config(make_app(self.port), http="h11", loop="asyncio", lifespan="off", log_config=None,
+        config = uvicorn.Config(make_app(self.port), http=_Protocol, loop="asyncio", lifespan="off", log_config=None,
                                 access_log=False, proxy_headers=False, server_header=False, date_header=True,
                                 timeout_graceful_shutdown=3, timeout_keep_alive=30)
         self.server = uvicorn.Server(config)

@@ -434,6 +434,52 @@ def test_the_file_endpoint_answers_garbage_and_drops_idle_connections(tmp_path):
         s.stop()
 
 
+def test_connections_that_never_finish_a_request_are_capped_and_closed(tmp_path):
+    """Found by an attack: any local process, a job too, could open connections to the job pages or to the file
+    endpoint that sent part of a request, or nothing, and keep them open: each held one of the engine's descriptors
+    (and on the file endpoint a thread) until it had none left for its API (Create failed with INTERNAL, "Too many
+    open files"). Now each server keeps at most 256 at once and closes a head unfinished after 10 s."""
+    from engine.files import HEAD_TIMEOUT_S, MAX_CONNECTIONS
+    from tests.ui_helpers import UiServe
+    srv = UiServe(tmp_path / "data").start()
+    client = srv.client()
+    held: list[socket.socket] = []
+
+    def fds() -> int:
+        return len(os.listdir(f"/proc/{srv.proc.pid}/fd"))
+
+    def closed_by_engine(c: socket.socket) -> bool:
+        try:
+            return c.recv(1) == b""
+        except BlockingIOError:
+            return False
+        except ConnectionResetError:
+            return True
+    try:
+        files_port = int(re.search(r"files on http://127\.0\.0\.1:(\d+)", srv.lines[0]).group(1))
+        base = fds()
+        t = time.monotonic()
+        for port in (srv.ui_port, files_port):
+            for _ in range(MAX_CONNECTIONS + 150):
+                c = socket.create_connection(("127.0.0.1", port), 10)
+                c.sendall(b"GET / HTTP/1.1\r\nHost: x")  # a head that never ends
+                c.setblocking(False)
+                held.append(c)
+        wait_for(lambda: fds() <= base + 2 * MAX_CONNECTIONS + 20, timeout=10, what="the connections capped")
+        _, op = run(client, jpb.JobParameters(cmd="echo still serving"))
+        assert not op.HasField("error"), op.error.message
+        wait_for(lambda: all(closed_by_engine(c) for c in held), timeout=HEAD_TIMEOUT_S + 15,
+                 what="every unfinished head closed by the engine")
+        assert time.monotonic() - t < HEAD_TIMEOUT_S + 20
+        wait_for(lambda: fds() <= base + 10, timeout=10, what="the engine's descriptors back")
+        srv.session()  # a request that does finish is served as before (a log-in, here)
+    finally:
+        for c in held:
+            c.close()
+        client.close()
+        srv.stop()
+
+
 # --- a kill -9 around a start -----------------------------------------------------------------------------------
 
 
