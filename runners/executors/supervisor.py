@@ -314,6 +314,9 @@ class Supervisor:
         # counts from the ``started_at`` of the ``supervisor`` file, which the job's recorded start is.
         self.deadline = None
         self.main_status = None
+        # A graceful signal that reached no process of the job (asked for while bwrap was still making its sandbox:
+        # only bwrap's own two processes existed), sent again at each turn until one gets it.
+        self.pending_signal = None
 
     def system(self, msg: str) -> None:
         self.logs.system(msg)
@@ -404,7 +407,8 @@ class Supervisor:
             self.kill_at = time.monotonic()
         else:
             self.system(f"stop: signal {sig} to the job, SIGKILL in {timeout:g}s ({req.get('reason') or 'stop requested'})")
-            self._signal_tree(sig)
+            if not self._signal_tree(sig) and self.sandboxed:
+                self.pending_signal = sig
             self.kill_at = time.monotonic() + timeout
 
     def _spawn(self, spec: dict):
@@ -493,7 +497,7 @@ class Supervisor:
         # On a remote node the agent owns the job: if it dies (killed with its node's Ray worker), so does the job.
         owner = spec.get("owner_pid")
         while True:
-            timeout = self.POLL_S
+            timeout = self.POLL_S if self.pending_signal is None else 0.005
             if self.kill_at is not None:
                 timeout = max(0.0, min(timeout, self.kill_at - time.monotonic()))
             if self.deadline is not None and self.stopped is None:
@@ -525,6 +529,9 @@ class Supervisor:
                     os.close(fd)
                     del streams[fd]
             self._reap()
+            if self.pending_signal is not None and (self.main_status is not None or self._signal_tree(
+                    self.pending_signal)):
+                self.pending_signal = None
             if self.logs.failed and self.main_status is None and self.kill_at is None and self.stopped is None:
                 # A full disk (or an I/O error) under the logs: the job is stopped rather than left unlogged.
                 self.stopped = {"signal": signal.SIGKILL, "timeout": 0.0, "reason": self.logs.failed,

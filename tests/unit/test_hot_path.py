@@ -146,6 +146,30 @@ def test_the_executor_is_woken_by_the_supervisor_not_by_polling(tmp_path, monkey
         ex.close()
 
 
+def test_a_graceful_stop_asked_for_while_the_sandbox_is_made_reaches_the_job(tmp_path):
+    # Found by an attack: a graceful cancel sent while bwrap was still making the job's sandbox reached no process
+    # of the job (bwrap's own two are spared a graceful signal) and was never sent again: the job ran on until its
+    # SIGKILL, the whole grace period later. A stop already there when the supervisor starts is that race, certain.
+    import signal
+    from runners import sandbox as sbx
+    spec = _spec(tmp_path, "trap 'echo got TERM; exit 0' TERM; echo READY; while true; do sleep 0.05; done")
+    work = tmp_path / "work"
+    work.mkdir()
+    box = sbx.job_sandbox(spec.run_dir, str(work), hide=sbx.hidden_paths(tmp_path / "data"))
+    spec.argv, spec.cwd, spec.sandboxed = sbx.argv(sbx.check(), box, spec.argv), str(work), True
+    sv.write_atomic(os.path.join(spec.run_dir, "stop"), {"signal": int(signal.SIGTERM), "timeout": 30.0,
+                                                          "reason": "cancelled"}, durable=False)
+    ex = proc.ProcessExecutor(forkserver=False)
+    try:
+        t = time.monotonic()
+        result = ex.wait(ex.start(spec), timeout=60)
+        took = time.monotonic() - t
+    finally:
+        ex.close()
+    # The signal came before the job's trap (143) or after it (0): either way at once, never the SIGKILL (137).
+    assert result is not None and result.return_code in (0, 143) and took < 10, (result, took)
+
+
 def test_the_start_reported_is_the_one_the_deadline_counts_from(tmp_path):
     # A job's recorded start is the executor's (the supervisor's, by this machine's clock), so a job stopped at its
     # deadline ran its whole allowance by its record, however late the report of its start reached the engine.
