@@ -184,9 +184,11 @@ def _kept_outputs(client: Client, job_id: str, base: Path, output_dir: Optional[
 
 
 def follow(client: Client, job_id: str, op, base: Path, *, graceful_cancel: bool, log_offset: int = 0,
-           output_dir: Optional[Path] = None, hint: Optional[str] = None, poll_s: float = 0.1) -> int:
+           output_dir: Optional[Path] = None, hint: Optional[str] = None, poll_s: float = 0.1,
+           cancel_on: tuple = (signal.SIGINT,)) -> int:
     """Stream logs, wait, download outputs, print a summary; returns the job's return code (as the CLI exits).
-    ``poll_s``: how often the operation is asked for between log lines (an engine in this process: often)."""
+    ``poll_s``: how often the operation is asked for between log lines (an engine in this process: often).
+    ``cancel_on``: the signals that cancel the job (gracefully first, as Ctrl-C does), then follow it to its end."""
     printer = _Printer()
     started = time.monotonic()
     logs_thread = client.follow_logs(job_id, log_offset, printer)
@@ -201,7 +203,8 @@ def follow(client: Client, job_id: str, op, base: Path, *, graceful_cancel: bool
             client.cancel(job_id, graceful=not forced, reason="interrupted from the terminal")
         except grpc.RpcError as e:
             printer.err.print(f"cancel failed: {e.details()}", style="red")
-    old = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+    old = {sig: signal.signal(sig, on_sigint) for sig in cancel_on} \
+        if threading.current_thread() is threading.main_thread() else None
     bar = _ProgressBar(printer.err) if sys.stderr.isatty() else None
 
     def on_poll(op) -> None:
@@ -227,8 +230,8 @@ def follow(client: Client, job_id: str, op, base: Path, *, graceful_cancel: bool
     finally:
         if bar:
             bar.stop()
-        if old is not None:
-            signal.signal(signal.SIGINT, old)
+        for sig, handler in (old or {}).items():
+            signal.signal(sig, handler)
     from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
     resp = spb.ExecuteProjectJobResponse()
     op.response.Unpack(resp)
@@ -305,8 +308,11 @@ def cmd_run(a) -> int:
         kept = (f"its record is kept in {data_dir}: `dsjobs serve --data-dir {data_dir}`, then `dsjobs project job "
                 f"download-files --id {job_id} --with-logs`" if tmp is None else
                 "(a temporary data dir, since the default one was in use: nothing else is kept)")
+        # The engine is this process: a SIGTERM or SIGHUP (a service manager, a closed terminal) ending it at once
+        # left the job running unowned, re-adopted by the next `dsjobs run`, whose own job then queued behind it.
         return follow(client, job_id, op, base, graceful_cancel=cfg.graceful_shutdown is not None,
-                      output_dir=Path(a.output_dir) if a.output_dir else None, hint=kept, poll_s=0.02)
+                      output_dir=Path(a.output_dir) if a.output_dir else None, hint=kept, poll_s=0.02,
+                      cancel_on=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
     except jobconfig.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -133,11 +133,15 @@ def test_a_project_named_datasphere_is_just_a_project(tmp_path, served):
     assert r.returncode == 0 and client.list("datasphere")[0].id in r.stdout
 
 
-def test_dsjobs_run_downloads_what_a_cancelled_job_kept(tmp_path):
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_dsjobs_run_downloads_what_a_cancelled_job_kept(tmp_path, sig):
     """Ctrl-C in `dsjobs run` cancels the job (gracefully: its handler saves a checkpoint); the outputs it kept come
-    back, and the user is told where the rest is."""
+    back, and the user is told where the rest is. A SIGTERM (a service manager) or a SIGHUP (its terminal closed)
+    does the same: they ended `dsjobs run`, and the engine in it, at once, the job left running unowned."""
+    import re
     import signal
     import time
+    from tests.helpers import survivors
     (tmp_path / "config.yaml").write_text(
         "cmd: \"trap 'echo saved > ckpt.txt; exit 0' TERM; echo started; while true; do sleep 0.1; done\"\n"
         "outputs:\n  - ckpt.txt\ngraceful-shutdown:\n  signal: SIGTERM\n  timeout: 30s\n")
@@ -150,12 +154,13 @@ def test_dsjobs_run_downloads_what_a_cancelled_job_kept(tmp_path):
         while "started" not in line and time.monotonic() < deadline:
             line = proc.stdout.readline()
         assert "started" in line
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, sig))
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 1
+    assert proc.returncode == 1, (proc.returncode, err[-2000:])
+    assert survivors(re.search(r"download-files --id (ds\w+)", err).group(1)) == []
     assert (tmp_path / "ckpt.txt").read_text() == "saved\n"
     assert "outputs the job left, downloaded" in err and "ckpt.txt" in err
     assert f"dsjobs serve --data-dir {tmp_path / 'data'}" in err and "download-files --id ds" in err
