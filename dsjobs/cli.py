@@ -240,11 +240,16 @@ def follow(client: Client, job_id: str, op, base: Path, *, graceful_cancel: bool
         for e in resp.output_files_errors:
             printer.err.print(f"  * {e.output_file_desc.path or e.log_file_name} "
                               f"({e.description or 'Error while processing file'})", style="yellow", markup=False)
-    paths = client.download(list(resp.output_files), base, output_dir)
+    errors: list = []
+    paths = client.download(list(resp.output_files), base, output_dir, errors=errors)
+    for path, why in errors:  # the others are fetched all the same, and the job's code stays its exit status
+        printer.err.print(f"cannot download file {path}: {why}", style="red", markup=False)
     rc = resp.result.return_code
     summary = [f"job {job_id}: {'success' if rc == 0 else f'return code {rc}'} "
                f"in {time.monotonic() - started:.2f}s"]
-    for f, p in zip(sorted(resp.output_files, key=lambda f: f.file.size_bytes), paths):
+    failed = {path for path, _ in errors}
+    fetched = [f for f in sorted(resp.output_files, key=lambda f: f.file.size_bytes) if f.file.desc.path not in failed]
+    for f, p in zip(fetched, paths):
         summary.append(f"  {p} ({f.file.size_bytes} bytes{', unpacked' if f.file.compression_type == 2 else ''})")
     printer.err.print("\n".join(summary), style="green" if rc == 0 else "red", markup=False)
     return int(rc)

@@ -360,34 +360,53 @@ class Client:
         t.start()
         return t
 
-    def download(self, files: list[jpb.StorageFile], base: Path, output_dir: Optional[Path] = None) -> list[Path]:
-        """Fetch files to their declared paths (relative to ``base``), or into ``output_dir`` by basename."""
-        done = []
+    def download(self, files: list[jpb.StorageFile], base: Path, output_dir: Optional[Path] = None,
+                 errors: Optional[list] = None) -> list[Path]:
+        """Fetch files to their declared paths (relative to ``base``), or into ``output_dir`` by basename, smallest
+        first. A file that cannot be fetched or put in place (a directory where it goes, say) is left out, its
+        partial download removed, and the rest are fetched, as the official client does: with ``errors``, each
+        (declared path, why) goes there; without, the first failure is raised once the others are in."""
+        done, failed = [], []
         bar = _transfer_progress(sum(f.file.size_bytes for f in files), "downloading")
         try:
             for f in sorted(files, key=lambda f: f.file.size_bytes):
                 desc = Path(f.file.desc.path)
                 target = (output_dir / desc.name) if output_dir else (desc if desc.is_absolute() else base / desc)
-                target.parent.mkdir(parents=True, exist_ok=True)
                 part = target.with_name(target.name + ".download")
-                import requests  # ~70 ms of imports: only where a file moves
-                with requests.get(f.url, stream=True, verify=self.verify) as r:
-                    r.raise_for_status()
-                    with open(part, "wb") as out:
-                        for chunk in r.iter_content(UPLOAD_PIECE):  # larger reads are slower in urllib3
-                            out.write(chunk)
-                            if bar:
-                                bar[0].advance(bar[1], len(chunk))
-                if f.file.compression_type == jpb.ZIP:
-                    extract(str(part), str(target.parent))
-                    part.unlink()
-                else:
-                    os.replace(part, target)
+                try:
+                    self._fetch(f, target, part, bar)
+                except (OSError, ValueError) as e:  # requests' errors are OSErrors; a bad archive a ValueError
+                    try:
+                        part.unlink()
+                    except OSError:
+                        pass
+                    failed.append((f.file.desc.path, e))
+                    continue
                 done.append(target)
         finally:
             if bar:
                 bar[0].stop()
+        if failed and errors is None:
+            raise failed[0][1]
+        if errors is not None:
+            errors.extend((path, str(e)) for path, e in failed)
         return done
+
+    def _fetch(self, f: jpb.StorageFile, target: Path, part: Path, bar) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        import requests  # ~70 ms of imports: only where a file moves
+        with requests.get(f.url, stream=True, verify=self.verify) as r:
+            r.raise_for_status()
+            with open(part, "wb") as out:
+                for chunk in r.iter_content(UPLOAD_PIECE):  # larger reads are slower in urllib3
+                    out.write(chunk)
+                    if bar:
+                        bar[0].advance(bar[1], len(chunk))
+        if f.file.compression_type == jpb.ZIP:
+            extract(str(part), str(target.parent))
+            part.unlink()
+        else:
+            os.replace(part, target)
 
     def download_job_files(self, job: jpb.Job, base: Path, *, with_logs: bool = False,
                            with_diagnostics: bool = False, output_dir: Optional[Path] = None) -> list[Path]:

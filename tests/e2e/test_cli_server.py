@@ -166,6 +166,22 @@ def test_dsjobs_run_downloads_what_a_cancelled_job_kept(tmp_path, sig):
     assert f"dsjobs serve --data-dir {tmp_path / 'data'}" in err and "download-files --id ds" in err
 
 
+def test_an_output_that_cannot_be_put_in_place_is_named_and_the_others_come_back(tmp_path):
+    """Found by an attack: a directory where an output goes made `dsjobs run` stop at that file (exit 1, though the
+    job succeeded), the outputs after it never fetched and a partial download left; the official client names the
+    file it cannot download and fetches the rest."""
+    (tmp_path / "config.yaml").write_text("cmd: echo A > a.txt; echo BBBBBBBBBBBB > b.txt\n"
+                                          "outputs:\n  - a.txt\n  - b.txt\n")
+    (tmp_path / "a.txt").mkdir()  # smallest first: a.txt is fetched before b.txt
+    r = subprocess.run([sys.executable, "-m", "dsjobs", "run", "-c", "config.yaml", "--data-dir",
+                        str(tmp_path / "data")], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "cannot download file a.txt: " in r.stderr and "Is a directory" in r.stderr
+    assert (tmp_path / "b.txt").read_text() == "BBBBBBBBBBBB\n" and (tmp_path / "a.txt").is_dir()
+    assert not (tmp_path / "a.txt.download").exists()
+    assert "b.txt (13 bytes)" in r.stderr and "a.txt (" not in r.stderr.split("success in")[-1]
+
+
 def test_serve_says_where_its_job_pages_are_or_in_one_line_why_there_are_none(tmp_path):
     """Run by every Python the client side is tested on: 3.11+ with the `ui` extra serves the pages; the others
     (3.10, below the UI's floor; 3.13 here, without the extra) say why not, and serve the API all the same."""
