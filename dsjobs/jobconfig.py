@@ -426,18 +426,59 @@ def _check_nesting(paths: list[Path]) -> None:
                 raise ConfigError(f"Path '{p}' is included in path '{parent}'")
 
 
-def _python_main_module(cmd: str) -> Optional[tuple[str, bool]]:
-    """(path, False) or (module name, True), as the official client finds the root module in cmd."""
+_PYTHON_NAME = re.compile(r"python([23](\.\d{1,2})?([dmu])?)?(\.exe)?")
+
+
+def _is_python_interpreter(path: str, base: Path, must_exist: bool = True) -> bool:
+    """As the official client tells one (utils.is_python_interpreter): ``PATH --version`` says Python within 1 s.
+    It runs what cmd names, on the user's machine, before anything is sent (so does the official client)."""
+    import subprocess
+    try:
+        out = subprocess.check_output([path, "--version"], timeout=1, stderr=subprocess.DEVNULL, cwd=base)
+    except FileNotFoundError:
+        if must_exist:
+            raise ConfigError(f"file `{path}` was not found") from None
+        return False
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        return False
+    except OSError as e:
+        if e.errno == 8:  # ENOEXEC: executable mode, not an executable format
+            return False
+        raise ConfigError(f"`{path}` cannot be run to tell whether it is Python: {e.strerror or e}") from None
+    return b"Python" in out
+
+
+def _python_main_module(cmd: str, base: Path) -> Optional[tuple[str, bool]]:
+    """(path, False) or (module name, True), as the official client finds the root module in cmd
+    (utils.parse_python_main_module): after an interpreter (a common name, or any program whose --version says
+    Python, an absolute path included), or as the program itself when its first line is a Python shebang."""
     args = cmd.split()
     if not args:
         raise ConfigError("`cmd` is empty")
-    if re.fullmatch(r"python([23](\.\d{1,2})?([dmu])?)?(\.exe)?", args[0]):
+    first = args[0]
+    if _PYTHON_NAME.fullmatch(first.lower()) or _is_python_interpreter(first, base):
         if len(args) < 2:
-            raise ConfigError(f"`{args[0]}` must be followed by other arguments")
+            raise ConfigError(f"`{first}` must be followed by other arguments")
         if "-m" in args:
             return args[args.index("-m") + 1], True  # a module by name: a library, not an input
         return args[1], False
-    return (args[0], False) if args[0].endswith(".py") else None
+    import shutil
+    first = shutil.which(first) or first
+    try:
+        with open(first if os.path.isabs(first) else base / first) as f:
+            line = f.readline(1024).strip()  # bounded: a big binary may be named in cmd
+    except UnicodeDecodeError:
+        return None  # a binary: not a Python program
+    except OSError as e:
+        raise ConfigError(f"cannot read `{first}` to tell whether it is a Python program: {e.strerror or e}") from None
+    if not line.startswith("#!"):
+        return None
+    hint = line[2:].strip()
+    if hint.startswith(("/usr/bin/env python", "/usr/bin/env -S python")) or (
+            Path(hint).exists() and _PYTHON_NAME.fullmatch(Path(hint).name.lower())) or \
+            _is_python_interpreter(hint, base, must_exist=False):
+        return first, False
+    return None
 
 
 def _requirements(base: Path, req: str) -> list[str]:
@@ -479,7 +520,11 @@ def parse(text: str, base: Path | str = ".") -> Config:
         raise ConfigError("`args` should be a dict strings to strings")
     env = d.get("env")
     if env is not None and not isinstance(env, dict):
-        raise ConfigError("`env` should be a dict")
+        # The official client looks each of its keys up with `in`: an `env:` with nothing under it (an empty string
+        # to YAML's base loader), a list or a string that names none of them is read as no env at all.
+        if any(k in env for k in ("vars", "docker", "python")):
+            raise ConfigError("`env` should be a dict")
+        env = None
     env = env or {}
     c = Config(
         name=d.get("name"), desc=d.get("desc"), cmd=d["cmd"], args=args,
@@ -497,7 +542,7 @@ def parse(text: str, base: Path | str = ".") -> Config:
         raise ConfigError("variables in config should be unique")
     if c.python is not None and not c.python.fully_manual:
         roots = set()
-        main = _python_main_module(c.cmd) if isinstance(c.cmd, str) else None
+        main = _python_main_module(c.cmd, base) if isinstance(c.cmd, str) else None
         if main:
             roots.add(main)
         roots |= {(r, False) for r in (c.python.root_paths or [])}

@@ -59,3 +59,32 @@ def test_valid_config(base):
     assert c.args == {"R": "0"} and c.cloud_instance_types == ["g1.1", "c1.4"]
     assert c.graceful_shutdown == (10, 90.0) and c.working_storage_gb == 150 and c.attach_project_disk
     assert c.env_vars == {"X": "1"} and [i.path for i in c.inputs] == ["in.txt", "d"]
+
+
+def test_the_root_module_is_found_as_the_official_client_finds_it(base):
+    """utils.parse_python_main_module: after an interpreter, by its common name or by its --version (so a path to
+    one works), or the program itself when its shebang is Python's; a first word that names nothing is refused."""
+    import sys
+    auto = "\nenv:\n  python: auto\n"
+    (base / "main.py").write_text("print(1)\n")
+    c = parse(f"cmd: {sys.executable} main.py{auto}", base)
+    assert c.python_root_modules == [("main.py", False)]
+    c = parse(f"cmd: python3 -m pkg.train{auto}", base)
+    assert c.python_root_modules == [("pkg.train", True)]
+    (base / "train.py").write_text("#!/usr/bin/env python3\nprint(1)\n")
+    (base / "train.py").chmod(0o755)
+    c = parse(f"cmd: ./train.py --epochs 1{auto}", base)
+    assert c.python_root_modules == [("./train.py", False)]
+    with pytest.raises(ConfigError, match="root module"):
+        parse(f"cmd: bash -c true{auto}", base)  # a program, not Python's
+    with pytest.raises(ConfigError, match="file `nothere.py` was not found"):
+        parse(f"cmd: nothere.py{auto}", base)
+    with pytest.raises(ConfigError, match="must be followed by other arguments"):
+        parse(f"cmd: {sys.executable}{auto}", base)
+
+
+@pytest.mark.parametrize("env", ["env:", "env: []", "env: [a]", "env: nothing"])
+def test_an_env_that_is_not_a_mapping_and_names_no_key_is_no_env(base, env):
+    # The official client looks its keys up with `in`: `env:` left empty (its vars commented out) runs.
+    c, plain = parse(f"cmd: echo hi\n{env}\n", base), parse("cmd: echo hi\n", base)
+    assert (c.env_vars, c.docker, c.python) == (plain.env_vars, plain.docker, plain.python) == (None, None, None)
