@@ -36,11 +36,13 @@ class LogIndex:
                 ident, st = None, None
             if ident != self.ident or (st is not None and st.st_size < self.end):
                 self.points, self.end, self.ident = [0], 0, ident  # another journal (the job's data was cleared)
-            prev = self.points[-1]
+            prev, start = self.points[-1], None
             for pos in journal.boundaries(self.path, prev, PAGE):
+                if start is not None:  # a record follows it: a page start (the journal's end is none)
+                    self.points.append(start)
+                    prev, start = start, None
                 if pos - prev >= PAGE:
-                    self.points.append(pos)
-                    prev = pos
+                    start = pos
                 self.end = pos
             return self.end
 

@@ -58,6 +58,20 @@ def test_the_page_index_tails_pages_and_checks_offsets(tmp_path):
     assert index.refresh() == journal.HEADER.size + 4 and index.points == [0]
 
 
+def test_no_page_starts_at_the_journals_end(tmp_path):
+    # Found by an attack: when the last record crossed a page's mark, the journal's end became a page start, and
+    # the log page (which opens on the last page) showed a page with no line on it while the job ran.
+    path = tmp_path / "journal"
+    n = logindex.PAGE // (journal.HEADER.size + 1000) + 1  # the last of them crosses the mark
+    _journal(path, [(1, b"x" * 999 + b"\n")] * n)
+    index = logindex.LogIndex(str(path))
+    end = index.refresh()
+    assert end >= logindex.PAGE and index.points == [0] and index.page_start(-1) == 0
+    _journal(path, [(1, b"next\n")])  # a record after it: now a page starts there
+    index.refresh()
+    assert index.points == [0, end] and journal.read(str(path), index.page_start(-1), 100)[0][0].content == b"next\n"
+
+
 def test_records_are_whole_lines_so_every_page_starts_a_line(tmp_path):
     # A job's output read 64 KiB+ at a time under load (the pipe full) was cut at MAX_RECORD mid-line, so a page
     # of the job page could start with the tail of a line ("059" of "row 1059"). Cuts are after a newline now.
