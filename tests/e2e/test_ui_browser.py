@@ -235,8 +235,13 @@ def test_a_long_log_in_the_browser_is_tailed_and_paged_and_gpu_stats_are_charted
           view.add([[1, 0, 'old\\n']]);
           const rows = Array.from({ length: 250 }, (_, i) => `row ${i + 1}\\n`).join('');
           view.add([[1, 0, 'first\\n'], [1, 0, rows], [3, 0, 'job completed\\n']]);
-          return { lines: [...el.children].map(e => e.textContent), trimmed };
+          const links = document.createElement('div');
+          new LogView(links).add([[1, 0, '\\x1b]8;;https://example.com/\\x07CLICK\\x1b]8;;\\x07 and ' +
+                                         '\\x1b]8;;constructor\\x07PROTO\\x1b]8;;\\x07\\n']]);
+          return { lines: [...el.children].map(e => e.textContent), trimmed,
+                   links: [links.textContent, links.querySelectorAll('a').length] };
         }""")
+        assert got["links"] == ["CLICK and PROTO", 0]  # OSC 8 hyperlinks: their text, never a link
         assert got["lines"][-2:] == ["row 250", "job completed"] and len(got["lines"]) == 100, got["lines"][-3:]
         assert got["lines"][0] == "row 152" and got["trimmed"] == 1 + 1 + 151, (got["lines"][0], got["trimmed"])
         try:  # twice timed out at the default 30 s in the parallel suite, never alone: what the page had is said

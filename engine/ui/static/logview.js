@@ -4,6 +4,13 @@ import { AnsiUp } from "/static/vendor/ansi_up.js";
 
 export const STDOUT = 1, STDERR = 2, SYSTEM = 3;
 
+// No links out of a job's output, but their text stays: ansi_up drops a link it refuses (an OSC 8 hyperlink, as
+// `ls --hyperlink` and rich print) whole, text and all, and its allowlist is a plain object, so "constructor"
+// passed it as a scheme.
+class TextLinks extends AnsiUp {
+  process_hyperlink(pkt) { return this.escape_txt_for_html(pkt.text); }
+}
+
 export class LogView {
   constructor(el, { maxLines = 5000, onTrim = null, follow = () => true } = {}) {
     this.el = el; this.max = maxLines; this.onTrim = onTrim; this.follow = follow;
@@ -13,8 +20,7 @@ export class LogView {
   stream(s) {
     // One converter and one current line per stream: a colour or a \r of stderr must not leak into stdout.
     if (!this.streams[s]) {
-      const au = new AnsiUp();
-      au.url_allowlist = {};  // no links out of a job's output
+      const au = new TextLinks();
       this.streams[s] = { au, cur: null, overwrite: false };
     }
     return this.streams[s];
