@@ -18,7 +18,7 @@ import grpc
 from google.protobuf import duration_pb2
 
 from dsjobs.discovery import find_descriptor, find_token
-from dsjobs.jobconfig import Config, DockerImage
+from dsjobs.jobconfig import Config, ConfigError, DockerImage, check_limits
 from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
 from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2 as spb
 from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import project_job_service_pb2_grpc as sgrpc
@@ -145,6 +145,14 @@ def build_params(c: Config, base: Path, python: Optional[str] = None) -> Prepare
         p.graceful_shutdown_parameters.CopyFrom(g)
     if c.spark_connector:
         p.spark_parameters.connector_id = c.spark_connector
+    try:  # the official client's own limits, with its messages, before anything is uploaded
+        check_limits([(f.desc.path, f.size_bytes) for f in p.input_files],
+                     [(f.desc.path, f.size_bytes) for f in p.env.python_env.local_modules],
+                     [(len(p.input_files), "input files"), (len(p.output_files), "output files"),
+                      (len(p.s3_mount_ids), "s3 mounts"), (len(p.dataset_ids), "datasets")])
+    except ConfigError:
+        tmp.cleanup()
+        raise
     return Prepared(p, local, tmp)
 
 

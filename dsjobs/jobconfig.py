@@ -113,6 +113,39 @@ def _dict_str_str(o) -> bool:
     return isinstance(o, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in o.items())
 
 
+def humanize_bytes_size(size: float) -> str:
+    """As the official client writes a size (utils.humanize_bytes_size): 5.0GB, 11.0B."""
+    for unit in ("", "K", "M", "G", "T", "P", "E", "Z"):
+        if abs(size) < 1024.0:
+            return f"{size:3.1f}{unit}B"
+        size /= 1024.0
+    return f"{size:.1f}YB"
+
+
+# The official client's limits, checked before anything is uploaded (config.check_limits).
+UPLOAD_FILE_MAX_SIZE_BYTES = 5 << 30
+UPLOAD_FILES_MAX_TOTAL_SIZE_BYTES = 10 << 30
+FILES_LIST_MAX_SIZE = 100
+
+
+def check_limits(inputs: list, local_modules: list, counts: list) -> None:
+    """``inputs``, ``local_modules``: (path, size) of each file as sent (a directory zipped); ``counts``: (how many,
+    what) of the lists the cloud bounds. Raises ConfigError with the official client's messages."""
+    total = 0
+    for path, size in list(inputs) + list(local_modules):
+        if size > UPLOAD_FILE_MAX_SIZE_BYTES:
+            raise ConfigError(f"size of file {path} = {humanize_bytes_size(size)}, "
+                              f"while limit = {humanize_bytes_size(UPLOAD_FILE_MAX_SIZE_BYTES)}")
+        total += size
+    if total > UPLOAD_FILES_MAX_TOTAL_SIZE_BYTES:
+        modules = " and Python local modules" if local_modules else ""
+        raise ConfigError(f"total size of input files{modules} = {humanize_bytes_size(total)}, "
+                          f"while limit = {humanize_bytes_size(UPLOAD_FILES_MAX_TOTAL_SIZE_BYTES)} bytes.")
+    for n, name in counts:
+        if n > FILES_LIST_MAX_SIZE:
+            raise ConfigError(f"number of {name} must be not greater than {FILES_LIST_MAX_SIZE}")
+
+
 def parse_human_size(size: str) -> int:
     """A size exactly as the official client reads one (its utils.parse_human_size: bytes, or KB..PB in binary
     units), never more: a config that works here must work there. The engine's own sizes (faults) are parsed by

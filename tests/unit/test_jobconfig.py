@@ -88,3 +88,21 @@ def test_an_env_that_is_not_a_mapping_and_names_no_key_is_no_env(base, env):
     # The official client looks its keys up with `in`: `env:` left empty (its vars commented out) runs.
     c, plain = parse(f"cmd: echo hi\n{env}\n", base), parse("cmd: echo hi\n", base)
     assert (c.env_vars, c.docker, c.python) == (plain.env_vars, plain.docker, plain.python) == (None, None, None)
+
+
+def test_the_official_limits_are_checked_before_anything_is_sent(base, monkeypatch):
+    """config.check_limits, with its messages: dsjobs sent the job and the engine refused it in words of its own."""
+    from dsjobs import jobconfig
+    from dsjobs.client import build_params
+    outs = "".join(f"\n  - o{i}" for i in range(101))
+    with pytest.raises(ConfigError, match="^number of output files must be not greater than 100$"):
+        build_params(parse(f"cmd: x\noutputs:{outs}", base), base)
+    monkeypatch.setattr(jobconfig, "UPLOAD_FILE_MAX_SIZE_BYTES", 0)
+    with pytest.raises(ConfigError, match=r"^size of file in.txt = 1.0B, while limit = 0.0B$"):
+        build_params(parse("cmd: x\ninputs: [in.txt]", base), base)
+    monkeypatch.setattr(jobconfig, "UPLOAD_FILE_MAX_SIZE_BYTES", 5 << 30)
+    monkeypatch.setattr(jobconfig, "UPLOAD_FILES_MAX_TOTAL_SIZE_BYTES", 1)
+    with pytest.raises(ConfigError) as e:
+        build_params(parse("cmd: x\ninputs: [in.txt, d/f]", base), base)
+    assert str(e.value) == "total size of input files = 2.0B, while limit = 1.0B bytes."
+    assert jobconfig.humanize_bytes_size(5 << 30) == "5.0GB"
