@@ -44,9 +44,27 @@ class Record:
         return f"Record({self.stream}, {self.created_at}, {self.content[:40]!r})"
 
 
+def char_boundary(data: bytes, end: int) -> int:
+    """``end``, or up to 3 bytes before it, so that no UTF-8 character is cut there: records are decoded one by one
+    (the job page, the official client), and a character cut in two showed as U+FFFD on both sides. Bytes that are
+    not UTF-8 are cut where asked."""
+    for back in range(1, 4):
+        k = end - back
+        if k < 0:
+            break
+        b = data[k]
+        if b & 0xC0 == 0x80:
+            continue  # a continuation byte: its character starts further back
+        if 0xC2 <= b <= 0xF4:  # a lead byte: whether its character is whole before the cut
+            return k if back < (2 if b < 0xE0 else 3 if b < 0xF0 else 4) else end
+        break
+    return end
+
+
 def pieces(payload: bytes):
     """``payload`` in pieces of at most MAX_RECORD, each cut after its last newline where it has one: a record is
-    whole lines unless a line alone is longer, so a page of the journal (engine/ui/logindex.py) starts a line."""
+    whole lines unless a line alone is longer (then cut between characters), so a page of the journal
+    (engine/ui/logindex.py) starts a line."""
     i, n = 0, len(payload)
     if n <= MAX_RECORD:
         yield payload
@@ -55,7 +73,7 @@ def pieces(payload: bytes):
         end = min(i + MAX_RECORD, n)
         if end < n:
             cut = payload.rfind(b"\n", i, end) + 1
-            end = cut if cut > i else end
+            end = cut if cut > i else (char_boundary(payload, end) if char_boundary(payload, end) > i else end)
         yield payload[i:end]
         i = end
 

@@ -252,9 +252,10 @@ class LogSink:
         if cut:
             self._emit(stream, buf[:cut])
             buf = buf[cut:]
-        if len(buf) >= MAX_RECORD:
-            self._emit(stream, buf)
-            buf = b""
+        if len(buf) >= MAX_RECORD:  # a line longer than a record goes out in pieces, cut between characters
+            cut = journal.char_boundary(buf, len(buf))
+            self._emit(stream, buf[:cut])
+            buf = buf[cut:]
         self.partial[stream] = buf
 
     def flush_partial(self) -> None:

@@ -58,6 +58,24 @@ def test_the_page_index_tails_pages_and_checks_offsets(tmp_path):
     assert index.refresh() == journal.HEADER.size + 4 and index.points == [0]
 
 
+def test_a_line_longer_than_a_record_is_cut_between_characters(tmp_path):
+    # Found by an attack: a 300 KB line of '中' was cut at every 64 KiB mid-character, and the job page showed
+    # U+FFFD at each cut (its records are decoded one by one, as the official client decodes them).
+    from runners.executors.supervisor import LogSink
+    line = "中".encode() * 100_000 + b"\n"
+    parts = list(journal.pieces(line))
+    assert len(parts) > 3 and b"".join(parts) == line and all(p.decode() for p in parts)
+    assert journal.char_boundary(b"ab", 2) == 2 and journal.char_boundary(b"\xff\xfe", 1) == 1  # not UTF-8: as asked
+    sink = LogSink(str(tmp_path / "journal"), str(tmp_path / "out"), str(tmp_path / "err"))
+    for i in range(0, len(line), 4095):  # pipe reads that end mid-character, the line longer than a record
+        sink.feed(1, line[i:i + 4095])
+    sink.flush_partial()
+    sink.close()
+    recs = [r.content for r in journal.records(str(tmp_path / "journal"))]
+    assert len(recs) > 3 and b"".join(recs) == line and all(r.decode() for r in recs)
+    assert (tmp_path / "out").read_bytes() == line
+
+
 def test_no_page_starts_at_the_journals_end(tmp_path):
     # Found by an attack: when the last record crossed a page's mark, the journal's end became a page start, and
     # the log page (which opens on the last page) showed a page with no line on it while the job ran.
