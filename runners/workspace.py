@@ -15,6 +15,17 @@ from runners.safezip import UnsafeArchive, ZipLimits, extract, open_beneath
 from runners.spec import AttemptSpec, OutputDecl
 
 VAR_RE = re.compile(r"\$\{(.+?)}")
+# What bash reads as part of a word, unquoted: shlex's safe set, and every character past ASCII (bash splits words
+# on IFS and treats only ASCII characters specially).
+_PLAIN = re.compile(r"[\w@%+=:,./-]+", re.ASCII)
+
+
+def shell_word(path: str) -> str:
+    """``path`` as it goes into a job's cmd: as it is when bash reads it as one word unquoted, else quoted. In the
+    cloud it is a /job/... path, which users write as "${VAR}" as well as ${VAR}: quotes of ours would break the
+    first. shlex.quote alone quoted any non-ASCII character, so under a HOME such as /home/андрей the common
+    "${VAR}" named a file that does not exist."""
+    return path if path and _PLAIN.fullmatch(re.sub(r"[^\x00-\x7f]", "a", path)) else shlex.quote(path)
 DS_PROJECT_HOME = "DS_PROJECT_HOME"
 
 
@@ -86,7 +97,7 @@ def materialise(spec: AttemptSpec, work: Path, blob_path: Callable[[str], str], 
     """Lay out the working directory and compute the substitutions. Raises UnsafeArchive naming a bad input."""
     work.mkdir(parents=True, exist_ok=True)
     layout = Layout(work=work, to_job_path=to_job_path)
-    q = lambda host_path: shlex.quote(to_job_path(str(host_path)))  # noqa: E731
+    q = lambda host_path: shell_word(to_job_path(str(host_path)))  # noqa: E731
 
     for module in spec.python.local_modules if spec.python else []:
         try:

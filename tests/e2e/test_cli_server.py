@@ -182,6 +182,19 @@ def test_an_output_that_cannot_be_put_in_place_is_named_and_the_others_come_back
     assert "b.txt (13 bytes)" in r.stderr and "a.txt (" not in r.stderr.split("success in")[-1]
 
 
+def test_quoted_vars_work_under_a_data_dir_with_letters_past_ascii(tmp_path):
+    """Found by an attack: the paths put for ${VAR} were shell-quoted whenever they had a character past ASCII, so
+    under a data dir (or a HOME) such as .../данные the common "${VAR}" (the cloud's paths are /job/..., so users
+    quote them freely) named '...'-in-quotes, a file that does not exist."""
+    (tmp_path / "in.txt").write_text("hello\n")
+    (tmp_path / "config.yaml").write_text("cmd: 'cat \"${A}\" > \"${O}\"; cat ${A}'\ninputs:\n  - in.txt: A\n"
+                                          "outputs:\n  - out.txt: O\n")
+    r = subprocess.run([sys.executable, "-m", "dsjobs", "run", "-c", "config.yaml", "--data-dir",
+                        str(tmp_path / "данные")], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "hello\n" and (tmp_path / "out.txt").read_text() == "hello\n"
+
+
 def test_serve_says_where_its_job_pages_are_or_in_one_line_why_there_are_none(tmp_path):
     """Run by every Python the client side is tested on: 3.11+ with the `ui` extra serves the pages; the others
     (3.10, below the UI's floor; 3.13 here, without the extra) say why not, and serve the API all the same."""
