@@ -81,7 +81,7 @@ def default_engine(sandbox: str = "bwrap") -> EmbeddedEngine:
         return _ENGINES[sandbox]
 
 
-def _override(cfg: jobconfig.Config, args: dict, vars_: dict, env: dict, runner: Optional[str]) -> None:
+def _override(cfg: jobconfig.Config, args: dict, vars_: dict, env: dict, runner: Optional[str], base: Path) -> None:
     for name, value in args.items():
         if name not in cfg.args:
             raise ConfigError(f"Argument with name '{name}' is not present in source job")
@@ -90,6 +90,8 @@ def _override(cfg: jobconfig.Config, args: dict, vars_: dict, env: dict, runner:
     for name, path in vars_.items():
         if name not in known:
             raise ConfigError(f"No variable path in source job: {name}")
+        if known[name] in cfg.inputs and not (base / path).exists():  # as the config's own inputs are checked
+            raise ConfigError(f"invalid `vars` entry: `{name}`: value is incorrect: no such path: {path}")
         known[name].path = str(path)
     if env:
         cfg.env_vars = {**(cfg.env_vars or {}), **{k: str(v) for k, v in env.items()}}
@@ -118,7 +120,7 @@ def run_job(config: str | Path, *, args: Optional[dict] = None, vars: Optional[d
     config = Path(config)
     base = Path(cwd) if cwd is not None else config.resolve().parent
     cfg = jobconfig.load(config if config.is_absolute() else Path.cwd() / config, base)
-    _override(cfg, dict(args or {}), dict(vars or {}), dict(env or {}), runner)
+    _override(cfg, dict(args or {}), dict(vars or {}), dict(env or {}), runner, base)
     if timeout:
         cfg.env_vars = {**(cfg.env_vars or {}), "DSJOBS_MAX_DURATION": f"{timeout:g}"}
     out_dir = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="dsjobs-out-"))

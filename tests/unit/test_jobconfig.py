@@ -106,3 +106,11 @@ def test_the_official_limits_are_checked_before_anything_is_sent(base, monkeypat
         build_params(parse("cmd: x\ninputs: [in.txt, d/f]", base), base)
     assert str(e.value) == "total size of input files = 2.0B, while limit = 1.0B bytes."
     assert jobconfig.humanize_bytes_size(5 << 30) == "5.0GB"
+
+
+def test_a_vars_override_naming_no_file_is_a_config_error(base):
+    # run_job(vars=...) raised a bare FileNotFoundError from deep in the upload; the config's own check, by name.
+    from dsjobs.api import run_job
+    (base / "config.yaml").write_text("cmd: cat ${A}\ninputs:\n  - in.txt: A\n")
+    with pytest.raises(ConfigError, match="^invalid `vars` entry: `A`: value is incorrect: no such path: gone.txt$"):
+        run_job(base / "config.yaml", vars={"A": "gone.txt"})
