@@ -61,7 +61,8 @@ class EmbeddedEngine:
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="dsjobs-")
             data_dir = Path(self._tmp.name)
-        self.engine = build_engine(EngineConfig(data_dir=Path(data_dir), **cfg)).start()
+        # Its jobs die with this process, as they end with close(): nothing of a test's job outlives the test run.
+        self.engine = build_engine(EngineConfig(data_dir=Path(data_dir), **{"jobs_die_with_engine": True, **cfg})).start()
         self.server, port = start_grpc(self.engine, "127.0.0.1:0")
         self.client = Client(f"127.0.0.1:{port}", token=self.engine.token)
 

@@ -259,7 +259,8 @@ def build_engine(cfg: EngineConfig, *, executor: Optional[Executor] = None, stor
     machine = Machine(root=cfg.data_dir, process=executor or ProcessExecutor(), envs=envs,
                       docker=DockerExecutor() if cfg.docker else None, run_as_root=cfg.docker_run_as_root,
                       start_pause_s=cfg.start_pause_s, fake_gpus=cfg.fake_gpus, gpu_devices=cfg.fake_gpu_devices,
-                      mig_fallback=cfg.mig_fallback, gpu_stats_interval_s=cfg.gpu_stats_interval_s)
+                      mig_fallback=cfg.mig_fallback, gpu_stats_interval_s=cfg.gpu_stats_interval_s,
+                      owner_pid=os.getpid() if cfg.jobs_die_with_engine else None)
     # The GPUs are looked for once (NVML's import alone is ~20 ms): beside the engine's start, not in the first
     # job's way (the lock of Machine.pool makes a job that comes sooner wait for this, never look twice).
     threading.Thread(target=machine.pool, name="dsjobs-gpus", daemon=True).start()

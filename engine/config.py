@@ -79,6 +79,9 @@ class EngineConfig:
     docker_build_network: str = "auto"
     # Process jobs and environment builds run confined by bubblewrap (runners/sandbox.py); "none" opts out.
     sandbox: str = "bwrap"
+    # An engine embedded in a command (dsjobs run, run_job, the pytest plugin): its jobs die with its process, however
+    # it ends (a kill -9 too), as its own stop would end them; a served engine's jobs outlive it, to be re-adopted.
+    jobs_die_with_engine: bool = False
     bwrap: str = ""  # path of bwrap; default: the one on PATH
     docker_run_as_root: bool = False
     image_pull_timeout_s: float = 1800.0

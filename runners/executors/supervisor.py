@@ -495,8 +495,17 @@ class Supervisor:
         for fd in streams:
             os.set_blocking(fd, False)
         main_done_at = None
-        # On a remote node the agent owns the job: if it dies (killed with its node's Ray worker), so does the job.
-        owner = spec.get("owner_pid")
+        # An owner (a node's agent; an engine embedded in `dsjobs run`): when it dies, however, so does the job. Its
+        # pidfd says so (a supervisor forked by the fork server is not the owner's child); without pidfds here the
+        # supervisor is the owner's own child, re-parented when the owner dies.
+        owner, owner_fd = spec.get("owner_pid"), None
+        if owner:
+            try:
+                owner_fd = os.pidfd_open(owner)
+            except ProcessLookupError:
+                owner_fd = -1  # gone before this started
+            except (OSError, AttributeError):
+                owner_fd = None
         while True:
             timeout = self.POLL_S if self.pending_signal is None else 0.005
             if self.kill_at is not None:
@@ -507,8 +516,11 @@ class Supervisor:
                     self._check_stop_request(dict(self.spec["deadline_stop"], kind="deadline"))
                 else:
                     timeout = max(0.0, min(timeout, left))
-            readable = select.select(list(streams) + [wake_r], [], [], timeout)[0]
+            readable = select.select(list(streams) + [wake_r] + ([owner_fd] if owner_fd and owner_fd > 0 else []),
+                                     [], [], timeout)[0]
             for fd in readable:
+                if fd == owner_fd:
+                    continue  # looked at below, once the turn's output is read
                 if fd == wake_r:
                     try:
                         sigs = os.read(wake_r, 512)
@@ -538,9 +550,14 @@ class Supervisor:
                 self.stopped = {"signal": signal.SIGKILL, "timeout": 0.0, "reason": self.logs.failed,
                                 "kind": "storage"}
                 self.kill_at = time.monotonic()
-            if owner and self.main_status is None and os.getppid() != owner and self.kill_at is None:
-                self.system("stop: the agent that owned the job is gone; SIGKILL to the whole job")
-                self.stopped = {"signal": signal.SIGKILL, "reason": "the agent that owned the job is gone",
+            if owner_fd is not None and owner_fd > 0 and owner_fd in readable:
+                os.close(owner_fd)  # readable for good once the owner is gone: looked at no more
+                owner_fd = -1
+            if owner and self.main_status is None and (owner_fd == -1 or (owner_fd is None and os.getppid() != owner)):
+                owner = None  # said once; what follows is the SIGKILL's
+                self.system(f"stop: the process that owned the job (pid {spec['owner_pid']}) is gone; "
+                            "SIGKILL to the whole job")
+                self.stopped = {"signal": signal.SIGKILL, "reason": "the process that owned the job is gone",
                                 "kind": "owner"}
                 self.kill_at = time.monotonic()
             now = time.monotonic()

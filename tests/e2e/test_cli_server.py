@@ -166,6 +166,38 @@ def test_dsjobs_run_downloads_what_a_cancelled_job_kept(tmp_path, sig):
     assert f"dsjobs serve --data-dir {tmp_path / 'data'}" in err and "download-files --id ds" in err
 
 
+def test_a_job_of_dsjobs_run_dies_with_it_even_by_kill_9(tmp_path):
+    """Found by an attack: `dsjobs run` killed outright (kill -9, the OOM killer) left its job running unowned, and
+    the next `dsjobs run` on that data dir re-adopted it and queued its own job behind it. The engine it embeds
+    owns its jobs: each job's supervisor holds the engine's pidfd and kills the whole job when it dies."""
+    import re
+    import signal
+    import time
+    from tests.helpers import survivors, wait_for
+    (tmp_path / "config.yaml").write_text("cmd: \"echo started; sleep 300 & sleep 301; wait\"\n")
+    proc = subprocess.Popen([sys.executable, "-m", "dsjobs", "run", "-c", "config.yaml", "--data-dir",
+                             str(tmp_path / "data")], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 60
+        line = ""
+        while "started" not in line and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+        assert "started" in line
+        jid = re.search(r"(ds[0-9a-v]{18})", next((tmp_path / "data" / "jobs").iterdir()).name).group(1)
+        assert survivors(jid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        wait_for(lambda: survivors(jid) == [], timeout=10, what="the job's processes gone with `dsjobs run`")
+        from runners import journal
+        said = b"".join(r.content for r in journal.records(str(tmp_path / "data" / "jobs" / jid / "journal"))
+                        if r.stream == journal.Stream.SYSTEM).decode()
+        assert f"the process that owned the job (pid {proc.pid}) is gone" in said
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_an_output_that_cannot_be_put_in_place_is_named_and_the_others_come_back(tmp_path):
     """Found by an attack: a directory where an output goes made `dsjobs run` stop at that file (exit 1, though the
     job succeeded), the outputs after it never fetched and a partial download left; the official client names the
