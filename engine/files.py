@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ from engine.errors import EngineError
 log = logging.getLogger(__name__)
 # Any local process, a job included, can connect before it shows a signature: what connections may hold is bounded.
 MAX_CONNECTIONS = 256  # open at once, a thread each; more are closed as they come
-HEAD_TIMEOUT_S = 10.0  # for each read of a request's line and headers (and between requests); bodies get `timeout`
+HEAD_TIMEOUT_S = 10.0  # for a request's line and headers, from their first byte (_HeadReader)
 UPLOAD_BUFFER = 1 << 20  # measured (bench/bench_files.py): 4 MiB reads stall the loopback stream, 2-4x slower
 
 
@@ -94,6 +95,32 @@ def _answered(fn):
     return handler
 
 
+class _HeadReader(io.RawIOBase):
+    """A connection's reads: waiting for a request, and in a body, each may take ``idle`` seconds (the endpoint's idle
+    timeout); a request's line and headers, once their first byte is in, have HEAD_TIMEOUT_S in all, whatever
+    trickles in meanwhile (a per-read timeout let a byte every 9 s hold a connection, and its slot, for good)."""
+
+    def __init__(self, sock, idle: float):
+        self.sock, self.idle = sock, idle
+        self.head, self.deadline = False, None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self.head and self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"a request head not finished in {HEAD_TIMEOUT_S:g} s")
+            self.sock.settimeout(min(left, self.idle))
+        else:
+            self.sock.settimeout(self.idle)
+        n = self.sock.recv_into(b)
+        if self.head and self.deadline is None and n:
+            self.deadline = time.monotonic() + HEAD_TIMEOUT_S
+        return n
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: "FileServer"
     protocol_version = "HTTP/1.1"
@@ -102,13 +129,19 @@ class _Handler(BaseHTTPRequestHandler):
     # idle or stuck clients cannot hold the endpoint's threads.
     timeout = 60
 
+    def setup(self) -> None:
+        super().setup()
+        self._reader = _HeadReader(self.connection, self.timeout)
+        self.rfile = io.BufferedReader(self._reader)
+
     def handle_one_request(self) -> None:
-        self.connection.settimeout(min(HEAD_TIMEOUT_S, self.timeout))
+        # From the first byte this request's head is read for, the head has HEAD_TIMEOUT_S in all.
+        self._reader.head, self._reader.deadline = True, None
         super().handle_one_request()
 
     def parse_request(self) -> bool:
         ok = super().parse_request()  # the headers are in: a body (an upload, say) may take its time
-        self.connection.settimeout(self.timeout)
+        self._reader.head = False
         return ok
 
     def log_message(self, fmt, *args):  # the default logs whole URLs, signatures included

@@ -16,7 +16,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 # Any local process, a job included, can connect before it has a token: what a connection may hold is bounded.
-HEAD_TIMEOUT_S = 10.0  # for a request's head, from its first byte (or the connection's start) to its last
+HEAD_TIMEOUT_S = 10.0  # for a request (head and body), from its first byte (or the connection's start) to its last
 MAX_CONNECTIONS = 256  # open at once; more are closed as they come (a browser tab keeps a few)
 
 
@@ -35,7 +35,9 @@ class _Protocol(H11Protocol):
         self._arm()
 
     def _waiting_for_head(self) -> bool:
-        return self.cycle is None or self.cycle.response_complete
+        """Whether a request is being read: its head, or its body (the pages' forms are small: a POST /login that
+        announced a body and sent none held its connection for good, no token needed)."""
+        return self.cycle is None or self.cycle.response_complete or self.cycle.more_body
 
     def _arm(self) -> None:
         if self._head_timer is None:
