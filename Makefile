@@ -45,7 +45,8 @@ endef
 # What a venv installed, compiled: uv does not compile what it installs, and with PYTHONDONTWRITEBYTECODE=1 (set on
 # these machines) every process would compile its imports from source again: `import ray` 1.8 s of CPU instead of
 # 0.7 (each Ray worker and job supervisor), grpc with protobuf 0.5 instead of 0.25 (each engine and CLI). Files a
-# package ships that this Python cannot compile (templates, other versions' code) are left as they are.
+# package ships that this Python cannot compile (templates, other versions' code) are left as they are, and so is
+# a compile that failed for want of room: bytecode is a cache, the marker (bin/.compiled) only saves the look.
 define compile_site
 	$(1) -m compileall -qq -j0 "$$($(1) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" || true; \
 	touch $(dir $(1)).compiled
@@ -154,7 +155,7 @@ bytecode:
 	  $$p -m compileall -q -j0 engine runners dsjobs dsjobs_pb || exit 1; \
 	done
 	@$(foreach p,$(PY) $(DSVENV)/bin/python $(foreach v,$(PYTHONS),.venv-py$(v)/bin/python),\
-	  test -f $(dir $(p)).compiled || { $(call compile_site,$(p)); };)
+	  { test -f $(dir $(p)).compiled || { $(call compile_site,$(p)); }; } || exit 1;)
 
 # The main suite on $(TEST_WORKERS) xdist workers, and the client tests under each of $(PYTHONS) beside it
 # (tools/run-tests.sh); TEST_ARGS= narrows the main suite (make test TEST_ARGS="tests/unit -x").

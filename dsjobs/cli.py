@@ -197,8 +197,9 @@ def follow(client: Client, job_id: str, op, base: Path, *, graceful_cancel: bool
     def on_sigint(signum, frame):
         interrupts.append(time.monotonic())
         forced = len(interrupts) > 1 or not graceful_cancel
+        again = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         printer.err.print(f"cancelling job {job_id} ({'forced' if forced else 'graceful'}); "
-                          f"{'' if forced else 'Ctrl-C again to kill it now'}", style="yellow")
+                          f"{'' if forced else f'{again} again to kill it now'}", style="yellow")
         try:
             client.cancel(job_id, graceful=not forced, reason="interrupted from the terminal")
         except grpc.RpcError as e:
@@ -255,8 +256,11 @@ def follow(client: Client, job_id: str, op, base: Path, *, graceful_cancel: bool
     return int(rc)
 
 
-def submit(client: Client, project: str, config_path: str, base: Path, python: Optional[str] = None):
-    cfg = jobconfig.load(config_path, base)
+def submit(client: Client, project: str, config_path: str, base: Path, python: Optional[str] = None,
+           cfg: Optional[jobconfig.Config] = None):
+    """``cfg``: the config already loaded (parsing runs what cmd names with --version, as the official client does:
+    once)."""
+    cfg = cfg if cfg is not None else jobconfig.load(config_path, base)
     from dsjobs.autoenv import user_python
     prep = build_params(cfg, base, user_python(python))
     with prep.tmp:
@@ -306,7 +310,7 @@ def cmd_run(a) -> int:
                                                     data_dir=str(engine.cfg.data_dir),
                                                     token_path=str(engine.token_path), ui_url=ui_url)
     try:
-        _, job_id, op = submit(client, a.project, a.config, base, a.python)
+        _, job_id, op = submit(client, a.project, a.config, base, a.python, cfg=cfg)
         if ui_url:  # the page lives as long as this command
             _show_page(ui_url, _job_path(engine.cfg.community_id, a.project, job_id), engine.token,
                        str(engine.token_path), out=sys.stderr)

@@ -318,6 +318,7 @@ class Supervisor:
         # A graceful signal that reached no process of the job (asked for while bwrap was still making its sandbox:
         # only bwrap's own two processes existed), sent again at each turn until one gets it.
         self.pending_signal = None
+        self.pending_pause = 0.002
 
     def system(self, msg: str) -> None:
         self.logs.system(msg)
@@ -507,7 +508,10 @@ class Supervisor:
             except (OSError, AttributeError):
                 owner_fd = None
         while True:
-            timeout = self.POLL_S if self.pending_signal is None else 0.005
+            # A pending signal is tried again soon, then less often (each try reads the process table).
+            timeout = self.POLL_S if self.pending_signal is None else self.pending_pause
+            self.pending_pause = min(self.pending_pause * 2, self.POLL_S) if self.pending_signal is not None \
+                else 0.002
             if self.kill_at is not None:
                 timeout = max(0.0, min(timeout, self.kill_at - time.monotonic()))
             if self.deadline is not None and self.stopped is None:
