@@ -22,9 +22,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
+# The official client's limits, one definition (jobconfig.check_limits applies them before a job is sent).
+from dsjobs.jobconfig import FILES_LIST_MAX_SIZE as ENTRIES
+from dsjobs.jobconfig import UPLOAD_FILE_MAX_SIZE_BYTES as FILE_LIMIT
+from dsjobs.jobconfig import UPLOAD_FILES_MAX_TOTAL_SIZE_BYTES as JOB_LIMIT
+
 CLOUD_PLATFORM = "x86_64-manylinux_2_28"  # a conservative stand-in for the cloud VMs' glibc (Ubuntu 22.04: 2.35)
 CLOUD_PYTHON = "3.10"  # the default image's Python (datasphere-behaviour.md section 7)
-FILE_LIMIT, JOB_LIMIT, ENTRIES = 5 << 30, 10 << 30, 100
 DOWNLOAD_CAP = 1 << 30
 # Section 8: types available after topping up the billing account or on a support request (1), or for
 # businesses on request only (2); g2.mig is gone from the newest table.

@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import re
 from typing import Callable, Optional
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.datastructures import Headers
 from starlette.requests import cookie_parser
@@ -41,9 +41,7 @@ def local_path(target: str) -> str:
     target = target.translate(_DROPPED)
     if not target.startswith("/") or _CONTROL.search(target):
         return "/"
-    path = _LEADING_SLASHES.sub("/", target)
-    parts = urlsplit(path)
-    return path if not parts.scheme and not parts.netloc else "/"
+    return _LEADING_SLASHES.sub("/", target)
 
 
 class Gate:

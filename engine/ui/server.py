@@ -15,9 +15,9 @@ from typing import Callable, Optional
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-# Any local process, a job included, can connect before it has a token: what a connection may hold is bounded.
-HEAD_TIMEOUT_S = 10.0  # for a request (head and body), from its first byte (or the connection's start) to its last
-MAX_CONNECTIONS = 256  # open at once; more are closed as they come (a browser tab keeps a few)
+# The file endpoint's bounds (any local process, a job included, can connect before it has a token); here the
+# deadline covers a request's body too, from its first byte (or the connection's start): the pages' forms are small.
+from engine.files import HEAD_TIMEOUT_S, MAX_CONNECTIONS
 
 
 class _Protocol(H11Protocol):
@@ -34,9 +34,9 @@ class _Protocol(H11Protocol):
             return
         self._arm()
 
-    def _waiting_for_head(self) -> bool:
-        """Whether a request is being read: its head, or its body (the pages' forms are small: a POST /login that
-        announced a body and sent none held its connection for good, no token needed)."""
+    def _reading_request(self) -> bool:
+        """Whether a request is being read: its head, or its body (a POST /login that announced a body and sent
+        none held its connection for good, no token needed)."""
         return self.cycle is None or self.cycle.response_complete or self.cycle.more_body
 
     def _arm(self) -> None:
@@ -45,14 +45,14 @@ class _Protocol(H11Protocol):
 
     def _head_late(self) -> None:
         self._head_timer = None
-        if self._waiting_for_head() and not self.transport.is_closing():
+        if self._reading_request() and not self.transport.is_closing():
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        if self._waiting_for_head():
+        if self._reading_request():
             self._arm()
         super().data_received(data)
-        if not self._waiting_for_head() and self._head_timer is not None:
+        if not self._reading_request() and self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
 

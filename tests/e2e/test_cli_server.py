@@ -133,6 +133,22 @@ def test_a_project_named_datasphere_is_just_a_project(tmp_path, served):
     assert r.returncode == 0 and client.list("datasphere")[0].id in r.stdout
 
 
+def _dsjobs_run_started(tmp_path) -> subprocess.Popen:
+    """`dsjobs run` of tmp_path/config.yaml, once its job printed "started" (its trap, if any, is set by then)."""
+    import time
+    proc = subprocess.Popen([sys.executable, "-m", "dsjobs", "run", "-c", "config.yaml", "--data-dir",
+                             str(tmp_path / "data")], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 60
+    line = ""
+    while "started" not in line and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+    if "started" not in line:
+        proc.kill()
+        raise AssertionError(f"the job never said it started: {proc.communicate(timeout=10)[1][-2000:]}")
+    return proc
+
+
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGHUP"])
 def test_dsjobs_run_downloads_what_a_cancelled_job_kept(tmp_path, sig):
     """Ctrl-C in `dsjobs run` cancels the job (gracefully: its handler saves a checkpoint); the outputs it kept come
@@ -140,20 +156,12 @@ def test_dsjobs_run_downloads_what_a_cancelled_job_kept(tmp_path, sig):
     does the same: they ended `dsjobs run`, and the engine in it, at once, the job left running unowned."""
     import re
     import signal
-    import time
     from tests.helpers import survivors
     (tmp_path / "config.yaml").write_text(
         "cmd: \"trap 'echo saved > ckpt.txt; exit 0' TERM; echo started; while true; do sleep 0.1; done\"\n"
         "outputs:\n  - ckpt.txt\ngraceful-shutdown:\n  signal: SIGTERM\n  timeout: 30s\n")
-    proc = subprocess.Popen([sys.executable, "-m", "dsjobs", "run", "-c", "config.yaml", "--data-dir",
-                             str(tmp_path / "data")], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = _dsjobs_run_started(tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        line = ""
-        while "started" not in line and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-        assert "started" in line
         proc.send_signal(getattr(signal, sig))
         out, err = proc.communicate(timeout=60)
     finally:
@@ -172,18 +180,10 @@ def test_a_job_of_dsjobs_run_dies_with_it_even_by_kill_9(tmp_path):
     owns its jobs: each job's supervisor holds the engine's pidfd and kills the whole job when it dies."""
     import re
     import signal
-    import time
     from tests.helpers import survivors, wait_for
     (tmp_path / "config.yaml").write_text("cmd: \"echo started; sleep 300 & sleep 301; wait\"\n")
-    proc = subprocess.Popen([sys.executable, "-m", "dsjobs", "run", "-c", "config.yaml", "--data-dir",
-                             str(tmp_path / "data")], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = _dsjobs_run_started(tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        line = ""
-        while "started" not in line and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-        assert "started" in line
         jid = re.search(r"(ds[0-9a-v]{18})", next((tmp_path / "data" / "jobs").iterdir()).name).group(1)
         assert survivors(jid)
         proc.send_signal(signal.SIGKILL)
