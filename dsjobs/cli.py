@@ -287,11 +287,13 @@ def cmd_run(a) -> int:
     data_dir = Path(a.data_dir) if a.data_dir else default_data_dir()
     tmp = None
     try:
-        engine = build_engine(EngineConfig(data_dir=data_dir, sandbox=a.sandbox, jobs_die_with_engine=True))
+        engine = build_engine(EngineConfig(data_dir=data_dir, sandbox=a.sandbox, jobs_die_with_engine=True,
+                                           warm_sandboxes=False))
     except FailedPrecondition:
         tmp = tempfile.TemporaryDirectory(prefix="dsjobs-run-")
         print(f"note: {data_dir} is in use by a dsjobs server; running with a temporary data dir", file=sys.stderr)
-        engine = build_engine(EngineConfig(data_dir=Path(tmp.name), sandbox=a.sandbox, jobs_die_with_engine=True))
+        engine = build_engine(EngineConfig(data_dir=Path(tmp.name), sandbox=a.sandbox, jobs_die_with_engine=True,
+                                           warm_sandboxes=False))
     engine.start()
     # This command is the engine's only client: it calls the API in-process (the same servicers and checks, no
     # socket). A gRPC server is started only for the job pages (--ui), which other clients may follow too.

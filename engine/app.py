@@ -28,10 +28,11 @@ from engine.records import Records
 from engine.spec import Resolver
 from engine.store import Store
 from engine.tokens import owner_token
+from engine.warm import WarmSandboxes
 from runners import sandbox as sbx
 from runners.executors.base import Executor
 from runners.executors.docker import DockerExecutor
-from runners.node import Machine
+from runners.node import Machine, prewarm
 from runners.executors.process import ProcessExecutor, is_zombie
 from runners.pyenv import EnvCache
 from runners.spec import FaultSpec, Limits
@@ -84,6 +85,7 @@ class Engine:
     _lock_fd: Optional[int] = field(default=None, repr=False)
     job_link: Optional[jobpage.JobPage] = None  # the job link's route on the file endpoint
     ui: Optional[object] = field(default=None, repr=False)  # engine/ui/server.py UiServer, once started
+    warm: Optional[WarmSandboxes] = field(default=None, repr=False)  # sandboxes made ahead of jobs
 
     @property
     def files_url(self) -> str:
@@ -134,6 +136,8 @@ class Engine:
     def stop(self, stop_jobs: bool = False) -> None:
         self.stop_ui()
         self.janitor.stop()
+        if self.warm is not None:
+            self.warm.close()  # before the executor: the run dirs made ahead for no job go with their sandboxes
         self.lifecycle.shutdown(stop_jobs=stop_jobs)
         self.files.stop()
         self.jobs.hub.stop()
@@ -264,9 +268,13 @@ def build_engine(cfg: EngineConfig, *, executor: Optional[Executor] = None, stor
     # The GPUs are looked for once (NVML's import alone is ~20 ms): beside the engine's start, not in the first
     # job's way (the lock of Machine.pool makes a job that comes sooner wait for this, never look twice).
     threading.Thread(target=machine.pool, name="dsjobs-gpus", daemon=True).start()
+    warm = None
     if backends is None:
+        if cfg.warm_sandboxes and cfg.sandbox != "none" and cfg.backend == "local" and executor is None:
+            warm = WarmSandboxes(lambda run, template: prewarm(machine, run, template), machine.process.discard,
+                                 records.run, cfg.data_dir / "jobs", store.has_job)
         backends = {"local": LocalBackend(machine, records.run_dir, blobs, lease, cfg.max_concurrent_jobs,
-                                          instance_types=lambda job: job_instance_types(cfg, job))}
+                                          instance_types=lambda job: job_instance_types(cfg, job), warm=warm)}
         if cfg.backend == "ray" or "ray" in cfg.project_backends.values():
             if not cfg.ray_address:
                 raise FailedPrecondition("the ray backend needs the address of the cluster's dashboard (ray_address)")
@@ -274,7 +282,8 @@ def build_engine(cfg: EngineConfig, *, executor: Optional[Executor] = None, stor
             backends["ray"] = RayBackend(cfg, records, blobs, lease, files.signer)
             files.mount("/runner/", backends["ray"].channel.handle)
     lifecycle = Lifecycle(cfg, records, blobs, Resolver(cfg), backends, lease)
-    jobs = JobService(cfg, records, blobs, files.signer, lifecycle)
+    jobs = JobService(cfg, records, blobs, files.signer, lifecycle,
+                      job_id_for=warm.take if warm is not None else lambda project_id: None)
     janitor = Janitor(cfg, lifecycle.reconcile, jobs.expire_data)
     return Engine(cfg, store, blobs, files, jobs, lifecycle, backends, machine, janitor, token=token,
-                  token_path=token_path, _lock_fd=lock_fd, job_link=job_link)
+                  token_path=token_path, _lock_fd=lock_fd, job_link=job_link, warm=warm)

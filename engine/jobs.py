@@ -98,8 +98,10 @@ class WorkQueue(Protocol):
 
 
 class JobService:
-    def __init__(self, cfg: EngineConfig, records: Records, blobs: BlobStore, signer: Signer, work: WorkQueue):
+    def __init__(self, cfg: EngineConfig, records: Records, blobs: BlobStore, signer: Signer, work: WorkQueue,
+                 job_id_for: Callable[[str], Optional[str]] = lambda project_id: None):
         self.cfg = cfg
+        self.job_id_for = job_id_for  # a project's next job id, chosen ahead (engine/warm.py); None: a new one
         self.records = records
         self.store = records.store
         self.clock = records.clock
@@ -159,7 +161,7 @@ class JobService:
         now = self.clock()
         ttl = self.cfg.default_data_ttl_s if data_ttl_s is None else data_ttl_s
         check_ttl("data_ttl", ttl)
-        job = Job(id=new_id("ds"), project_id=project_id, params=params, name=name, desc=desc, config=config,
+        job = Job(id=self.job_id_for(project_id) or new_id("ds"), project_id=project_id, params=params, name=name, desc=desc, config=config,
                   created_by_id=created_by, created_at=now, data_expires_at=now + ttl if ttl else None,
                   parent_job_id=parent_job_id)
         spec = params.env.docker_image_spec

@@ -222,6 +222,9 @@ class Store:
             db.execute("INSERT OR IGNORE INTO projects(id, created_at) VALUES (?, ?)", (project_id, created_at))
             return db.execute("SELECT created_at FROM projects WHERE id = ?", (project_id,)).fetchone()[0]
 
+    def has_job(self, job_id: str) -> bool:
+        return bool(self._q("SELECT 1 FROM jobs WHERE id = ?", (job_id,)))
+
     def has_project(self, project_id: str) -> bool:
         return bool(self._q("SELECT 1 FROM projects WHERE id = ?", (project_id,)))
 

@@ -128,6 +128,39 @@ class Machine:
         return len(self.pool().whole())
 
 
+@dataclass(frozen=True)
+class WarmTemplate:
+    """What a process job's sandbox was made of beyond its run dir: a sandbox made of the same for another run dir
+    (prewarm), ahead of a job, is the one that job gets, argv for argv, when its job is like this one. Nothing
+    trusts it to be: a job starts in a sandbox made ahead only when its own sandbox argv is that very argv."""
+
+    bwrap: str
+    project_home: str
+    ro: tuple
+    python: str
+
+
+def job_box(run: RunDir, root: Path, *, project_home: str, ro: list, trees: list, python: str,
+            devices: list) -> "Sandbox":
+    """A process job's sandbox (runners/sandbox.py), for a job now or for one to come (prewarm)."""
+    from runners import sandbox as sbx
+    rw = [str(run.progress_dir)] + ([project_home] if project_home else [])
+    return sbx.job_sandbox(str(run.path), str(run.work), rw=rw, ro=ro, rw_trees=trees, hide=sbx.hidden_paths(root),
+                           python=python, devices=devices)
+
+
+def prewarm(machine: Machine, run: RunDir, t: WarmTemplate) -> bool:
+    """The sandbox a job like the template's would get in ``run``, made now, before that job exists, under a
+    supervisor that waits for it (ProcessExecutor.warm). False when this machine cannot."""
+    from runners import sandbox as sbx
+    from runners.executors.supervisor import WARM_STUB
+    run.make()
+    run.work.mkdir(exist_ok=True)
+    box = job_box(run, machine.root, project_home=t.project_home, ro=list(t.ro), trees=[], python=t.python,
+                  devices=[])
+    return machine.process.warm(str(run.path), sbx.argv(t.bwrap, box, list(WARM_STUB)), str(run.work))
+
+
 @dataclass
 class _Prepared:
     run: RunSpec
@@ -165,6 +198,8 @@ class Attempt:
         self._memory_limit = 0
         self.faults: FaultSpec = spec.faults if spec is not None else FaultSpec()  # a resumed run: its run dir's
         self._fault_elapsed_s = 0.0  # a re-adopted run: how long it ran before (preempt-after counts from its start)
+        # Set by the preparation of a process job whose sandbox another run can have made ahead (prewarm).
+        self.warm_template: Optional[WarmTemplate] = None
 
     def log(self, line: str) -> None:
         """A line of the job's system log; best effort (a full disk must not hide how the job ended)."""
@@ -542,16 +577,24 @@ class Attempt:
         if spec.sa_token:
             env["SA_TOKEN_FILENAME"] = self._sa_token(box, container)
         argv = ["bash", "-c", cmd]
+        warm_argv = None
         if box is not None:
             from runners import sandbox as sbx
-            argv = sbx.argv(sbx.check(spec.bwrap), box, argv)
+            bwrap = sbx.check(spec.bwrap)
+            argv = sbx.argv(bwrap, box, argv)
+            if self.warm_template is not None:  # its sandbox may have been made ahead: with this argv, if so
+                from runners.executors.supervisor import WARM_STUB
+                warm_argv = argv[:-3] + WARM_STUB  # the command comes last, after setpriv's or bwrap's "--"
+        if warm_argv is None:
+            m.process.discard(str(run.path))  # made ahead for a job unlike this one: it goes unused
         if faults.oom and not docker:
             argv = self._memory_limit_argv(argv, faults.oom_bytes or limits.memory_bytes)
         runspec = RunSpec(job_id=self.job_id, run_dir=str(run.path), argv=argv, cwd=str(run.work), env=env,
                           secret_env={} if docker else dict(spec.secrets), sandboxed=box is not None,
                           journal=str(run.journal), stdout=str(run.stdout), stderr=str(run.stderr),
                           log_limit_bytes=spec.log_limit_bytes, max_duration_s=spec.max_duration_s,
-                          deadline_stop=spec.deadline_stop, owner_pid=m.owner_pid, container=container)
+                          deadline_stop=spec.deadline_stop, owner_pid=m.owner_pid, container=container,
+                          warm_argv=warm_argv, command=["bash", "-c", cmd] if warm_argv else None)
         if spec.max_duration_s:
             self.log(f"maximum running time: {spec.max_duration_s:g}s")
         run.instance.write_text(limits.instance)  # for a restarted engine that confirms the start
@@ -802,7 +845,6 @@ class Attempt:
         if spec.sandbox == "none":
             return None
         from runners import pyenv, sandbox as sbx
-        rw = [str(self.run_dir.progress_dir)] + ([spec.project_home] if spec.project_home else [])
         ro = [mt.host_dir for mt in spec.mounts]
         # The interpreter the engine chose (job_sandbox shows its installation), never a link in a built env.
         interp = venv.interpreter if venv is not None else pyenv.default_interpreter()
@@ -810,9 +852,11 @@ class Attempt:
         if venv is not None:
             trees.append(str(venv.layer))  # the job's own layer: what it pip-installs at run time lands there
             ro += [str(venv.base)] + pyenv.layer_extras(venv.layer)
-        return sbx.job_sandbox(str(self.run_dir.path), str(self.run_dir.work), rw=rw, ro=ro, rw_trees=trees,
-                               hide=sbx.hidden_paths(self.machine.root), python=interp.path,
-                               devices=gpumod.dev_nodes(self.devices))
+        elif not (spec.faults.any or spec.sa_token or spec.spark is not None or self.devices):
+            # Nothing of this sandbox is the job's own but its run dir: one like it can be made ahead of a job.
+            self.warm_template = WarmTemplate(sbx.check(spec.bwrap), spec.project_home, tuple(ro), interp.path)
+        return job_box(self.run_dir, self.machine.root, project_home=spec.project_home, ro=ro, trees=trees,
+                       python=interp.path, devices=gpumod.dev_nodes(self.devices))
 
     def _env(self, layout: Layout, venv: Optional["PythonLayer"], image_env: Optional[Path],
              box: Optional["Sandbox"]) -> dict[str, str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import BinaryIO, Callable, Optional
+from typing import TYPE_CHECKING, BinaryIO, Callable, Optional
 
 from engine.backends.base import Backend, Sink
 from engine.cas import BlobStore
@@ -23,13 +23,18 @@ from runners.rundir import RunDir
 from runners.spec import AttemptResult, Failure, FailureKind, FaultSpec, JobFailure, StopRequest
 from runners.executors.supervisor import kill_marked
 
+if TYPE_CHECKING:
+    from engine.warm import WarmSandboxes
+
 log = logging.getLogger(__name__)
 S = JobStatus
 
 
 class LocalIO(NodeIO):
-    def __init__(self, job_id: str, sink: Sink, blobs: BlobStore, lease: Callable[[str], None]):
+    def __init__(self, job_id: str, sink: Sink, blobs: BlobStore, lease: Callable[[str], None],
+                 on_start: Callable[[], None] = lambda: None):
         self.job_id, self.sink, self.blobs, self.lease = job_id, sink, blobs, lease
+        self.on_start = on_start
 
     def input_path(self, sha256: str) -> str:
         return str(self.blobs.path(sha256))
@@ -58,6 +63,7 @@ class LocalIO(NodeIO):
 
     def started(self, instance: str, at: Optional[float] = None) -> None:
         self.sink.executing(self.job_id, instance, at=at)
+        self.on_start()
 
     def uploading(self) -> None:
         self.sink.uploading(self.job_id)
@@ -68,8 +74,10 @@ class LocalBackend(Backend):
 
     def __init__(self, machine: Machine, run_dir: Callable[[str], Path], blobs: BlobStore,
                  lease: Callable[[str], Callable[[str], None]], slots: int,
-                 instance_types: Optional[Callable[[Job], tuple[list, FaultSpec]]] = None):
+                 instance_types: Optional[Callable[[Job], tuple[list, FaultSpec]]] = None,
+                 warm: Optional["WarmSandboxes"] = None):
         self.machine = machine
+        self.warm = warm  # sandboxes made ahead of jobs (engine/warm.py): told of each start
         # job -> its instance types (runners.spec.Limits, in order) and its injected faults: what GPUs it will
         # hold here, chosen as the node chooses (runners.node.choose_instance)
         self.instance_types = instance_types
@@ -117,9 +125,12 @@ class LocalBackend(Backend):
         with self._mu:
             return job_id in self._attempts
 
-    def _attempt(self, job_id: str) -> Attempt:
-        a = Attempt(job_id, RunDir(self.run_dir(job_id)), self.machine,
-                    LocalIO(job_id, self.sink, self.blobs, self.lease(job_id)))
+    def _attempt(self, job_id: str, project_id: str = "") -> Attempt:
+        io = LocalIO(job_id, self.sink, self.blobs, self.lease(job_id))
+        a = Attempt(job_id, RunDir(self.run_dir(job_id)), self.machine, io)
+        if self.warm is not None and project_id:
+            warm = self.warm
+            io.on_start = lambda: warm.started(project_id, a.warm_template)
         with self._mu:
             self._attempts[job_id] = a
         return a
@@ -158,7 +169,7 @@ class LocalBackend(Backend):
         need = self._gpu_need(job)
         if need is not None:  # held from the hand-over on, so the next has_room counts them
             self.machine.pool().reserve(job.id, need.gpus, need.instance)
-        a = self._attempt(job.id)
+        a = self._attempt(job.id, job.project_id)
 
         def body() -> AttemptResult:
             try:

@@ -29,6 +29,10 @@ class RunSpec:
     # Project secrets: given to the executor in memory only (never written into the run dir).
     secret_env: dict[str, str] = field(default_factory=dict, repr=False)
     sandboxed: bool = False  # argv starts with bwrap (runners/sandbox.py)
+    # A sandbox made ahead of the job can start it when it was made with ``warm_argv`` (argv with the stub for its
+    # command): ``command`` then runs in it (ProcessExecutor.warm).
+    warm_argv: Optional[list[str]] = None
+    command: Optional[list[str]] = None
 
     def supervisor_spec(self) -> dict:
         """The run dir's ``spec`` file, as the supervisor reads it (and as older engines wrote it)."""
@@ -36,7 +40,8 @@ class RunSpec:
                 "stdout": self.stdout, "stderr": self.stderr, "log_limit_bytes": self.log_limit_bytes,
                 "job_id": self.job_id, "max_duration_s": self.max_duration_s,
                 "deadline_stop": self.deadline_stop.as_dict(), "owner_pid": self.owner_pid,
-                "sandboxed": self.sandboxed}
+                "sandboxed": self.sandboxed,
+                **({"warm_argv": self.warm_argv, "command": self.command} if self.warm_argv else {})}
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,14 @@ class Executor(abc.ABC):
 
     def cleanup(self, handle: Handle) -> None:
         pass
+
+    def warm(self, run_dir: str, argv: list, cwd: str) -> bool:
+        """Make a job's sandbox before the job (``argv``: its cold argv with the stub for its command); False when
+        this executor cannot."""
+        return False
+
+    def discard(self, run_dir: str) -> None:
+        """Drop the sandbox made ahead for ``run_dir``, if any."""
 
     def close(self) -> None:
         """The engine is stopping: release what the executor holds (not the running jobs)."""

@@ -121,6 +121,25 @@ def run_state(run_dir: str) -> str:
 LOST = object()  # ForkServer.spawn: the answer was lost
 
 
+@dataclass
+class WarmSlot:
+    """A supervisor forked ahead of its job, its sandbox made with ``argv`` (supervisor.py Warm), waiting for its
+    go: the go pipe's write end is held here until the job starts in it, or it is dropped (closed unwritten)."""
+    run_dir: str
+    argv: list
+    pid: int
+    start_time: int
+    pidfd: int
+    notify: int
+    go: int
+
+    def close(self) -> None:
+        for fd in (self.go, self.notify, self.pidfd):
+            if fd >= 0:
+                os.close(fd)
+        self.go = self.notify = self.pidfd = -1
+
+
 class ForkServer:
     """The supervisors' fork server (supervisor.py ``--forkserver``): one interpreter started once, in a session of
     its own; each start is a request on a socket pair and a fork there. Started again when it is found gone."""
@@ -165,13 +184,15 @@ class ForkServer:
             if self._sock is None and not self._closed:
                 self._start()
 
-    def spawn(self, run_dir: str, notify_w: int, err: int, go_r: int):
+    def spawn(self, run_dir: str, notify_w: int, err: int, go_r: int, warm: Optional[dict] = None):
         """(pid, start time, pidfd) of a supervisor forked for ``run_dir``, waiting for its go (supervisor.py
         _forked); None when the server cannot (then the caller starts one on its own); LOST when the answer was
         lost (the server is dropped). A child forked for a lost answer holds these very descriptors: the caller
         closes them, the go pipe unwritten, so that child finds it at EOF and ends untouched, and asks again with
         new ones (never these: that child would read the secrets meant for the next)."""
-        req = marshal.dumps({"run_dir": run_dir})
+        req = marshal.dumps({"run_dir": run_dir, **({"warm": warm} if warm else {})})
+        if len(req) > sv.REQUEST_MAX:
+            return None
         with self._mu:
             if self._closed:
                 return None
@@ -225,6 +246,8 @@ class ProcessExecutor(Executor):
 
     def __init__(self, forkserver: bool = True):
         self._server = ForkServer() if forkserver else None
+        self._warm: dict[str, WarmSlot] = {}  # run dir -> the sandbox made for it ahead of its job
+        self._warm_mu = threading.Lock()
         if self._server is not None:  # its start-up paid now, beside the engine's, not by the first job
             def warm():
                 import psutil  # noqa: F401 - the stats sampler's, imported here rather than at the first start
@@ -247,13 +270,88 @@ class ProcessExecutor(Executor):
         return p, r
 
     def close(self) -> None:
+        with self._warm_mu:
+            slots, self._warm = list(self._warm.values()), {}
+        for slot in slots:
+            slot.close()
         if self._server is not None:
             self._server.close()
+
+    # --- sandboxes made ahead of their jobs -------------------------------------------------------------------
+
+    def warm(self, run_dir: str, argv: list, cwd: str) -> bool:
+        """Make the sandbox ``argv`` (bwrap ... with supervisor.WARM_STUB for its command) now, under a supervisor
+        forked for ``run_dir``, for a job to come: a start of that run whose ``warm_argv`` is this very argv then
+        starts in it. False when it cannot be made here (no fork server)."""
+        if self._server is None:
+            return False
+        self.discard(run_dir)
+        notify_r, notify_w = os.pipe()
+        go_r, go_w = os.pipe()
+        err, got = -1, None
+        try:
+            os.set_blocking(notify_r, False)
+            err = os.open(os.path.join(run_dir, "supervisor.err"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            got = self._server.spawn(run_dir, notify_w, err, go_r, warm={"argv": list(argv), "cwd": cwd})
+        finally:
+            for fd in (notify_w, go_r, err):
+                if fd >= 0:
+                    os.close(fd)
+            if got is None or got is LOST:
+                os.close(notify_r)
+                os.close(go_w)
+        if got is None or got is LOST:
+            return False
+        pid, start_time, pidfd = got
+        slot = WarmSlot(run_dir, list(argv), pid, start_time, pidfd, notify_r, go_w)
+        with self._warm_mu:
+            old, self._warm[run_dir] = self._warm.get(run_dir), slot
+        if old is not None:
+            old.close()
+        return True
+
+    def discard(self, run_dir: str) -> None:
+        """The sandbox made for ``run_dir``, if any, is dropped unused (its supervisor kills it and ends)."""
+        with self._warm_mu:
+            slot = self._warm.pop(run_dir, None)
+        if slot is not None:
+            slot.close()
+
+    def warmed(self) -> list[str]:
+        with self._warm_mu:
+            return list(self._warm)
+
+    def _take_warm(self, spec: RunSpec, secrets: bytes) -> Optional[ProcessHandle]:
+        """The job started in the sandbox made for its run dir, when that was made with the argv the job asks
+        for (``spec.warm_argv``) and is still there; None: it starts cold (a mismatched sandbox is dropped)."""
+        with self._warm_mu:
+            slot = self._warm.pop(spec.run_dir, None)
+        if slot is None:
+            return None
+        if spec.warm_argv != slot.argv or _readable(slot.pidfd, 0):
+            slot.close()
+            return None
+        try:
+            _write_all(slot.go, secrets)
+        except OSError:
+            slot.close()  # it died meanwhile: nothing of the job ran there
+            return None
+        os.close(slot.go)
+        slot.go = -1
+        h = ProcessHandle(spec.run_dir, slot.pid, slot.start_time, job_id=spec.job_id, notify=slot.notify,
+                          pidfd=slot.pidfd)
+        self._sample(h, spec.journal)
+        return h
+
+    # --- starts -----------------------------------------------------------------------------------------------
 
     def start(self, spec: RunSpec) -> ProcessHandle:
         sv.write_atomic(os.path.join(spec.run_dir, "spec"), spec.supervisor_spec(), durable=False)
         secrets = marshal.dumps(dict(spec.secret_env))
         secrets = str(len(secrets)).encode() + b"\n" + secrets  # on a pipe to the supervisor, never on disk
+        h = self._take_warm(spec, secrets) if self._warm else None
+        if h is not None:
+            return h
         if self._server is not None:
             h = self._fork(spec, secrets)
             if h is not None:

@@ -14,6 +14,9 @@ double that). Its whole channel to the engine is files in RUN_DIR, in ``marshal`
 An engine starts supervisors through a fork server (``--forkserver=FD``): this module, started once and waiting on
 a socket; each request forks a supervisor from it, so a job's supervisor costs a fork (~1 ms of CPU), not an
 interpreter's start (~20 ms). Its secrets come from the engine on a pipe of its own, as a standalone one's do.
+A supervisor can also be forked ahead of its job with the job's sandbox made at once (``warm``, see Warm): at the
+go, the job's script is handed to the stub waiting in that sandbox, which saves the making of the sandbox (bwrap's
+namespaces and mounts, setpriv) from the job's start, when the job's argv is the one the sandbox was made with.
 The forked supervisor is what one started on its own is: a session of its own, its run dir and lock, no tie to the
 engine or to the fork server (whose end, when its engine goes, ends no job).
 
@@ -48,6 +51,16 @@ TRUNCATED = b"[dsjobs] log limit reached: further output of this stream is dropp
 # its end (this process's exit, after the exit status is on disk). The engine waits on it instead of polling for
 # the ``supervisor`` file; an engine that is gone only makes the write fail, which changes nothing here.
 NOTIFY = {"fd": -1}
+# A sandbox made before its job (the engine's warm sandboxes, supervisor ``warm``): bwrap and setpriv run ahead with
+# this stub as the command, a shell that waits for its script on stdin. The job's go hands it a script of exports
+# and one exec (handoff): the job then starts as it would have, minus the sandbox's making.
+WARM_STUB = ["/bin/sh", "-s"]
+# Names the stub shell gives a meaning of its own: an environment with one of them, or with a name no shell can
+# export (a secret named MY-SECRET), is started cold, so the job's environment is what a cold start gives it.
+_SHELL_NAMES = frozenset(("IFS", "PS1", "PS2", "PS4", "OPTIND", "OPTARG", "PPID", "ENV", "PWD", "OLDPWD", "CDPATH",
+                          "MAIL", "MAILCHECK", "MAILPATH", "HISTSIZE", "LINENO", "FCEDIT", "TERM", "_"))
+_HANDOFF_MAX = 60000
+REQUEST_MAX = 65536  # a fork server's request, a warm sandbox's argv included  # under a pipe's 64 KiB: written whole without waiting for the stub to read it
 
 
 def write_atomic(path: str, data: dict, durable: bool = True) -> None:
@@ -203,6 +216,95 @@ def descendants(root: int, live: bool = False) -> list:
     return [p for p in out if p not in ending] if live else out
 
 
+def _quoted(word: str) -> str:
+    return "'" + word.replace("'", "'\\''") + "'"
+
+
+def _exportable(name: str) -> bool:
+    return bool(name) and name.isascii() and (name[0].isalpha() or name[0] == "_") \
+        and all(c.isalnum() or c == "_" for c in name) and name not in _SHELL_NAMES
+
+
+def handoff(env: dict, command: list):
+    """The warm stub's script: the job's environment exported and its command exec'd with stdin from /dev/null,
+    as a cold start runs it; None when the environment cannot be given this way (then the job starts cold)."""
+    if not command or not all(_exportable(k) for k in env):
+        return None
+    lines = [f"export {k}={_quoted(v)}" for k, v in env.items()]
+    lines.append("exec " + " ".join(_quoted(a) for a in command) + " </dev/null")
+    data = ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+    return data if len(data) <= _HANDOFF_MAX else None
+
+
+class Warm:
+    """The warm sandbox of a supervisor forked ahead of its job: bwrap ... setpriv ... WARM_STUB, forked at once,
+    its stdin a pipe that gets the job's script at the go (or nothing, when the engine gives it up)."""
+
+    def __init__(self, argv: list, cwd: str):
+        self.argv = argv
+        self.out_r, out_w = os.pipe()
+        self.err_r, err_w = os.pipe()
+        stdin_r, self.stdin_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                os.setsid()
+                for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ,
+                            signal.SIGCHLD, signal.SIGUSR1):
+                    signal.signal(sig, signal.SIG_DFL)
+                os.chdir(cwd)
+                os.dup2(stdin_r, 0)
+                os.dup2(out_w, 1)
+                os.dup2(err_w, 2)
+                os.closerange(3, 65536)
+                os.execve(argv[0], argv, {})  # bwrap by its path; the job's environment comes at the go
+            finally:
+                os._exit(127)
+        for fd in (stdin_r, out_w, err_w):
+            os.close(fd)
+
+    def alive(self) -> bool:
+        try:
+            return os.waitpid(self.pid, os.WNOHANG)[0] == 0
+        except ChildProcessError:
+            return False
+
+    def give(self, script: bytes) -> bool:
+        """The job's script to the stub; False when the sandbox is gone (then it is dropped, and the job starts
+        cold)."""
+        if not self.alive():
+            return False
+        try:
+            view = memoryview(script)
+            while view:
+                view = view[os.write(self.stdin_w, view):]
+        except OSError:
+            return False
+        finally:
+            os.close(self.stdin_w)
+            self.stdin_w = -1
+        return True
+
+    def drop(self) -> None:
+        """Nothing of the job ran in it: the sandbox is killed and reaped, its pipes closed."""
+        for fd in (self.stdin_w, self.out_r, self.err_r):
+            if fd >= 0:
+                os.close(fd)
+        self.stdin_w = self.out_r = self.err_r = -1
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+
+
 class LogSink:
     """A job's output: whole lines into the journal and into plain stdout/stderr files, each stream capped at
     ``limit`` bytes with a marker; a very long line is sent in pieces rather than held without bound."""
@@ -300,9 +402,10 @@ def parse_secrets(data: bytes) -> dict:
 class Supervisor:
     POLL_S = 0.05
 
-    def __init__(self, run_dir: str, secret_env: dict = None):
+    def __init__(self, run_dir: str, secret_env: dict = None, warm: Warm = None):
         self.run_dir = run_dir
         self.secret_env = secret_env or {}
+        self.warm = warm
         self.spec = read_file(os.path.join(run_dir, "spec"))
         self.sandboxed = bool(self.spec.get("sandboxed"))
         self.logs = LogSink(self.spec["journal"], self.spec["stdout"], self.spec["stderr"],
@@ -413,6 +516,19 @@ class Supervisor:
                 self.pending_signal = sig
             self.kill_at = time.monotonic() + timeout
 
+    def _start(self, spec: dict):
+        """The job in its warm sandbox when that was made with the very argv its cold start would use
+        (``warm_argv``) and its environment can be handed over; else started cold. An error string on failure."""
+        warm, self.warm = self.warm, None
+        if warm is not None:
+            script = handoff({**self.secret_env, **spec["env"]}, spec.get("command") or []) \
+                if spec.get("warm_argv") == warm.argv else None
+            if script is not None and warm.give(script):
+                self.pid, self.out_r, self.err_r = warm.pid, warm.out_r, warm.err_r
+                return None
+            warm.drop()
+        return self._spawn(spec)
+
     def _spawn(self, spec: dict):
         """fork/exec the job as a session leader with its output on two pipes; an error string on failure."""
         self.out_r, out_w = os.pipe()
@@ -475,7 +591,7 @@ class Supervisor:
         spec = self.spec
         if spec.get("max_duration_s"):
             self.deadline = time.monotonic() + float(spec["max_duration_s"])
-        err = self._spawn(spec)
+        err = self._start(spec)
         if err:
             self.system(f"cannot start the job: {err}")
             write_atomic(os.path.join(self.run_dir, "status"), {
@@ -650,14 +766,16 @@ def lock_run(run_dir: str, wait: bool = True):
     return fd
 
 
-def supervise(run_dir: str, secret_env: dict) -> int:
+def supervise(run_dir: str, secret_env: dict, warm: Warm = None) -> int:
     # Held until this process ends (the fd is not passed to the job). An engine that restarted takes it to learn
     # that no supervisor lives for the run; if it gave the run up meanwhile (its spec is gone), nothing starts.
     lock_run(run_dir)
     if not os.path.exists(os.path.join(run_dir, "spec")) or os.path.exists(os.path.join(run_dir, "status")):
+        if warm is not None:
+            warm.drop()
         return 0
     try:
-        code = Supervisor(run_dir, secret_env).run()
+        code = Supervisor(run_dir, secret_env, warm).run()
     except OSError as e:
         if e.errno not in (28, 122):  # ENOSPC, EDQUOT: the engine says so, and kills what is left of the job
             raise
@@ -692,7 +810,9 @@ def _forked(req: dict, fds: list) -> int:
     """A supervisor forked by the fork server: nothing of the run is touched until the engine says go, by writing
     the job's secrets on the go pipe (the old standalone stdin's format) and closing it. Its EOF with nothing on it
     (the engine gave the start up, or died) ends this process before it took the run's lock: a start the engine
-    never learned of is never made."""
+    never learned of is never made. A ``warm`` request (``{"argv": ..., "cwd": ...}``, the job's sandbox with
+    WARM_STUB for its command) has the sandbox made at once, so that the go finds it ready; nothing of a job runs
+    in it before the go, and an EOF kills it."""
     notify_w, err, go = fds
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -706,19 +826,30 @@ def _forked(req: dict, fds: list) -> int:
         os.close(f)
     os.set_inheritable(notify_w, False)
     NOTIFY["fd"] = notify_w
+    warm = None
+    ask = req.get("warm")
+    if isinstance(ask, dict):  # a sandbox made now, for a job to come: its bwrap runs while the engine waits
+        become_subreaper()
+        os.set_inheritable(go, False)
+        try:
+            warm = Warm(list(ask["argv"]), str(ask["cwd"]))
+        except OSError:
+            warm = None  # (no fork here now) the job, if it comes, starts cold
     data = _read_all(go)
     os.close(go)
     if not data:
+        if warm is not None:
+            warm.drop()
         return 0
-    return supervise(str(req["run_dir"]), parse_secrets(data))
+    return supervise(str(req["run_dir"]), parse_secrets(data), warm)
 
 
 def forkserver(fd: int) -> int:
     """Fork a supervisor per request until the engine closes its end. A request (SOCK_SEQPACKET, one message) is
-    ``{"run_dir": ...}`` in marshal format with three descriptors: the supervisor's notify pipe, its
-    supervisor.err, and the read end of its go pipe (see _forked); the answer is ``{"pid": ..., "start_time":
-    ...}`` with a pidfd of the supervisor, opened before anything here could reap it, so the engine waits on that
-    very process (never a reused pid). Secrets never pass through here."""
+    ``{"run_dir": ...}`` (and ``"warm"``, see _forked) in marshal format with three descriptors: the supervisor's
+    notify pipe, its supervisor.err, and the read end of its go pipe (see _forked); the answer is ``{"pid": ...,
+    "start_time": ...}`` with a pidfd of the supervisor, opened before anything here could reap it, so the engine
+    waits on that very process (never a reused pid). Secrets never pass through here."""
     import _socket
     sock = _socket.socket(fileno=fd)
     os.set_inheritable(fd, False)
@@ -738,7 +869,7 @@ def forkserver(fd: int) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
         try:
-            msg, anc, _, _ = sock.recvmsg(4096, _socket.CMSG_SPACE(3 * 4))
+            msg, anc, _, _ = sock.recvmsg(REQUEST_MAX, _socket.CMSG_SPACE(3 * 4))
         except InterruptedError:
             continue
         fds = _fds_of(anc)

@@ -1,0 +1,108 @@
+"""Sandboxes made before their jobs (engine/warm.py): the job that starts in one gets what a cold start gives it,
+to the byte; a job unlike the one before starts cold and right; ids chosen ahead leave nothing behind."""
+from __future__ import annotations
+
+import marshal
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+
+from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
+from engine.resources import Secrets
+from engine.warm import MARK
+from runners.executors.supervisor import WARM_STUB, handoff
+from tests.conftest import Server
+from tests.helpers import logs, run, stdout_of, wait_for
+
+WEIRD = "it's \"quoted\" $HOME `id` \\ ${X}\nsecond line\t*"
+# What a job shows of itself: everything of its environment, its identity, its view of the files.
+PROBE = ("env -0 | sort -z | tr '\\0' '\\n'; echo ---; id; pwd; ls -A /tmp; ls -A $HOME; ls /proc | grep -c '^[0-9]';"
+         " grep -E '^(CapEff|NoNewPrivs|Seccomp)' /proc/self/status; readlink /proc/self/fd/0; ulimit -a;"
+         " ls {jobs}; echo \"[$WEIRD]\"; echo \"[$TOKEN]\"; trap")
+
+
+def _warmed(server) -> list[str]:
+    return server.engine.machine.process.warmed()
+
+
+def _probe(server, project: str):
+    jid, op = run(server.client, jpb.JobParameters(cmd=PROBE.format(jobs=server.data_dir / "jobs"),
+                                                   env=jpb.Environment(vars={"WEIRD": WEIRD})), project=project)
+    assert not op.HasField("error"), op.error.message
+    return jid, stdout_of(logs(server.client, jid)[0]).decode()
+
+
+def test_a_projects_next_job_starts_in_a_sandbox_made_ahead_and_sees_what_a_cold_one_sees(server):
+    for project in ("warm", "cold"):
+        Secrets(server.data_dir).set(project, "TOKEN", "s3cr'et $x\nline")
+    run(server.client, jpb.JobParameters(cmd="true"), project="warm")
+    ahead = wait_for(lambda: _warmed(server), what="a sandbox made ahead of the project's next job")
+    assert len(ahead) == 1
+    slot = server.engine.machine.process._warm[ahead[0]]
+    sandbox = psutil.Process(slot.pid).children(recursive=True)
+    assert [p.cmdline()[-len(WARM_STUB):] for p in sandbox if p.username() == "nobody"] == [WARM_STUB], \
+        "the stub waits in the sandbox, as nobody, before any job exists"
+
+    jid, warm = _probe(server, "warm")
+    assert jid == Path(ahead[0]).name, "the project's next Create took the id chosen ahead"
+    run_dir = server.data_dir / "jobs" / jid
+    assert marshal.loads((run_dir / "supervisor").read_bytes())["pid"] == slot.pid, "it ran in that sandbox"
+    assert marshal.loads((run_dir / "spec").read_bytes())["warm_argv"] == slot.argv
+
+    cid, cold = _probe(server, "cold")  # the first job of its project: made when it starts
+    assert marshal.loads((server.data_dir / "jobs" / cid / "supervisor").read_bytes())["pid"] != slot.pid
+    assert f"[{WEIRD}]" in warm and "[s3cr'et $x\nline]" in warm, warm
+    assert "uid=65534" in warm and "CapEff:\t0000000000000000" in warm and "NoNewPrivs:\t1" in warm, warm
+    assert warm.replace(jid, "JOB") == cold.replace(cid, "JOB"), "a job sees the same, warm or cold"
+
+
+def test_a_job_unlike_the_one_before_starts_cold_and_right(server):
+    Secrets(server.data_dir).set("p", "MY-SECRET", "dashed")  # no shell exports such a name: a cold start
+    run(server.client, jpb.JobParameters(cmd="true"), project="p")
+    wait_for(lambda: _warmed(server), what="a sandbox made ahead")
+    jid, op = run(server.client, jpb.JobParameters(cmd="printenv MY-SECRET; id -u"), project="p")
+    assert not op.HasField("error") and stdout_of(logs(server.client, jid)[0]) == b"dashed\n65534\n"
+    # The next one asks for the project's disk: another sandbox than the one made ahead, which goes unused.
+    wait_for(lambda: _warmed(server), what="a sandbox made ahead")
+    jid, op = run(server.client, jpb.JobParameters(cmd="echo kept > $DS_PROJECT_HOME/f; cat $DS_PROJECT_HOME/f",
+                                                   attach_project_disk=True), project="p")
+    assert not op.HasField("error") and stdout_of(logs(server.client, jid)[0]) == b"kept\n"
+    assert str(server.data_dir / "jobs" / jid) not in _warmed(server)
+
+
+def test_ids_chosen_ahead_leave_nothing_behind(tmp_path):
+    s = Server(tmp_path / "data")
+    try:
+        run(s.client, jpb.JobParameters(cmd="true"), project="p")
+        ahead = Path(wait_for(lambda: _warmed(s), what="a sandbox made ahead")[0])
+        assert (ahead / MARK).exists()
+        supervisor = psutil.Process(s.engine.machine.process._warm[str(ahead)].pid)
+        sandbox = supervisor.children(recursive=True)
+    finally:
+        s.stop()
+    assert not ahead.exists(), "an engine's stop removes the run dirs it made for no job"
+    gone, alive = psutil.wait_procs([supervisor, *sandbox], timeout=10)
+    assert not alive, alive
+    # An engine that died holding one (kill -9) leaves a marked run dir no job has: the next start removes it.
+    left = tmp_path / "data" / "jobs" / "ds0123456789abcdefgh"
+    (left / "work").mkdir(parents=True)
+    (left / MARK).touch()
+    s.start()
+    try:
+        wait_for(lambda: not left.exists(), what="the leftover run dir removed")
+    finally:
+        s.stop()
+
+
+def test_the_handoff_gives_the_stub_an_environment_and_a_command_exactly():
+    env = {"A": WEIRD, "B": "", "C_1": "ünï\x7f", "PATH": "/usr/bin:/bin"}
+    script = handoff(env, ["bash", "-c", "printf '%s|' \"$A\" \"$B\" \"$C_1\" \"$0\"; env | grep -c ^_=", "z 'y'"])
+    out = subprocess.run(WARM_STUB, input=script, capture_output=True, env={}, timeout=10)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.decode() == f"{WEIRD}||ünï\x7f|z 'y'|1\n"
+    for name in ("MY-SECRET", "IFS", "PWD", "1A", "É", ""):
+        assert handoff({name: "x"}, ["true"]) is None, name
+    assert handoff({"A": "x" * 70000}, ["true"]) is None
