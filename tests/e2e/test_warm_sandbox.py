@@ -19,7 +19,7 @@ from tests.helpers import logs, run, stdout_of, wait_for
 
 WEIRD = "it's \"quoted\" $HOME `id` \\ ${X}\nsecond line\t*"
 # What a job shows of itself: everything of its environment, its identity, its view of the files.
-PROBE = ("env -0 | sort -z | tr '\\0' '\\n'; echo ---; id; pwd; ls -A /tmp; ls -A $HOME; ls /proc | grep -c '^[0-9]';"
+PROBE = ("env -0 | sort -z | tr '\\0' '\\n'; echo ---; id; pwd; ls -A /tmp; ls -A $HOME; echo $$;"
          " grep -E '^(CapEff|NoNewPrivs|Seccomp)' /proc/self/status; readlink /proc/self/fd/0; ulimit -a;"
          " ls {jobs}; echo \"[$WEIRD]\"; echo \"[$TOKEN]\"; trap")
 
