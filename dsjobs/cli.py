@@ -456,6 +456,7 @@ def cmd_serve(a) -> int:
     cfg.docker_network = a.docker_network
     cfg.docker_build_network = a.docker_build_network or a.docker_network
     cfg.sandbox = a.sandbox
+    cfg.warm_sandboxes = a.warm_sandboxes
     cfg.start_pause_s = float(os.environ.get("DSJOBS_TEST_START_PAUSE_S") or 0)  # fault injection in tests
     cfg.files_host = a.files_host
     if bool(a.tls_cert) != bool(a.tls_key):
@@ -990,6 +991,9 @@ def parser() -> argparse.ArgumentParser:
                                                   "package index); default: as --docker-network")
     s.add_argument("--sandbox", choices=["bwrap", "none"], default="bwrap",
                    help="confine process jobs and env builds with bubblewrap (default), or run them unconfined")
+    s.add_argument("--warm-sandboxes", action="store_true",
+                   help="make each project's next process job's sandbox before the job (README, What a process job "
+                        "sees); off by default for now")
     s.add_argument("--stop-jobs-on-exit", action="store_true", help="stop running jobs instead of leaving them")
     s.add_argument("--token-file", help="also accept the token in this file (besides DATA_DIR/token)")
     s.add_argument("--token", help="also accept this token (visible to every local user: prefer --token-file or "

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
 from engine.resources import Secrets
@@ -16,6 +17,13 @@ from engine.warm import MARK
 from runners.executors.supervisor import WARM_STUB, handoff
 from tests.conftest import Server
 from tests.helpers import logs, run, stdout_of, wait_for
+
+
+@pytest.fixture
+def server(tmp_path):
+    s = Server(tmp_path / "data", max_concurrent_jobs=4, warm_sandboxes=True)
+    yield s
+    s.stop()
 
 WEIRD = "it's \"quoted\" $HOME `id` \\ ${X}\nsecond line\t*"
 # What a job shows of itself: everything of its environment, its identity, its view of the files.
@@ -74,7 +82,7 @@ def test_a_job_unlike_the_one_before_starts_cold_and_right(server):
 
 
 def test_ids_chosen_ahead_leave_nothing_behind(tmp_path):
-    s = Server(tmp_path / "data")
+    s = Server(tmp_path / "data", warm_sandboxes=True)
     try:
         run(s.client, jpb.JobParameters(cmd="true"), project="p")
         ahead = Path(wait_for(lambda: _warmed(s), what="a sandbox made ahead")[0])
