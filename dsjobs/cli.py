@@ -991,9 +991,9 @@ def parser() -> argparse.ArgumentParser:
                                                   "package index); default: as --docker-network")
     s.add_argument("--sandbox", choices=["bwrap", "none"], default="bwrap",
                    help="confine process jobs and env builds with bubblewrap (default), or run them unconfined")
-    s.add_argument("--warm-sandboxes", action="store_true",
-                   help="make each project's next process job's sandbox before the job (README, What a process job "
-                        "sees); off by default for now")
+    s.add_argument("--no-warm-sandboxes", dest="warm_sandboxes", action="store_false",
+                   help="make every process job's sandbox at its start, instead of each project's next one before "
+                        "the job (README, What a process job sees)")
     s.add_argument("--stop-jobs-on-exit", action="store_true", help="stop running jobs instead of leaving them")
     s.add_argument("--token-file", help="also accept the token in this file (besides DATA_DIR/token)")
     s.add_argument("--token", help="also accept this token (visible to every local user: prefer --token-file or "

@@ -282,8 +282,7 @@ def build_engine(cfg: EngineConfig, *, executor: Optional[Executor] = None, stor
             backends["ray"] = RayBackend(cfg, records, blobs, lease, files.signer)
             files.mount("/runner/", backends["ray"].channel.handle)
     lifecycle = Lifecycle(cfg, records, blobs, Resolver(cfg), backends, lease)
-    jobs = JobService(cfg, records, blobs, files.signer, lifecycle,
-                      job_id_for=warm.take if warm is not None else lambda project_id: None)
+    jobs = JobService(cfg, records, blobs, files.signer, lifecycle, warm=warm)
     janitor = Janitor(cfg, lifecycle.reconcile, jobs.expire_data)
     return Engine(cfg, store, blobs, files, jobs, lifecycle, backends, machine, janitor, token=token,
                   token_path=token_path, _lock_fd=lock_fd, job_link=job_link, warm=warm)

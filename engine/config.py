@@ -82,10 +82,9 @@ class EngineConfig:
     # An engine embedded in a command (dsjobs run, run_job, the pytest plugin): its jobs die with its process, however
     # it ends (a kill -9 too), as its own stop would end them; a served engine's jobs outlive it, to be re-adopted.
     jobs_die_with_engine: bool = False
-    # A confined process job's sandbox is made before the job, once a job of its project has run (engine/warm.py).
-    # Off by default until a fresh-clone CI failure with it on is understood (the note); never for an
-    # engine that runs one job (dsjobs run), which would only make one for nothing.
-    warm_sandboxes: bool = False
+    # A confined process job's sandbox is made before the job, once a job of its project has run (engine/warm.py);
+    # never for an engine that runs one job (dsjobs run), which would only make one for nothing.
+    warm_sandboxes: bool = True
     bwrap: str = ""  # path of bwrap; default: the one on PATH
     docker_run_as_root: bool = False
     image_pull_timeout_s: float = 1800.0

@@ -23,6 +23,7 @@ from engine.records import Records
 from engine.resources import Secrets
 from engine.state import JobStatus
 from engine.validation import check_ttl, validate
+from engine.warm import WarmSandboxes
 from runners import journal
 from runners.fsops import read_regular, rmtree
 
@@ -99,9 +100,9 @@ class WorkQueue(Protocol):
 
 class JobService:
     def __init__(self, cfg: EngineConfig, records: Records, blobs: BlobStore, signer: Signer, work: WorkQueue,
-                 job_id_for: Callable[[str], Optional[str]] = lambda project_id: None):
+                 warm: Optional[WarmSandboxes] = None):
         self.cfg = cfg
-        self.job_id_for = job_id_for  # a project's next job id, chosen ahead (engine/warm.py); None: a new one
+        self.warm = warm  # a project's next job id, chosen ahead with its sandbox made (engine/warm.py)
         self.records = records
         self.store = records.store
         self.clock = records.clock
@@ -161,9 +162,26 @@ class JobService:
         now = self.clock()
         ttl = self.cfg.default_data_ttl_s if data_ttl_s is None else data_ttl_s
         check_ttl("data_ttl", ttl)
-        job = Job(id=self.job_id_for(project_id) or new_id("ds"), project_id=project_id, params=params, name=name, desc=desc, config=config,
-                  created_by_id=created_by, created_at=now, data_expires_at=now + ttl if ttl else None,
-                  parent_job_id=parent_job_id)
+        ahead = self._id_ahead(project_id, params)
+        job = Job(id=ahead or new_id("ds"), project_id=project_id, params=params, name=name, desc=desc,
+                  config=config, created_by_id=created_by, created_at=now,
+                  data_expires_at=now + ttl if ttl else None, parent_job_id=parent_job_id)
+        try:
+            return self._create(job, project_id, params, now, kind, created_by)
+        except BaseException:
+            if ahead:  # not stored (a full disk, say): the sandbox made for it goes now, not when it would expire
+                self.warm.give_back(ahead)
+            raise
+
+    def _id_ahead(self, project_id: str, params: JobParameters) -> Optional[str]:
+        """The id chosen ahead for the project's next job, for a job that could start in the sandbox made for it:
+        never a Docker, Python-env or Spark job's, whose sandbox (or container) is another."""
+        if self.warm is None or params.uses_docker or params.env.python_env is not None or params.spark_connector_id:
+            return None
+        return self.warm.take(project_id)
+
+    def _create(self, job: Job, project_id: str, params: JobParameters, now: float, kind: str,
+                created_by: str) -> tuple[Operation, list[UploadUrl]]:
         spec = params.env.docker_image_spec
         if spec is not None and spec.password_plain_text:
             # Never in the database: the secrets store keeps it (0600) under the job's id.

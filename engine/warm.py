@@ -42,7 +42,9 @@ class WarmSandboxes:
         self._mu = threading.Condition()
         self._ready: "OrderedDict[str, tuple[str, float]]" = OrderedDict()  # project -> (job id ahead, made at)
         self._taken: dict[str, float] = {}  # job id -> when its Create took it (its sandbox waits for Execute)
-        self._want: "OrderedDict[str, object]" = OrderedDict()  # (runners/node.py WarmTemplate)  # project -> what to make next
+        # project -> what to make next (runners/node.py WarmTemplate); the one being made, if any
+        self._want: "OrderedDict[str, object]" = OrderedDict()
+        self._making: Optional[str] = None
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="dsjobs-warm", daemon=True)
         self._thread.start()
@@ -58,13 +60,21 @@ class WarmSandboxes:
             self._taken[got[0]] = time.monotonic()
             return got[0]
 
+    def give_back(self, job_id: str) -> None:
+        """A Create that took ``job_id`` failed before its job was stored: its sandbox and run dir go at once."""
+        with self._mu:
+            if self._taken.pop(job_id, None) is None:
+                return
+        if not self.has_job(job_id):
+            self._drop(job_id, remove=True)
+
     def started(self, project_id: str, template: Optional[object]) -> None:
         """A job of the project started (its start confirmed): a sandbox like its own is made for the next one,
         unless one waits already."""
         if template is None:
             return
         with self._mu:
-            if self._closed or project_id in self._ready:
+            if self._closed or project_id in self._ready or project_id == self._making:
                 return
             self._want[project_id] = template
             self._want.move_to_end(project_id)
@@ -110,6 +120,7 @@ class WarmSandboxes:
                 if self._closed:
                     return
                 project, template = self._want.popitem(last=False) if self._want else (None, None)
+                self._making = project
                 expired = self._expired()
             for job_id, remove in expired:
                 self._drop(job_id, remove)
@@ -132,7 +143,7 @@ class WarmSandboxes:
         for job_id, at in list(self._taken.items()):
             if now - at >= self.IDLE_S:  # created, never executed since: its job will start cold
                 del self._taken[job_id]
-                out.append((job_id, False))
+                out.append((job_id, not self.has_job(job_id)))  # (a Create that failed unseen: nothing keeps it)
         return out
 
     def _make(self, project: str, template: object) -> None:
@@ -146,7 +157,8 @@ class WarmSandboxes:
             log.warning("warm sandboxes: cannot make one for project %s: %s", project, e)
             made = False
         with self._mu:
-            if made and not self._closed:
+            self._making = None
+            if made and not self._closed and project not in self._ready:
                 self._ready[project] = (job_id, time.monotonic())
                 return
         self._drop(job_id, remove=True)

@@ -140,6 +140,13 @@ class WarmTemplate:
     python: str
 
 
+def _can_warm() -> bool:
+    """The warm stub's shell is here (supervisor.WARM_STUB): where it is not, every sandbox is made at its job's
+    start."""
+    from runners.executors.supervisor import WARM_STUB
+    return os.access(WARM_STUB[0], os.X_OK)
+
+
 def job_box(run: RunDir, root: Path, *, project_home: str, ro: list, trees: list, python: str,
             devices: list) -> "Sandbox":
     """A process job's sandbox (runners/sandbox.py), for a job now or for one to come (prewarm)."""
@@ -852,7 +859,7 @@ class Attempt:
         if venv is not None:
             trees.append(str(venv.layer))  # the job's own layer: what it pip-installs at run time lands there
             ro += [str(venv.base)] + pyenv.layer_extras(venv.layer)
-        elif not (spec.faults.any or spec.sa_token or spec.spark is not None or self.devices):
+        elif not (spec.faults.any or spec.sa_token or spec.spark is not None or self.devices) and _can_warm():
             # Nothing of this sandbox is the job's own but its run dir: one like it can be made ahead of a job.
             self.warm_template = WarmTemplate(sbx.check(spec.bwrap), spec.project_home, tuple(ro), interp.path)
         return job_box(self.run_dir, self.machine.root, project_home=spec.project_home, ro=ro, trees=trees,

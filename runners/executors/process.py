@@ -121,6 +121,26 @@ def run_state(run_dir: str) -> str:
 LOST = object()  # ForkServer.spawn: the answer was lost
 
 
+_BINDS = frozenset(("--bind", "--bind-try", "--ro-bind", "--ro-bind-try", "--dev-bind", "--dev-bind-try"))
+
+
+def bound_files(argv: list) -> tuple:
+    """The files a bwrap argv binds into its sandbox, as (device, inode) of each source: a sandbox made ahead
+    holds the files that were there when it was made, so it is its job's own only while every source is still the
+    same file (a resolv.conf or a dataset dir replaced by a rename meanwhile would be the old one inside)."""
+    out = []
+    for i, a in enumerate(argv[:-1]):
+        if a == "--":  # the command's, after bwrap's options
+            break
+        if a in _BINDS:
+            try:
+                st = os.stat(argv[i + 1])
+                out.append((st.st_dev, st.st_ino))
+            except OSError:
+                out.append(None)
+    return tuple(out)
+
+
 @dataclass
 class WarmSlot:
     """A supervisor forked ahead of its job, its sandbox made with ``argv`` (supervisor.py Warm), waiting for its
@@ -132,6 +152,7 @@ class WarmSlot:
     pidfd: int
     notify: int
     go: int
+    files: tuple = ()  # bound_files(argv) when it was made
 
     def close(self) -> None:
         for fd in (self.go, self.notify, self.pidfd):
@@ -286,6 +307,7 @@ class ProcessExecutor(Executor):
         if self._server is None:
             return False
         self.discard(run_dir)
+        files = bound_files(argv)  # before its bwrap binds them: a file replaced meanwhile is seen at the take
         notify_r, notify_w = os.pipe()
         go_r, go_w = os.pipe()
         err, got = -1, None
@@ -303,7 +325,7 @@ class ProcessExecutor(Executor):
         if got is None or got is LOST:
             return False
         pid, start_time, pidfd = got
-        slot = WarmSlot(run_dir, list(argv), pid, start_time, pidfd, notify_r, go_w)
+        slot = WarmSlot(run_dir, list(argv), pid, start_time, pidfd, notify_r, go_w, files)
         with self._warm_mu:
             old, self._warm[run_dir] = self._warm.get(run_dir), slot
         if old is not None:
@@ -328,7 +350,7 @@ class ProcessExecutor(Executor):
             slot = self._warm.pop(spec.run_dir, None)
         if slot is None:
             return None
-        if spec.warm_argv != slot.argv or _readable(slot.pidfd, 0):
+        if spec.warm_argv != slot.argv or _readable(slot.pidfd, 0) or bound_files(slot.argv) != slot.files:
             slot.close()
             return None
         try:

@@ -53,14 +53,16 @@ TRUNCATED = b"[dsjobs] log limit reached: further output of this stream is dropp
 NOTIFY = {"fd": -1}
 # A sandbox made before its job (the engine's warm sandboxes, supervisor ``warm``): bwrap and setpriv run ahead with
 # this stub as the command, a shell that waits for its script on stdin. The job's go hands it a script of exports
-# and one exec (handoff): the job then starts as it would have, minus the sandbox's making.
-WARM_STUB = ["/bin/sh", "-s"]
+# and one exec (handoff): the job then starts as it would have, minus the sandbox's making. dash by its name, not
+# /bin/sh: a bash as /bin/sh makes UID, EUID, SHELLOPTS... read-only (an export of one fails the script) and
+# exports SHLVL; where there is no dash, no sandbox is made ahead (runners/node.py).
+WARM_STUB = ["/bin/dash", "-s"]
 # Names the stub shell gives a meaning of its own: an environment with one of them, or with a name no shell can
 # export (a secret named MY-SECRET), is started cold, so the job's environment is what a cold start gives it.
 _SHELL_NAMES = frozenset(("IFS", "PS1", "PS2", "PS4", "OPTIND", "OPTARG", "PPID", "ENV", "PWD", "OLDPWD", "CDPATH",
                           "MAIL", "MAILCHECK", "MAILPATH", "HISTSIZE", "LINENO", "FCEDIT", "TERM", "_"))
-_HANDOFF_MAX = 60000
-REQUEST_MAX = 65536  # a fork server's request, a warm sandbox's argv included  # under a pipe's 64 KiB: written whole without waiting for the stub to read it
+_HANDOFF_MAX = 60000  # under a pipe's 64 KiB: written whole without waiting for the stub to read it
+REQUEST_MAX = 65536  # a fork server's request, a warm sandbox's argv included
 
 
 def write_atomic(path: str, data: dict, durable: bool = True) -> None:
@@ -229,6 +231,9 @@ def handoff(env: dict, command: list):
     """The warm stub's script: the job's environment exported and its command exec'd with stdin from /dev/null,
     as a cold start runs it; None when the environment cannot be given this way (then the job starts cold)."""
     if not command or not all(_exportable(k) for k in env):
+        return None
+    # A NUL fails a cold start ("embedded null byte"); the shell would drop it silently and run the job altered.
+    if any("\0" in w for w in (*env.values(), *command)):
         return None
     lines = [f"export {k}={_quoted(v)}" for k, v in env.items()]
     lines.append("exec " + " ".join(_quoted(a) for a in command) + " </dev/null")

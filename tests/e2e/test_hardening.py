@@ -231,23 +231,22 @@ class Disk:
         self.path, self.filler = path, path / "filler"
 
     def fill(self) -> None:
+        # Unbuffered writes only: a buffered file that took part of a write before ENOSPC raises again at its
+        # close, and a filler thread that dies there leaves the disk full for good (seen: ~1 fill in 200).
         try:
-            f = open(self.filler, "ab")
+            fd = os.open(self.filler, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         except OSError as e:  # the engine's writes filled it first: full already
             assert e.errno == errno.ENOSPC, e
             return
-        with f:
-            try:
-                while True:
-                    f.write(b"\0" * (1 << 20))
-                    f.flush()
-            except OSError:
-                pass
-            try:
-                while True:
-                    os.write(f.fileno(), b"\0" * 4096)
-            except OSError:
-                pass
+        try:
+            for size in (1 << 20, 4096):
+                try:
+                    while True:
+                        os.write(fd, b"\0" * size)
+                except OSError as e:
+                    assert e.errno == errno.ENOSPC, e
+        finally:
+            os.close(fd)
 
     def free(self) -> None:
         self.filler.unlink(missing_ok=True)
@@ -571,15 +570,20 @@ def test_disk_full_at_random_moments_of_20_jobs(tmp_path):
     rnd = random.Random(int(os.environ.get("DSJOBS_FAULT_SEED", "13")))
     with small_disk(tmp_path / "disk", 64) as disk:
         s = Server(disk.path / "data", max_concurrent_jobs=2, reconcile_interval_s=0.5)
-        faults, refused, stop = [0], [0], threading.Event()
+        faults, refused, stop, died = [0], [0], threading.Event(), []
 
         def filler():
-            while not stop.is_set() and faults[0] < 60:
-                time.sleep(rnd.uniform(0.02, 0.3))
-                disk.fill()
-                faults[0] += 1
-                time.sleep(rnd.uniform(0.05, 0.3))
+            try:
+                while not stop.is_set() and faults[0] < 60:
+                    time.sleep(rnd.uniform(0.02, 0.3))
+                    disk.fill()
+                    faults[0] += 1
+                    time.sleep(rnd.uniform(0.05, 0.3))
+                    disk.free()
+            except BaseException as e:  # the test's own fault, told as such, and the disk not left full
+                died.append(e)
                 disk.free()
+                raise
         t = threading.Thread(target=filler, daemon=True)
         t.start()
         jobs, ops = [], {}
@@ -599,6 +603,7 @@ def test_disk_full_at_random_moments_of_20_jobs(tmp_path):
                     except (grpc.RpcError, requests.RequestException):
                         refused[0] += 1
                         time.sleep(0.05)
+            assert not died, f"the test's disk filler failed: {died[0]!r}"
             assert len(jobs) == 20, f"only {len(jobs)} of 20 jobs could be created"
             # Faults go on while the jobs run, then the disk stays free.
             wait_for(lambda: all(s.client.get(j).status in (jpb.SUCCESS, jpb.ERROR) for j, _ in jobs) or

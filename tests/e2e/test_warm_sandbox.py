@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import marshal
 import os
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
 
+import grpc
 import psutil
 import pytest
 
 from dsjobs_pb.yandex.cloud.datasphere.v2.jobs import jobs_pb2 as jpb
+from engine.model import DockerImageSpec, Environment, JobParameters, PythonEnv
 from engine.resources import Secrets
 from engine.warm import MARK
 from runners.executors.supervisor import WARM_STUB, handoff
 from tests.conftest import Server
-from tests.helpers import logs, run, stdout_of, wait_for
+from tests.helpers import create, logs, run, stdout_of, wait_for
 
 
 @pytest.fixture
@@ -114,3 +117,64 @@ def test_the_handoff_gives_the_stub_an_environment_and_a_command_exactly():
     for name in ("MY-SECRET", "IFS", "PWD", "1A", "É", ""):
         assert handoff({name: "x"}, ["true"]) is None, name
     assert handoff({"A": "x" * 70000}, ["true"]) is None
+    # A NUL fails a cold start; the shell would drop it and run the job with another value: cold, to fail alike.
+    assert handoff({"A": "a\0b"}, ["true"]) is None and handoff({}, ["echo", "a\0b"]) is None
+
+
+def _supervised_by(server, jid: str) -> int:
+    return marshal.loads((server.data_dir / "jobs" / jid / "supervisor").read_bytes())["pid"]
+
+
+def test_a_sandbox_made_ahead_whose_files_were_replaced_since_is_not_used(server):
+    """A sandbox holds the files bound into it when it was made: a project disk restored by a rename meanwhile
+    would be the old one inside. The job starts cold and sees the project disk as it is now."""
+    disk = lambda cmd: jpb.JobParameters(cmd=cmd, attach_project_disk=True)  # noqa: E731
+    jid, op = run(server.client, disk("echo old > $DS_PROJECT_HOME/f; echo $DS_PROJECT_HOME"), project="p")
+    assert not op.HasField("error"), op.error.message
+    home = Path(stdout_of(logs(server.client, jid)[0]).decode().strip())
+    assert (home / "f").read_text() == "old\n", "the job's project disk is that host dir"
+    ahead = wait_for(lambda: _warmed(server), what="a sandbox made ahead")
+    slot = server.engine.machine.process._warm[ahead[0]]
+    st = home.stat()
+    home.rename(home.with_name(home.name + ".before"))
+    home.mkdir()
+    os.chown(home, st.st_uid, st.st_gid)
+    os.chmod(home, st.st_mode)
+    jid, op = run(server.client, disk("ls -A $DS_PROJECT_HOME; echo new > $DS_PROJECT_HOME/g"), project="p")
+    assert not op.HasField("error"), op.error.message
+    assert jid == Path(ahead[0]).name and _supervised_by(server, jid) != slot.pid, "it started cold"
+    assert stdout_of(logs(server.client, jid)[0]) == b"" and (home / "g").read_text() == "new\n"
+    wait_for(lambda: not psutil.pid_exists(slot.pid), what="the unused sandbox's end")
+
+
+def test_a_create_that_fails_after_taking_the_id_chosen_ahead_leaves_nothing_of_it(server):
+    run(server.client, jpb.JobParameters(cmd="true"), project="p")
+    ahead = Path(wait_for(lambda: _warmed(server), what="a sandbox made ahead")[0])
+    slot = server.engine.machine.process._warm[str(ahead)]
+    store, original = server.engine.store, server.engine.store.insert_job
+
+    def full(*a, **kw):
+        raise sqlite3.OperationalError("database or disk is full")
+    store.insert_job = full
+    try:
+        with pytest.raises(grpc.RpcError) as e:
+            create(server.client, jpb.JobParameters(cmd="true"), {}, project="p")
+    finally:
+        store.insert_job = original
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.value.details()
+    assert not ahead.exists() and str(ahead) not in _warmed(server), "its run dir and sandbox went with it"
+    wait_for(lambda: not psutil.pid_exists(slot.pid), what="its supervisor's end")
+    jid, op = run(server.client, jpb.JobParameters(cmd="echo fine"), project="p")
+    assert jid != ahead.name and stdout_of(logs(server.client, jid)[0]) == b"fine\n"
+
+
+def test_only_a_job_that_could_start_in_it_takes_the_id_chosen_ahead(server):
+    run(server.client, jpb.JobParameters(cmd="true"), project="p")
+    ahead = Path(wait_for(lambda: _warmed(server), what="a sandbox made ahead")[0])
+    others = (JobParameters(cmd="true", env=Environment(docker_image_resource_id="bt0123456789abcdefgh")),
+              JobParameters(cmd="true", env=Environment(docker_image_spec=DockerImageSpec(image_url="debian:12"))),
+              JobParameters(cmd="true", env=Environment(python_env=PythonEnv())),
+              JobParameters(cmd="true", spark_connector_id="sc0123456789abcdefgh"))
+    for params in others:  # their sandbox (or container) is another: the id stays for a job that can use it
+        assert server.engine.jobs._id_ahead("p", params) is None, params
+    assert server.engine.jobs._id_ahead("p", JobParameters(cmd="true")) == ahead.name
