@@ -53,9 +53,14 @@ def test_a_projects_next_job_starts_in_a_sandbox_made_ahead_and_sees_what_a_cold
     ahead = wait_for(lambda: _warmed(server), what="a sandbox made ahead of the project's next job")
     assert len(ahead) == 1
     slot = server.engine.machine.process._warm[ahead[0]]
-    sandbox = psutil.Process(slot.pid).children(recursive=True)
-    assert [p.cmdline()[-len(WARM_STUB):] for p in sandbox if p.username() == "nobody"] == [WARM_STUB], \
-        "the stub waits in the sandbox, as nobody, before any job exists"
+
+    def stubs():  # the sandbox is being made beside the test (bwrap, then setpriv, then the stub)
+        try:
+            return [p.cmdline()[-len(WARM_STUB):] for p in psutil.Process(slot.pid).children(recursive=True)
+                    if p.username() == "nobody"]
+        except psutil.NoSuchProcess:  # one of them exec'd or ended between the listing and the look
+            return []
+    wait_for(lambda: stubs() == [WARM_STUB], what="the stub waiting in the sandbox, as nobody, before any job exists")
 
     jid, warm = _probe(server, "warm")
     assert jid == Path(ahead[0]).name, "the project's next Create took the id chosen ahead"
