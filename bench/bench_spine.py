@@ -163,15 +163,12 @@ def bare(n: int) -> dict:
     return out
 
 
-# How each latency column's engine is served: the sandbox made at each job's start, none, and sandboxes made ahead
-# of their jobs (engine/warm.py, the default since it came; this tree only, earlier engines have no such option).
-BOXES = {"bwrap": (), "none": ("--sandbox", "none"), "warm": ()}
-
-
 def boxes(tree: Path) -> dict:
-    """Each column's options for ``tree``'s `dsjobs serve` (by its own CLI: --no-warm-sandboxes came with them)."""
+    """How each latency column's engine of ``tree`` is served: the sandbox made at each job's start, none, and
+    sandboxes made ahead of their jobs (engine/warm.py, the default since it came with --no-warm-sandboxes; an
+    earlier tree has only the first two)."""
     if "--no-warm-sandboxes" not in (tree / "dsjobs" / "cli.py").read_text():
-        return {k: v for k, v in BOXES.items() if k != "warm"}
+        return {"bwrap": (), "none": ("--sandbox", "none")}
     return {"bwrap": ("--no-warm-sandboxes",), "none": ("--sandbox", "none"), "warm": ()}
 
 

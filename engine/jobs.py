@@ -167,7 +167,7 @@ class JobService:
                   config=config, created_by_id=created_by, created_at=now,
                   data_expires_at=now + ttl if ttl else None, parent_job_id=parent_job_id)
         try:
-            return self._create(job, project_id, params, now, kind, created_by)
+            return self._create(job, kind)
         except BaseException:
             if ahead:  # not stored (a full disk, say): the sandbox made for it goes now, not when it would expire
                 self.warm.give_back(ahead)
@@ -180,8 +180,8 @@ class JobService:
             return None
         return self.warm.take(project_id)
 
-    def _create(self, job: Job, project_id: str, params: JobParameters, now: float, kind: str,
-                created_by: str) -> tuple[Operation, list[UploadUrl]]:
+    def _create(self, job: Job, kind: str) -> tuple[Operation, list[UploadUrl]]:
+        params, now = job.params, job.created_at
         spec = params.env.docker_image_spec
         if spec is not None and spec.password_plain_text:
             # Never in the database: the secrets store keeps it (0600) under the job's id.
@@ -190,14 +190,14 @@ class JobService:
         files = params.all_uploads()
         # Which contents exist is asked under their locks, and the job's references are stored before the locks
         # are let go: a concurrent delete of another job's data then sees them (engine/cas.py).
-        expired = self.faults.of(project_id, params.env.vars).upload_url_expired
+        expired = self.faults.of(job.project_id, params.env.vars).upload_url_expired
         if expired:
             self.records.system_log(job.id, "injected fault: upload-url-expired: the upload URLs handed out are "
                                             "already expired")
         with self.blobs.locked(f.sha256 for f in files):
             uploads = self._upload_urls(files, expired)
             op = Operation(id=new_id("op"), kind=kind, created_at=now, modified_at=now, job_id=job.id,
-                           project_id=project_id, created_by=created_by, done=True,
+                           project_id=job.project_id, created_by=job.created_by_id, done=True,
                            result={"upload_files": [u.file.sha256 for u in uploads]})
             self.store.insert_job(job, op)
         return op, uploads

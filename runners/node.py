@@ -13,6 +13,7 @@ every Ray job's path.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import dataclasses
 import os
@@ -140,6 +141,7 @@ class WarmTemplate:
     python: str
 
 
+@functools.lru_cache(maxsize=None)
 def _can_warm() -> bool:
     """The warm stub's shell is here (supervisor.WARM_STUB): where it is not, every sandbox is made at its job's
     start."""
