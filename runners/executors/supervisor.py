@@ -417,6 +417,7 @@ class Supervisor:
                             int(self.spec.get("log_limit_bytes") or 0))
         self.journal = self.logs.journal
         self.pid = None
+        self.held: list = []  # the sandbox's mount namespace, held past the job (hold_mounts)
         self.kill_at = None
         self.stopped = None  # the stop request that ended the job, if any
         # A limit on running time is enforced here, not in the engine, so it holds while the engine is down. It
@@ -530,6 +531,7 @@ class Supervisor:
                 if spec.get("warm_argv") == warm.argv else None
             if script is not None and warm.give(script):
                 self.pid, self.out_r, self.err_r = warm.pid, warm.out_r, warm.err_r
+                self.held = hold_mounts(warm.pid)
                 return None
             warm.drop()
         return self._spawn(spec)
@@ -771,6 +773,49 @@ def lock_run(run_dir: str, wait: bool = True):
     return fd
 
 
+def hold_mounts(bwrap_pid: int) -> list:
+    """Descriptors of the mount namespace of the sandbox under ``bwrap_pid`` (that of its init, bwrap's child).
+    When a sandbox's last process exits, the kernel unmounts its ~35 mounts there and then, ~2 ms here, and the
+    job's output pipes reach their end only after: held by this supervisor, the namespace outlives its processes,
+    and is let go after the job's end is told (let_go)."""
+    try:
+        with open(f"/proc/{bwrap_pid}/task/{bwrap_pid}/children") as f:
+            kids = f.read().split()
+    except OSError:
+        return []
+    out = []
+    for kid in kids:
+        try:
+            out.append(os.open(f"/proc/{kid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC))
+        except OSError:
+            pass
+    return out
+
+
+def let_go(held: list) -> None:
+    """The held namespaces closed by a child of this process, which holds nothing else (not the run's lock, nor
+    the pipe whose end tells the engine this supervisor is done): their unmounting is then off the job's path."""
+    if not held:
+        return
+    try:
+        pid = os.fork()
+    except OSError:
+        pid = -1
+    if pid == 0:
+        try:
+            lo = 0
+            for fd in sorted(held):
+                os.closerange(lo, fd)
+                lo = fd + 1
+            os.closerange(lo, 65536)
+            for fd in held:
+                os.close(fd)
+        finally:
+            os._exit(0)
+    for fd in held:
+        os.close(fd)
+
+
 def supervise(run_dir: str, secret_env: dict, warm: Warm = None) -> int:
     # Held until this process ends (the fd is not passed to the job). An engine that restarted takes it to learn
     # that no supervisor lives for the run; if it gave the run up meanwhile (its spec is gone), nothing starts.
@@ -779,14 +824,18 @@ def supervise(run_dir: str, secret_env: dict, warm: Warm = None) -> int:
         if warm is not None:
             warm.drop()
         return 0
+    sup = None
     try:
-        code = Supervisor(run_dir, secret_env, warm).run()
+        sup = Supervisor(run_dir, secret_env, warm)
+        code = sup.run()
     except OSError as e:
         if e.errno not in (28, 122):  # ENOSPC, EDQUOT: the engine says so, and kills what is left of the job
             raise
         code = EXIT_NO_SPACE
     if code == EXIT_NO_SPACE:
         notify(b"N")
+    if sup is not None:
+        let_go(sup.held)
     return code
 
 

@@ -183,3 +183,31 @@ def test_only_a_job_that_could_start_in_it_takes_the_id_chosen_ahead(server):
     for params in others:  # their sandbox (or container) is another: the id stays for a job that can use it
         assert server.engine.jobs._id_ahead("p", params) is None, params
     assert server.engine.jobs._id_ahead("p", JobParameters(cmd="true")) == ahead.name
+
+
+def _holders(ns: str) -> list:
+    """Processes in the mount namespace ``ns`` (mnt:[inode]) or holding a descriptor of it."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            links = [os.readlink(f"/proc/{pid}/ns/mnt")] + [
+                os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:  # gone meanwhile
+            continue
+        if ns in links:
+            out.append(int(pid))
+    return out
+
+
+def test_a_warm_jobs_mount_namespace_is_let_go_after_its_end(server):
+    """Its supervisor holds the sandbox's mounts past the job, so that their unmounting is not on the job's path,
+    then lets them go: nothing holds them once the job is done."""
+    run(server.client, jpb.JobParameters(cmd="true"), project="p")
+    ahead = wait_for(lambda: _warmed(server), what="a sandbox made ahead")
+    slot = server.engine.machine.process._warm[ahead[0]]
+    jid, op = run(server.client, jpb.JobParameters(cmd="readlink /proc/self/ns/mnt"), project="p")
+    assert _supervised_by(server, jid) == slot.pid, "it ran in the sandbox made ahead"
+    ns = stdout_of(logs(server.client, jid)[0]).decode().strip()
+    assert ns.startswith("mnt:[") and ns != os.readlink("/proc/self/ns/mnt"), ns
+    wait_for(lambda: not psutil.pid_exists(slot.pid), what="its supervisor's end")
+    wait_for(lambda: not _holders(ns), what=f"nothing holding {ns}")
