@@ -184,6 +184,11 @@ class _CountingReader:
         return os.fstat(self.f.fileno()).st_size
 
 
+# engine/api/servicers.py's names: GetOperation held for up to HOLD seconds, and the answer saying it was.
+HOLD, HELD = "x-dsjobs-hold-s", "x-dsjobs-held"
+HOLD_S = 1.0  # a progress bar fed by the answers still moves every second
+
+
 class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
     """`authorization: Bearer <token>` on every call of the channel (call credentials need TLS in grpc)."""
 
@@ -322,10 +327,21 @@ class Client:
     def get_operation(self, op_id: str):
         return self.ops.Get(ops.GetOperationRequest(operation_id=op_id))
 
+    def hold_operation(self, op_id: str, hold_s: float = HOLD_S):
+        """(the operation, held): an engine that holds GetOperation answers once the operation is done or changed,
+        or after ``hold_s``, and says so (held); any other (the cloud, an older engine) answers at once."""
+        op, call = self.ops.Get.with_call(ops.GetOperationRequest(operation_id=op_id),
+                                          metadata=((HOLD, f"{hold_s:g}"),))
+        return op, any(k == HELD for k, _ in call.trailing_metadata() or ())
+
     def wait_operation(self, op, poll_s: float = 0.1, on_poll: Callable = lambda op: None):
+        """Until ``op`` is done, asked for again as soon as it changes where the engine holds the asks, else every
+        ``poll_s``; ``on_poll`` with each answer."""
+        held = True
         while not op.done:
-            time.sleep(poll_s)
-            op = self.get_operation(op.id)
+            if not held:
+                time.sleep(poll_s)
+            op, held = self.hold_operation(op.id)
             on_poll(op)
         if op.HasField("error"):
             from google.rpc import code_pb2

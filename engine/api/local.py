@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from concurrent import futures
 from typing import Callable, Optional
 
@@ -21,12 +22,11 @@ from engine.api.server import MAX_MESSAGE, method_handlers, services
 from engine.app import Engine
 
 
-class LocalRpcError(grpc.RpcError, grpc.Call):
-    """What a call that failed raises, as a grpc channel's does: ``code()``, ``details()``."""
+class _Call(grpc.Call):
+    """A call that ended, as a grpc channel's ``with_call`` gives it: its code, details and trailing metadata."""
 
-    def __init__(self, code: grpc.StatusCode, details: str):
-        super().__init__(f"{code.name}: {details}")
-        self._code, self._details = code, details
+    def __init__(self, code: grpc.StatusCode = grpc.StatusCode.OK, details: str = "", trailing: tuple = ()):
+        self._code, self._details, self._trailing = code, details, tuple(trailing)
 
     def code(self) -> grpc.StatusCode:
         return self._code
@@ -38,7 +38,7 @@ class LocalRpcError(grpc.RpcError, grpc.Call):
         return ()
 
     def trailing_metadata(self):
-        return ()
+        return self._trailing
 
     def is_active(self) -> bool:
         return False
@@ -53,6 +53,14 @@ class LocalRpcError(grpc.RpcError, grpc.Call):
         return False
 
 
+class LocalRpcError(grpc.RpcError, _Call):
+    """What a call that failed raises, as a grpc channel's does: ``code()``, ``details()``."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(f"{code.name}: {details}")
+        _Call.__init__(self, code, details)
+
+
 class _Abort(Exception):
     def __init__(self, code: grpc.StatusCode, details: str):
         super().__init__(code, details)
@@ -62,11 +70,19 @@ class _Abort(Exception):
 class _Context:
     """The part of a servicer context the servicers use: the call's metadata, and abort."""
 
-    def __init__(self, metadata):
+    def __init__(self, metadata, timeout: Optional[float] = None):
         self._metadata = tuple(metadata or ())
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self.trailing: tuple = ()
 
     def invocation_metadata(self):
         return self._metadata
+
+    def time_remaining(self) -> Optional[float]:
+        return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+
+    def set_trailing_metadata(self, metadata) -> None:
+        self.trailing = tuple(metadata)
 
     def abort(self, code, details):
         raise _Abort(code, details)
@@ -182,20 +198,27 @@ class LocalChannel:
         return metadata, handler, handler.request_deserializer(_sized(serializer(request)))
 
     def unary_unary(self, method: str, request_serializer=None, response_deserializer=None, **_):
-        def call(request, timeout=None, metadata=None, **__):
-            metadata, handler, parsed = self._prepare(method, metadata, request, request_serializer)
+        channel = self
 
-            def run():
+        class Unary:
+            def with_call(self, request, timeout=None, metadata=None, **__):
+                metadata, handler, parsed = channel._prepare(method, metadata, request, request_serializer)
+                context = _Context(metadata, timeout)
+
+                def run():
+                    try:
+                        return handler.response_serializer(handler.unary_unary(parsed, context))
+                    except _Abort as e:
+                        raise LocalRpcError(e.code, e.details) from None
                 try:
-                    return handler.response_serializer(handler.unary_unary(parsed, _Context(metadata)))
-                except _Abort as e:
-                    raise LocalRpcError(e.code, e.details) from None
-            try:
-                answer = self._pool.submit(run).result(timeout)
-            except futures.TimeoutError:
-                raise LocalRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
-            return response_deserializer(_sized(answer))
-        return call
+                    answer = channel._pool.submit(run).result(timeout)
+                except futures.TimeoutError:
+                    raise LocalRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+                return response_deserializer(_sized(answer)), _Call(trailing=context.trailing)
+
+            def __call__(self, request, timeout=None, metadata=None, **kw):
+                return self.with_call(request, timeout, metadata, **kw)[0]
+        return Unary()
 
     def unary_stream(self, method: str, request_serializer=None, response_deserializer=None, **_):
         def call(request, timeout=None, metadata=None, **__):

@@ -91,6 +91,7 @@ class GrpcServer:
     def __init__(self, engine: Engine, listen: str, auth: Auth, *, max_workers: int, max_concurrent_rpcs: int,
                  tls: Optional[tuple[bytes, bytes]] = None):
         self._loop = asyncio.new_event_loop()
+        self._store = engine.jobs.store  # its waits (held GetOperations) end as the server stops
         self._pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="dsjobs-grpc")
         self._ready = threading.Event()
         self._error: Optional[BaseException] = None
@@ -133,6 +134,7 @@ class GrpcServer:
             raise self._error
 
     def stop(self, grace: Optional[float] = None) -> "GrpcServer":
+        self._store.end_waits()
         if self._thread.is_alive():
             fut = asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop)
             try:

@@ -16,6 +16,7 @@ from engine.cas import BlobStore
 from engine.errors import disk_full, io_error
 from engine.model import Job
 from engine.state import JobStatus
+from engine.workers import Workers
 from runners import gpus
 from runners.executors.base import Executor
 from runners.node import Attempt, Interrupted, Machine, NodeIO, RetryLater, choose_instance, find_run, held_gpus
@@ -88,6 +89,7 @@ class LocalBackend(Backend):
         self._attempts: dict[str, Attempt] = {}  # job id -> its attempt, from hand-over until its result is in
         self._waiting: set[str] = set()  # queued jobs whose system log says they wait for GPUs
         self._mu = threading.Lock()
+        self._workers = Workers("dsjobs-attempt")  # a job's start does not wait for a new thread (engine/workers.py)
 
     def _gpu_need(self, job: Job):
         """The instance type of the job's list this machine will run it as (the node's own choice, faults
@@ -159,7 +161,7 @@ class LocalBackend(Backend):
                 if self.machine.checks_gpus and self.instance_types is not None:
                     self.machine.pool().release(job_id)
                 self.sink.room()
-        threading.Thread(target=run, name=name, daemon=True).start()
+        self._workers.run(run, name)
 
     # --- a fresh attempt --------------------------------------------------------------------------------------
 
@@ -234,6 +236,7 @@ class LocalBackend(Backend):
 
     def close(self) -> None:
         self.machine.stopping.set()
+        self._workers.close()
         self.machine.process.close()
         if self.machine.docker is not None:
             self.machine.docker.close()
