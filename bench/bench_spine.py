@@ -195,7 +195,7 @@ def measure(trees: dict[str, Path], jobs: int, burst_n: int) -> dict:
         # each column polled every 2 ms (wait_done), and the default one (sandboxes made ahead, in trees that have
         # them) also waited for as dsjobs' client waits (held_done)
         ways = [(name, box, "poll") for name, box in clients]
-        ways += [(name, list(boxes(tree))[-1], "held") for name, tree in trees.items()]
+        ways += [(name, "warm" if "warm" in boxes(tree) else "bwrap", "held") for name, tree in trees.items()]
         lat = {k: [] for k in ways}
         phase = {k: [] for k in ways}
         for i in range(jobs):

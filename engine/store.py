@@ -12,7 +12,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from engine.errors import NotFound, Unavailable
 from engine.model import Attempt, Job, Operation, from_dict, to_dict
@@ -68,7 +68,6 @@ class Store:
         # them is checked against (engine/api/servicers.py caches polled operations by it)
         self._gen: dict[str, int] = {}
         self._changed = threading.Condition(threading.Lock())  # told of every such write (wait_change)
-        self._waits_ended = False
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -85,18 +84,12 @@ class Store:
         with self._lock:
             self._db.close()
             self._closed = True
-        self.end_waits()  # nothing waits on a closed store
+        self.wake_waits()  # nothing waits on a closed store
 
-    def end_waits(self) -> None:
-        """Every wait_change returns now, and those to come at once (a server that is stopping)."""
+    def wake_waits(self) -> None:
+        """Every wait_change looks again at once (its ``ended`` too)."""
         with self._changed:
-            self._waits_ended = True
             self._changed.notify_all()
-
-    @property
-    def waits(self) -> bool:
-        """Whether wait_change still waits."""
-        return not self._waits_ended
 
     def _open(self) -> sqlite3.Connection:
         """The connection (under the lock); once the engine closed the store, a clear error for what still asks
@@ -151,14 +144,16 @@ class Store:
             self._gen[job_id] = self._gen.get(job_id, 0) + 1
             self._changed.notify_all()
 
-    def wait_change(self, job_id: str, generation: int, timeout: float) -> bool:
-        """Until the job's generation is past ``generation`` (True), ``timeout`` seconds pass or the store closes
-        (False). Every write wakes every waiter, each of which looks at its own job: the API bounds how many wait."""
+    def wait_change(self, job_id: str, generation: int, timeout: float,
+                    ended: Callable[[], bool] = lambda: False) -> bool:
+        """Until the job's generation is past ``generation`` (True), or ``timeout`` seconds pass, the store closes
+        or ``ended()`` (False; looked at after each wake_waits). Every write wakes every waiter, each of which
+        looks at its own job: the API bounds how many wait."""
         end = time.monotonic() + timeout
         with self._changed:
             while self._gen.get(job_id, 0) == generation:
                 left = end - time.monotonic()
-                if left <= 0 or self._waits_ended:
+                if left <= 0 or self._closed or ended():
                     return False
                 self._changed.wait(left)
         return True

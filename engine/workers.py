@@ -59,6 +59,7 @@ class Workers:
                 log.exception("task %s failed", name)
             finally:
                 me.name = idle_name
+                fn = None  # an idle thread keeps nothing of its last task (an attempt and all it holds)
             with self._mu:
                 if self._idle >= self.idle_max or self._closed:
                     return

@@ -169,7 +169,8 @@ class LocalChannel:
         self.auth = auth
         self._bearer = ("authorization", f"Bearer {token}")
         self._methods: dict[str, grpc.RpcMethodHandler] = {}
-        for servicer, service in services(engine, auth):
+        self._services = services(engine, auth, max_workers)
+        for servicer, service in self._services:
             for name, handler in method_handlers(servicer, service).items():
                 self._methods[f"/{service.full_name}/{name}"] = handler
         self._pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="dsjobs-api")
@@ -243,6 +244,9 @@ class LocalChannel:
             streams = list(self._streams)
         for s in streams:
             s.cancel()
+        for servicer, _ in self._services:
+            if hasattr(servicer, "polled"):
+                servicer.polled.end()  # its held GetOperations answer now
         self._pool.shutdown(wait=False)
 
     def subscribe(self, callback, try_to_connect=False):

@@ -49,11 +49,13 @@ def method_handlers(servicer, service) -> dict[str, grpc.RpcMethodHandler]:
     return out
 
 
-def services(engine: Engine, auth: Auth) -> list[tuple[object, object]]:
-    """(servicer, ServiceDescriptor) of every service the API has."""
+def services(engine: Engine, auth: Auth, threads: int) -> list[tuple[object, object]]:
+    """(servicer, ServiceDescriptor) of every service the API has, served by ``threads`` threads (a quarter of
+    them at most hold GetOperations)."""
     return [(ProjectJobServicer(engine.jobs, auth), project_job_service_pb2.DESCRIPTOR.services_by_name[
                 "ProjectJobService"]),
-            (OperationServicer(engine.jobs), operation_service_pb2.DESCRIPTOR.services_by_name["OperationService"]),
+            (OperationServicer(engine.jobs, threads // 4), operation_service_pb2.DESCRIPTOR.services_by_name[
+                "OperationService"]),
             (ProjectServicer(engine.jobs), project_service_pb2.DESCRIPTOR.services_by_name["ProjectService"])]
 
 
@@ -91,7 +93,7 @@ class GrpcServer:
     def __init__(self, engine: Engine, listen: str, auth: Auth, *, max_workers: int, max_concurrent_rpcs: int,
                  tls: Optional[tuple[bytes, bytes]] = None):
         self._loop = asyncio.new_event_loop()
-        self._store = engine.jobs.store  # its waits (held GetOperations) end as the server stops
+        self.services = services(engine, auth, max_workers)
         self._pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="dsjobs-grpc")
         self._ready = threading.Event()
         self._error: Optional[BaseException] = None
@@ -104,7 +106,7 @@ class GrpcServer:
                 interceptors=[_AuthInterceptor(auth)] if auth.required else [],
                 maximum_concurrent_rpcs=max_concurrent_rpcs,
                 options=[("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.so_reuseport", 0)])
-            for servicer, service in services(engine, auth):
+            for servicer, service in self.services:
                 self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
                     service.full_name, method_handlers(servicer, service)),))
             if tls is not None:  # (cert PEM, key PEM)
@@ -134,7 +136,9 @@ class GrpcServer:
             raise self._error
 
     def stop(self, grace: Optional[float] = None) -> "GrpcServer":
-        self._store.end_waits()
+        for servicer, _ in self.services:
+            if isinstance(servicer, OperationServicer):
+                servicer.polled.end()  # its held GetOperations answer now: the stop does not wait for them
         if self._thread.is_alive():
             fut = asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop)
             try:

@@ -71,11 +71,15 @@ class PolledOperations:
 
     MAX_AGE_S = 1.0
     SIZE = 1024
-    MAX_HOLDS = 16  # of the server's 64 threads: past that, a hold is answered at once, and its client polls
 
-    def __init__(self, jobs: JobService):
+    def __init__(self, jobs: JobService, max_holds: int):
+        """``max_holds``: GetOperations held at once (a quarter of the threads that serve calls); past that, a
+        hold is answered at once, and its client polls."""
         self.jobs = jobs
-        self._holds = threading.BoundedSemaphore(self.MAX_HOLDS)
+        self.max_holds = max_holds
+        self._holds = threading.BoundedSemaphore(max_holds) if max_holds > 0 else None
+        self.holding = 0  # held now
+        self._ended = False
         self._mu = threading.Lock()
         self._answers: "OrderedDict[str, tuple]" = OrderedDict()  # op id -> (job id, key, made at, answer)
         self._jobs_of: "OrderedDict[str, str]" = OrderedDict()  # op id -> its job's id (an execute's never changes)
@@ -124,19 +128,29 @@ class PolledOperations:
         answer = self.get(op_id)
         with self._mu:
             job_id = self._jobs_of.get(op_id)
-        if job_id is None or answer.done or seconds <= 0 or not self.jobs.store.waits or \
+        if job_id is None or answer.done or seconds <= 0 or self._ended or self._holds is None or \
                 not self._holds.acquire(blocking=False):
             return answer
+        with self._mu:
+            self.holding += 1
         try:
             context.set_trailing_metadata(((HELD, "1"),))
             generation = self.jobs.store.generation(job_id)  # taken before the answer it is to be checked against
             answer = self.get(op_id)
             if not answer.done:
-                self.jobs.store.wait_change(job_id, generation, seconds)
+                self.jobs.store.wait_change(job_id, generation, seconds, lambda: self._ended)
                 answer = self.get(op_id)
             return answer
         finally:
+            with self._mu:
+                self.holding -= 1
             self._holds.release()
+
+    def end(self) -> None:
+        """The server is stopping: its holds answer now, and those asked for later at once, unheld. Only this
+        server's: another serving the same engine (a second port, the in-process API) holds on."""
+        self._ended = True
+        self.jobs.store.wake_waits()
 
 
 class ProjectJobServicer(sgrpc.ProjectJobServiceServicer):
@@ -229,9 +243,9 @@ class ProjectJobServicer(sgrpc.ProjectJobServiceServicer):
 
 
 class OperationServicer(ogrpc.OperationServiceServicer):
-    def __init__(self, jobs: JobService):
+    def __init__(self, jobs: JobService, max_holds: int):
         self.jobs = jobs
-        self.polled = PolledOperations(jobs)
+        self.polled = PolledOperations(jobs, max_holds)
 
     @grpc_errors
     def Get(self, request, context):

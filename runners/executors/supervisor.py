@@ -529,10 +529,14 @@ class Supervisor:
         if warm is not None:
             script = handoff({**self.secret_env, **spec["env"]}, spec.get("command") or []) \
                 if spec.get("warm_argv") == warm.argv else None
+            # held before the script goes: a job as short as `true` could end, and its sandbox with it, before
+            held = hold_mounts(warm.pid) if script is not None else []
             if script is not None and warm.give(script):
                 self.pid, self.out_r, self.err_r = warm.pid, warm.out_r, warm.err_r
-                self.held = hold_mounts(warm.pid)
+                self.held = held
                 return None
+            for fd in held:
+                os.close(fd)
             warm.drop()
         return self._spawn(spec)
 
@@ -911,6 +915,10 @@ def forkserver(fd: int) -> int:
         os.close(os.pidfd_open(os.getpid()))
     except (OSError, AttributeError):
         return 3  # no pidfds here (an old kernel, a seccomp filter): the engine starts supervisors on their own
+
+    # The processes a supervisor leaves behind (let_go's child, which closes a sandbox's mount namespace after the
+    # job) become this server's children, reaped here, instead of init's, which a container's init may never reap.
+    become_subreaper()
 
     def reap(*_):
         while True:

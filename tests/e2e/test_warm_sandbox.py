@@ -19,7 +19,7 @@ from engine.resources import Secrets
 from engine.warm import MARK
 from runners.executors.supervisor import WARM_STUB, handoff
 from tests.conftest import Server
-from tests.helpers import create, logs, run, stdout_of, wait_for
+from tests.helpers import create, logs, run, stdout_of, wait_for, wait_op
 
 
 @pytest.fixture
@@ -205,9 +205,16 @@ def test_a_warm_jobs_mount_namespace_is_let_go_after_its_end(server):
     run(server.client, jpb.JobParameters(cmd="true"), project="p")
     ahead = wait_for(lambda: _warmed(server), what="a sandbox made ahead")
     slot = server.engine.machine.process._warm[ahead[0]]
-    jid, op = run(server.client, jpb.JobParameters(cmd="readlink /proc/self/ns/mnt"), project="p")
-    assert _supervised_by(server, jid) == slot.pid, "it ran in the sandbox made ahead"
-    ns = stdout_of(logs(server.client, jid)[0]).decode().strip()
+    jid = create(server.client, jpb.JobParameters(
+        cmd="readlink /proc/self/ns/mnt > ns.txt; while [ ! -e go ]; do sleep 0.01; done"), project="p")
+    op = server.client.execute(jid)
+    ns_file = server.work_dir(jid) / "ns.txt"
+    wait_for(lambda: ns_file.exists() and ns_file.read_text().strip(), what="the job's mount namespace")
+    ns = ns_file.read_text().strip()
     assert ns.startswith("mnt:[") and ns != os.readlink("/proc/self/ns/mnt"), ns
+    assert _supervised_by(server, jid) == slot.pid, "it runs in the sandbox made ahead"
+    assert slot.pid in _holders(ns), "its supervisor holds the namespace while the job runs"
+    (server.work_dir(jid) / "go").touch()
+    assert not wait_op(server.client, op).HasField("error")
     wait_for(lambda: not psutil.pid_exists(slot.pid), what="its supervisor's end")
     wait_for(lambda: not _holders(ns), what=f"nothing holding {ns}")

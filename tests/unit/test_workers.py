@@ -36,8 +36,10 @@ def test_a_task_never_waits_for_another_and_ended_tasks_threads_are_reused():
     done = threading.Event()
     w.run(done.set, "again")
     assert done.wait(5) and w._made == 5, "an idle thread took it"
-    idle = [t for t in threading.enumerate() if t.name.startswith("t-")]
-    assert len(idle) == 2, [t.name for t in idle]
+    deadline = time.monotonic() + 5
+    while len([t for t in threading.enumerate() if t.name.startswith("t-")]) != 2 or w._idle != 2:
+        assert time.monotonic() < deadline, [t.name for t in threading.enumerate()]
+        time.sleep(0.01)
 
 
 def test_idle_threads_end_after_their_time_and_a_failing_task_leaves_its_thread():
@@ -49,8 +51,11 @@ def test_idle_threads_end_after_their_time_and_a_failing_task_leaves_its_thread(
         raise RuntimeError("a task's bug")
     w.run(boom, "boom")
     assert ran.wait(5)
-    time.sleep(0.05)
-    assert w._idle == 1, "the thread lived on"
+    deadline = time.monotonic() + 5
+    while w._idle != 1:
+        assert time.monotonic() < deadline, "the thread lived on"
+        time.sleep(0.01)
+    assert w._made == 1
     ok = threading.Event()
     w.run(ok.set, "next")
     assert ok.wait(5)
