@@ -568,7 +568,7 @@ class Attempt:
         layout = materialise(spec, run.work, self.io.input_path, to_job_path=to_job)
         layout.save(run.layout)  # what a restarted engine needs to collect
         self.layout = layout
-        cmd = substitute(spec.cmd, layout.vars)
+        cmd = substitute(spec.cmd, layout.vars, layout.paths)
         container = box = image_env = None
         if docker:
             container = self._container(limits)

@@ -21,11 +21,84 @@ _PLAIN = re.compile(r"[\w@%+=:,./-]+", re.ASCII)
 
 
 def shell_word(path: str) -> str:
-    """``path`` as it goes into a job's cmd: as it is when bash reads it as one word unquoted, else quoted. In the
-    cloud it is a /job/... path, which users write as "${VAR}" as well as ${VAR}: quotes of ours would break the
-    first. shlex.quote alone quoted any non-ASCII character, so under a HOME such as /home/андрей the common
-    "${VAR}" named a file that does not exist."""
+    """``path`` as it goes into a job's cmd unquoted: as it is when bash reads it as one word, else quoted.
+    shlex.quote alone quoted any non-ASCII character, which is one word to bash anyway (/home/андрей)."""
     return path if path and _PLAIN.fullmatch(re.sub(r"[^\x00-\x7f]", "a", path)) else shlex.quote(path)
+
+
+# How a path is written where bash reads it: unquoted (also inside $(...) and backquotes), between double quotes,
+# between single quotes, between $'...'.
+_QUOTERS = {
+    "u": shell_word,
+    "d": lambda p: re.sub(r'([\\$`"])', r"\\\1", p),
+    "s": lambda p: p.replace("'", "'\\''"),
+    "a": lambda p: re.sub(r"([\\'])", r"\\\1", p),
+}
+
+
+def _quoting(cmd: str, at: set) -> dict:
+    """For each offset in ``at``, the frames bash is in there, outermost first: "u" the command, "d" "s" "a" quotes
+    (see _QUOTERS), "c" a $( ), "b" backquotes. A reading of bash's quotes, command substitutions and backquotes;
+    a here-document's body is read as the command's words."""
+    out = {}
+    stack = ["u"]  # frames: "u" the command, "d" "s" "a" quotes, "c" $( ), "b" backquotes
+    depth = [0]  # open parentheses in each "c" frame
+    i, n = 0, len(cmd)
+    while i < n:
+        top = stack[-1]
+        if i in at:
+            out[i] = tuple(stack)
+        c = cmd[i]
+        two = cmd[i:i + 2]
+        if top == "s":
+            if c == "'":
+                stack.pop()
+        elif top == "a":
+            if c == "\\":
+                i += 1
+            elif c == "'":
+                stack.pop()
+        elif top == "d":
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                stack.pop()
+            elif two == "$(":
+                stack.append("c")
+                depth.append(0)
+                i += 1
+            elif c == "`":
+                stack.append("b")
+        else:  # "u", "c", "b": the command's own words
+            if c == "\\":
+                i += 1
+            elif two == "$'":
+                stack.append("a")
+                i += 1
+            elif c == "'":
+                stack.append("s")
+            elif c == '"':
+                stack.append("d")
+            elif two == "$(":
+                stack.append("c")
+                depth.append(0)
+                i += 1
+            elif c == "`" and top == "b":
+                stack.pop()
+            elif c == "`":
+                stack.append("b")
+            elif top == "c" and c == "(":
+                depth[-1] += 1
+            elif top == "c" and c == ")":
+                if depth[-1]:
+                    depth[-1] -= 1
+                else:
+                    stack.pop()
+                    depth.pop()
+        i += 1
+    return out
+
+
 DS_PROJECT_HOME = "DS_PROJECT_HOME"
 
 
@@ -34,7 +107,8 @@ class Layout:
     """Where everything of one job is, on the host, and how paths look from inside the job."""
 
     work: Path
-    vars: dict[str, str] = field(default_factory=dict)  # ${NAME} -> text to substitute
+    vars: dict[str, str] = field(default_factory=dict)  # ${NAME} -> text to substitute as it is (arguments)
+    paths: dict[str, str] = field(default_factory=dict)  # ${NAME} -> a path, quoted where it stands (substitute)
     outputs: list[tuple[OutputDecl, str]] = field(default_factory=list)  # (declared output, path relative to work)
     output_datasets: dict[str, str] = field(default_factory=dict)  # var -> path relative to work
     # Host path -> path seen by the job (identity for process jobs; /job/... in a container).
@@ -64,8 +138,34 @@ def _var_dir_name(var: str) -> str:
     return f"{var.lower()}_{secrets.token_hex(4)}"
 
 
-def substitute(cmd: str, mapping: dict[str, str]) -> str:
-    return VAR_RE.sub(lambda m: mapping.get(m.group(1), m.group(0)), cmd)
+def _write(path: str, frames: tuple) -> str:
+    """``path`` written for the frames it stands in (_quoting): quoted for the innermost, then escaped for each
+    backquote around it, whose text bash reads once more (``\\``, ``\\` ``, and ``\\"`` between double quotes)."""
+    top = frames[-1]
+    word = _QUOTERS["u" if top in ("c", "b") else top](path)
+    for k in range(len(frames) - 1, 0, -1):
+        if frames[k] == "b":
+            word = word.replace("\\", "\\\\").replace("`", "\\`")
+            if frames[k - 1] == "d":
+                word = word.replace('"', '\\"')
+    return word
+
+
+def substitute(cmd: str, mapping: dict[str, str], paths: dict[str, str] = None) -> str:
+    """``${NAME}`` replaced: by ``mapping[NAME]`` as it is (arguments: what the cloud does), or by the path
+    ``paths[NAME]`` written for where it stands, so that it is that one path to bash whatever it holds (a space, a
+    quote, a ``$``): ${VAR}, "${VAR}", '${VAR}' and "$(cat ${VAR})" all name the file. In the cloud the path is a
+    plain /job/... one, the same in every one of these; here it is under the data dir, wherever that is."""
+    paths = paths or {}
+    found = [m for m in VAR_RE.finditer(cmd) if m.group(1) in paths]
+    quoting = _quoting(cmd, {m.start() for m in found}) if found else {}
+
+    def one(m):
+        name = m.group(1)
+        if name in paths and m.start() in quoting:
+            return _write(paths[name], quoting[m.start()])
+        return mapping.get(name, m.group(0))
+    return VAR_RE.sub(one, cmd)
 
 
 def place_file(src: str, work: Path, rel: str) -> None:
@@ -97,7 +197,7 @@ def materialise(spec: AttemptSpec, work: Path, blob_path: Callable[[str], str], 
     """Lay out the working directory and compute the substitutions. Raises UnsafeArchive naming a bad input."""
     work.mkdir(parents=True, exist_ok=True)
     layout = Layout(work=work, to_job_path=to_job_path)
-    q = lambda host_path: shell_word(to_job_path(str(host_path)))  # noqa: E731
+    q = lambda host_path: to_job_path(str(host_path))  # noqa: E731
 
     for module in spec.python.local_modules if spec.python else []:
         try:
@@ -127,14 +227,14 @@ def materialise(spec: AttemptSpec, work: Path, blob_path: Callable[[str], str], 
                     tmp.rename(work / name)
             else:
                 place_file(src, work, name)
-            layout.vars[f.var] = q(work / name)
+            layout.paths[f.var] = q(work / name)
         except UnsafeArchive as e:
             raise UnsafeArchive(f"input {f.path!r}: {e}") from None
 
     for decl in spec.outputs:
         if decl.var:
             rel = _var_dir_name(decl.var)
-            layout.vars[decl.var] = q(work / rel)
+            layout.paths[decl.var] = q(work / rel)
         else:
             rel = os.path.normpath(decl.path)
             parent_fd, _ = open_beneath(str(work), rel, create_dirs=True)  # the job can write `> out/res`
@@ -145,13 +245,15 @@ def materialise(spec: AttemptSpec, work: Path, blob_path: Callable[[str], str], 
         rel = _var_dir_name(var)
         (work / rel).mkdir()
         layout.output_datasets[var] = rel
-        layout.vars[var] = q(work / rel)
+        layout.paths[var] = q(work / rel)
 
     for m in spec.mounts:
-        layout.vars[m.rid] = q(m.host_dir)
+        layout.paths[m.rid] = q(m.host_dir)
+    for name in spec.arguments:  # an argument named as a var wins, as it always did
+        layout.paths.pop(name, None)
     layout.vars.update(spec.arguments)
     if spec.project_home:
-        layout.vars[DS_PROJECT_HOME] = q(spec.project_home)
+        layout.paths[DS_PROJECT_HOME] = q(spec.project_home)
     return layout
 
 

@@ -290,3 +290,24 @@ def test_cloud_limits_are_enforced_with_clear_errors(client):
         with pytest.raises(grpc.RpcError) as e:
             create(client, params)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and needle in e.value.details(), e.value.details()
+
+
+def test_var_paths_under_a_data_dir_with_a_space_and_a_quote_work_quoted_or_not(tmp_path):
+    """In the cloud ${VAR} is a plain /job/... path, which users write bare and between quotes; here it is under the
+    data dir, which may hold a space or a quote (a HOME such as "/home/Jane O'Neil"): both ways still name it."""
+    from tests.conftest import Server
+    s = Server(tmp_path / "Jane O'Neil's data")
+    try:
+        f, data = blob(b"the input\n", "in.txt", var="IN")
+        cmd = "cat ${IN}; cat \"${IN}\"; cat '${IN}'; cat \"$(printf %s \"${IN}\")\"; echo made > \"${OUT}\""
+        jid, op = run(s.client, jpb.JobParameters(cmd=cmd, input_files=[f],
+                                                  output_files=[jpb.FileDesc(path="out.txt", var="OUT")]),
+                      [(f, data)])
+        assert not op.HasField("error"), op.error
+        assert response(op).result.return_code == 0, logs(s.client, jid)
+        out = b"".join(m.content for m in logs(s.client, jid)[0] if m.WhichOneof("source") == "standard_stream"
+                       and m.standard_stream == 1)
+        assert out == b"the input\n" * 4, out
+        assert [o.file.desc.path for o in response(op).output_files] == ["out.txt"]
+    finally:
+        s.stop()
