@@ -72,7 +72,7 @@ class PolledOperations:
     MAX_AGE_S = 1.0
     SIZE = 1024
 
-    def __init__(self, jobs: JobService, max_holds: int):
+    def __init__(self, jobs: JobService, max_holds: int = 16):
         """``max_holds``: GetOperations held at once (a quarter of the threads that serve calls); past that, a
         hold is answered at once, and its client polls."""
         self.jobs = jobs
