@@ -67,7 +67,8 @@ class Store:
         # job id -> how many writes of its record (or its operations) this store made: what an answer built from
         # them is checked against (engine/api/servicers.py caches polled operations by it)
         self._gen: dict[str, int] = {}
-        self._changed = threading.Condition(threading.Lock())  # told of every such write (wait_change)
+        self._changes = threading.Lock()  # guards _gen and _waits: a write wakes the waits on its own job only
+        self._waits: dict[str, list] = {}  # job id -> [its Condition (on _changes), how many wait on it]
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -88,8 +89,9 @@ class Store:
 
     def wake_waits(self) -> None:
         """Every wait_change looks again at once (its ``ended`` too)."""
-        with self._changed:
-            self._changed.notify_all()
+        with self._changes:
+            for cond, _ in self._waits.values():
+                cond.notify_all()
 
     def _open(self) -> sqlite3.Connection:
         """The connection (under the lock); once the engine closed the store, a clear error for what still asks
@@ -140,23 +142,33 @@ class Store:
         return self._gen.get(job_id, 0)
 
     def _wrote(self, job_id: str) -> None:
-        with self._changed:
+        with self._changes:
             self._gen[job_id] = self._gen.get(job_id, 0) + 1
-            self._changed.notify_all()
+            waits = self._waits.get(job_id)
+            if waits is not None:
+                waits[0].notify_all()
 
     def wait_change(self, job_id: str, generation: int, timeout: float,
                     ended: Callable[[], bool] = lambda: False) -> bool:
         """Until the job's generation is past ``generation`` (True), or ``timeout`` seconds pass, the store closes
-        or ``ended()`` (False; looked at after each wake_waits). Every write wakes every waiter, each of which
-        looks at its own job: the API bounds how many wait."""
+        or ``ended()`` (False; looked at after each wake_waits). A write wakes the waits on its job only."""
         end = time.monotonic() + timeout
-        with self._changed:
-            while self._gen.get(job_id, 0) == generation:
-                left = end - time.monotonic()
-                if left <= 0 or self._closed or ended():
-                    return False
-                self._changed.wait(left)
-        return True
+        with self._changes:
+            waits = self._waits.get(job_id)
+            if waits is None:
+                waits = self._waits[job_id] = [threading.Condition(self._changes), 0]
+            waits[1] += 1
+            try:
+                while self._gen.get(job_id, 0) == generation:
+                    left = end - time.monotonic()
+                    if left <= 0 or self._closed or ended():
+                        return False
+                    waits[0].wait(left)
+                return True
+            finally:
+                waits[1] -= 1
+                if not waits[1]:
+                    del self._waits[job_id]
 
     @staticmethod
     def _job_row(job: Job):
