@@ -59,8 +59,16 @@ class Sandbox:
     run_as: Optional[tuple[int, int]] = None  # (uid, gid) the command runs as; set when the engine is root
 
 
+_FOUND: dict[str, str] = {}  # PATH -> the bwrap found on it, looked for again once it is no longer there
+
+
 def find_bwrap(path: str = "") -> str:
-    found = path or shutil.which("bwrap") or ""
+    found = path
+    if not found:
+        key = os.environ.get("PATH", "")
+        found = _FOUND.get(key, "")
+        if not found or not os.access(found, os.X_OK):  # PATH's dirs walked at most when the last one went
+            found = _FOUND[key] = shutil.which("bwrap") or ""
     if not found or not os.access(found, os.X_OK):
         raise SandboxUnavailable(f"the job sandbox needs bubblewrap (bwrap), which is not installed"
                                  f"{f' at {path}' if path else ''}: install it (Debian: apt-get install bubblewrap), "

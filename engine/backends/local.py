@@ -16,7 +16,7 @@ from engine.cas import BlobStore
 from engine.errors import disk_full, io_error
 from engine.model import Job
 from engine.state import JobStatus
-from engine.workers import Workers
+from runners.workers import Workers
 from runners import gpus
 from runners.executors.base import Executor
 from runners.node import Attempt, Interrupted, Machine, NodeIO, RetryLater, choose_instance, find_run, held_gpus
@@ -89,7 +89,7 @@ class LocalBackend(Backend):
         self._attempts: dict[str, Attempt] = {}  # job id -> its attempt, from hand-over until its result is in
         self._waiting: set[str] = set()  # queued jobs whose system log says they wait for GPUs
         self._mu = threading.Lock()
-        self._workers = Workers("dsjobs-attempt")  # a job's start does not wait for a new thread (engine/workers.py)
+        self._workers = Workers("dsjobs-attempt")  # a job's start does not wait for a new thread (runners/workers.py)
 
     def _gpu_need(self, job: Job):
         """The instance type of the job's list this machine will run it as (the node's own choice, faults

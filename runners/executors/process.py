@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from runners.executors import stats
+from runners.workers import Workers
 from runners.executors import supervisor as sv
 from runners.executors.base import ExitResult, Executor, Handle, RunSpec
 from runners.spec import Failure, FailureKind, StopRequest
@@ -269,6 +270,7 @@ class ProcessExecutor(Executor):
         self._server = ForkServer() if forkserver else None
         self._warm: dict[str, WarmSlot] = {}  # run dir -> the sandbox made for it ahead of its job
         self._warm_mu = threading.Lock()
+        self._samplers = Workers("dsjobs-stats-idle")  # each job's stats sampler, in a thread an ended job left
         if self._server is not None:  # its start-up paid now, beside the engine's, not by the first job
             def warm():
                 import psutil  # noqa: F401 - the stats sampler's, imported here rather than at the first start
@@ -291,6 +293,7 @@ class ProcessExecutor(Executor):
         return p, r
 
     def close(self) -> None:
+        self._samplers.close()  # idle ones end now; running ones with their jobs (their ``done``), or at adoption
         with self._warm_mu:
             slots, self._warm = list(self._warm.values()), {}
         for slot in slots:
@@ -487,7 +490,7 @@ class ProcessExecutor(Executor):
                 except psutil.Error:
                     pass
             return cpu, mem, psutil.virtual_memory().total, rd, wr, len(tree)
-        stats.start(h.run_dir, journal, h.done, self.STATS_INTERVAL_S, sample)
+        stats.start(h.run_dir, journal, h.done, self.STATS_INTERVAL_S, sample, self._samplers)
 
     def adopt(self, run_dir: str, job_id: str = "") -> Optional[ProcessHandle]:
         info = sv.read_file(os.path.join(run_dir, "supervisor"))

@@ -8,6 +8,7 @@ import time
 from typing import Callable, Optional
 
 from runners import journal
+from runners.workers import Workers
 
 # The network columns came last, later: readers go by the header's names (a re-adopted job's file may have the
 # older header above newer rows).
@@ -20,8 +21,8 @@ Sample = tuple
 
 
 def start(run_dir: str, journal_path: str, done: threading.Event, interval_s: float,
-          sample: Callable[[], Optional[Sample]]) -> threading.Thread:
-    """Every ``interval_s`` until ``done``: append a row to run_dir/docker_stats.tsv and stream it as
+          sample: Callable[[], Optional[Sample]], workers: Optional[Workers] = None) -> threading.Event:
+    """Every ``interval_s`` until ``done``, in a thread (one of ``workers``'): append a row to run_dir/docker_stats.tsv and stream it as
     `.docker_stats.tsv` in the job's journal."""
 
     def loop():
@@ -60,6 +61,15 @@ def start(run_dir: str, journal_path: str, done: threading.Event, interval_s: fl
             except OSError:
                 pass
 
-    t = threading.Thread(target=loop, daemon=True, name="dsjobs-stats")
-    t.start()
-    return t
+    ended = threading.Event()  # set once the loop has closed its files
+
+    def run():
+        try:
+            loop()
+        finally:
+            ended.set()
+    if workers is not None:  # a thread left by an ended job's sampler: the start does not wait for a new one
+        workers.run(run, "dsjobs-stats")
+    else:
+        threading.Thread(target=run, daemon=True, name="dsjobs-stats").start()
+    return ended

@@ -41,13 +41,13 @@ def test_a_containers_sample_has_its_network_and_a_process_jobs_has_empty_cells(
     assert _executor(no_net)._stats("c")[6:] == (None, None)
     rows = iter([(12.5, 1, 2, 3, 4, 5), (1.0, 1, 2, 3, 4, 5, 1024, 206), (1.0, 1, 2, 3, 4, 5, None, None)])
     done = threading.Event()
-    t = stats.start(str(tmp_path), str(tmp_path / "journal"), done, 0.001, lambda: next(rows, None))
+    ended = stats.start(str(tmp_path), str(tmp_path / "journal"), done, 0.001, lambda: next(rows, None))
     tsv = tmp_path / "docker_stats.tsv"
     deadline = time.monotonic() + 10
     while not (tsv.exists() and tsv.read_text().count("\n") >= 4) and time.monotonic() < deadline:
         time.sleep(0.01)
     done.set()
-    t.join(10)
+    assert ended.wait(10), "the sampler's loop ended with its job"
     lines = (tmp_path / "docker_stats.tsv").read_text().splitlines()
     header = lines[0].split("\t")
     assert header == ["time", "cpu_percent", "memory_bytes", "memory_limit_bytes", "block_read_bytes",

@@ -1,10 +1,10 @@
-"""engine/workers.py: attempts' threads reused, never a task queued behind another, idle ones ending."""
+"""runners/workers.py: attempts' threads reused, never a task queued behind another, idle ones ending."""
 from __future__ import annotations
 
 import threading
 import time
 
-from engine.workers import Workers
+from runners.workers import Workers
 
 
 def test_a_task_never_waits_for_another_and_ended_tasks_threads_are_reused():

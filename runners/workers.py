@@ -1,6 +1,6 @@
-"""Threads that outlive their task, for the jobs' attempts.
+"""Threads that outlive their task: the engine's attempts, and each job's resource sampler.
 
-A job's attempt runs in a thread of its own for as long as the job runs. ``threading.Thread.start`` waits until the
+A job's attempt runs in a thread of its own for as long as the job runs, and so does its sampler. ``threading.Thread.start`` waits until the
 new thread has been scheduled and said so: ~1 ms of every Execute here, on the job's path. A thread left idle by an
 attempt that ended takes the next one instead, and the caller does not wait for it. Not concurrent.futures'
 pool: its workers are joined at the interpreter's exit, so a process with a job still running (the job outlives the
