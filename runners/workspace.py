@@ -27,20 +27,25 @@ def shell_word(path: str) -> str:
 
 
 # How a path is written where bash reads it: unquoted (also inside $(...) and backquotes), between double quotes,
-# between single quotes, between $'...'.
+# between single quotes, between $'...', in a here-document's body.
 _QUOTERS = {
     "u": shell_word,
     "d": lambda p: re.sub(r'([\\$`"])', r"\\\1", p),
     "s": lambda p: p.replace("'", "'\\''"),
     "a": lambda p: re.sub(r"([\\'])", r"\\\1", p),
+    "h": lambda p: re.sub(r"([\\$`])", r"\\\1", p),  # a here-document's body (<<EOF)
+    "q": lambda p: p,  # a quoted one's (<<'EOF'): read as it is
 }
+_WORD_END = " \t\n;&|()<>"
 
 
 def _quoting(cmd: str, at: set) -> dict:
     """For each offset in ``at``, the frames bash is in there, outermost first: "u" the command, "d" "s" "a" quotes
     (see _QUOTERS), "c" a $( ), "b" backquotes. A reading of bash's quotes, command substitutions and backquotes;
-    a here-document's body is read as the command's words."""
+    a comment (``#`` opening a word) to its line's end, and here-documents' bodies ("h", "q" for a quoted
+    delimiter), which start at the next line."""
     out = {}
+    pending: list = []  # here-documents whose bodies start at the next newline: (delimiter, quoted, tabs stripped)
     stack = ["u"]  # frames: "u" the command, "d" "s" "a" quotes, "c" $( ), "b" backquotes
     depth = [0]  # open parentheses in each "c" frame
     i, n = 0, len(cmd)
@@ -72,6 +77,39 @@ def _quoting(cmd: str, at: set) -> dict:
         else:  # "u", "c", "b": the command's own words
             if c == "\\":
                 i += 1
+            elif c == "#" and (i == 0 or cmd[i - 1] in _WORD_END):
+                j = cmd.find("\n", i)
+                i = (n if j < 0 else j) - 1  # its newline is read next (a here-document's body may follow)
+            elif two == "<<" and cmd[i + 2:i + 3] != "<" and not (top == "c" and depth[-1]):  # not $((1 << 2))
+                k = i + 2
+                strip = cmd[k:k + 1] == "-"
+                k += strip
+                while k < n and cmd[k] in " \t":
+                    k += 1
+                start = k
+                while k < n and cmd[k] not in _WORD_END:
+                    k += 1
+                word = cmd[start:k]
+                delim = re.sub(r"[\\'\"]", "", word)
+                if delim:
+                    pending.append((delim, delim != word, strip))
+                i = k - 1
+            elif c == "\n" and pending:
+                pos = i + 1
+                for delim, quoted, strip in pending:
+                    while pos < n:
+                        j = cmd.find("\n", pos)
+                        end = n if j < 0 else j
+                        line = cmd[pos:end]
+                        if (line.lstrip("\t") if strip else line) == delim:
+                            pos = end + 1
+                            break
+                        for o in at:
+                            if pos <= o < end:
+                                out[o] = tuple(stack) + ("q" if quoted else "h",)
+                        pos = end + 1
+                pending = []
+                i = pos - 1
             elif two == "$'":
                 stack.append("a")
                 i += 1

@@ -24,6 +24,12 @@ SHAPES = [
     'x="${IN}"; cat "$x"',
     'f() { cat "$1"; }; f ${IN}',
     ": '# a quote in a comment'; cat \"${IN}\" | (cat)",
+    "# it's a comment, with a quote\ncat \"${IN}\"",
+    "echo -n  # don't\ncat ${IN}",
+    'cat > cfg <<END_OF_CFG\n${IN}\nEND_OF_CFG\ncat "$(cat cfg)"',
+    "cat > cfg <<'END_OF_CFG'\n${IN}\nEND_OF_CFG\ncat \"$(cat cfg)\"",
+    "cat > cfg <<-END_OF_CFG\n\t${IN}\n\tEND_OF_CFG\ncat \"$(cat cfg)\"",
+    'cat > cfg <<END_OF_CFG\nuser\'s config\nEND_OF_CFG\necho $((1 << 2)) > /dev/null; cat "${IN}"',
 ]
 NAMES = st.text(st.characters(codec="utf-8", exclude_characters="/\x00"), min_size=1, max_size=12).filter(
     lambda s: s not in (".", ".."))
