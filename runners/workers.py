@@ -1,7 +1,8 @@
 """Threads that outlive their task: the engine's attempts, and each job's resource sampler.
 
-A job's attempt runs in a thread of its own for as long as the job runs, and so does its sampler. ``threading.Thread.start`` waits until the
-new thread has been scheduled and said so: ~1 ms of every Execute here, on the job's path. A thread left idle by an
+A job's attempt runs in a thread of its own for as long as the job runs, and so does its sampler.
+``threading.Thread.start`` waits until the new thread has been scheduled and said so: ~1 ms each here, on the job's
+path. A thread left idle by an
 attempt that ended takes the next one instead, and the caller does not wait for it. Not concurrent.futures'
 pool: its workers are joined at the interpreter's exit, so a process with a job still running (the job outlives the
 engine) could not exit; these are daemon threads, as the attempts' own threads were.

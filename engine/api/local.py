@@ -18,7 +18,7 @@ from typing import Callable, Optional
 import grpc
 
 from engine.api.auth import Auth
-from engine.api.server import MAX_MESSAGE, method_handlers, services
+from engine.api.server import MAX_MESSAGE, end_holds, method_handlers, services
 from engine.app import Engine
 
 
@@ -244,9 +244,7 @@ class LocalChannel:
             streams = list(self._streams)
         for s in streams:
             s.cancel()
-        for servicer, _ in self._services:
-            if hasattr(servicer, "polled"):
-                servicer.polled.end()  # its held GetOperations answer now
+        end_holds(self._services)
         self._pool.shutdown(wait=False)
 
     def subscribe(self, callback, try_to_connect=False):

@@ -59,6 +59,14 @@ def services(engine: Engine, auth: Auth, threads: int) -> list[tuple[object, obj
             (ProjectServicer(engine.jobs), project_service_pb2.DESCRIPTOR.services_by_name["ProjectService"])]
 
 
+def end_holds(served: list) -> None:
+    """The held GetOperations of these services (services()) answer now, and later ones at once: whoever serves
+    them is stopping, and does not wait for them."""
+    for servicer, _ in served:
+        if isinstance(servicer, OperationServicer):
+            servicer.polled.end()
+
+
 def owner_auth(engine: Engine, tokens: Optional[dict[str, str]] = None) -> Auth:
     """The engine's own token (DATA_DIR/token, named as the local user) and ``tokens`` (token -> name)."""
     return Auth({engine.token: local_user(), **(tokens or {})}, token_file=str(engine.token_path))
@@ -136,9 +144,7 @@ class GrpcServer:
             raise self._error
 
     def stop(self, grace: Optional[float] = None) -> "GrpcServer":
-        for servicer, _ in self.services:
-            if isinstance(servicer, OperationServicer):
-                servicer.polled.end()  # its held GetOperations answer now: the stop does not wait for them
+        end_holds(self.services)
         if self._thread.is_alive():
             fut = asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop)
             try:

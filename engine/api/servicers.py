@@ -57,7 +57,7 @@ def _hold_of(context) -> float:
         seconds = -1.0
     if not 0 <= seconds < float("inf"):
         raise InvalidArgument(f"metadata {HOLD}: {value!r} is not a number of seconds (0 or more)")
-    remaining = context.time_remaining() if hasattr(context, "time_remaining") else None
+    remaining = context.time_remaining()
     if remaining is not None:
         seconds = min(seconds, remaining - max(0.05, remaining / 10))  # answered before the caller's deadline
     return min(seconds, MAX_HOLD_S)
@@ -77,7 +77,6 @@ class PolledOperations:
         hold is answered at once, and its client polls."""
         self.jobs = jobs
         self.max_holds = max_holds
-        self._holds = threading.BoundedSemaphore(max_holds) if max_holds > 0 else None
         self.holding = 0  # held now
         self._ended = False
         self._mu = threading.Lock()
@@ -128,10 +127,11 @@ class PolledOperations:
         answer = self.get(op_id)
         with self._mu:
             job_id = self._jobs_of.get(op_id)
-        if job_id is None or answer.done or seconds <= 0 or self._ended or self._holds is None or \
-                not self._holds.acquire(blocking=False):
+        if job_id is None or answer.done or seconds <= 0 or self._ended:
             return answer
         with self._mu:
+            if self.holding >= self.max_holds:
+                return answer
             self.holding += 1
         try:
             context.set_trailing_metadata(((HELD, "1"),))
@@ -144,7 +144,6 @@ class PolledOperations:
         finally:
             with self._mu:
                 self.holding -= 1
-            self._holds.release()
 
     def end(self) -> None:
         """The server is stopping: its holds answer now, and those asked for later at once, unheld. Only this

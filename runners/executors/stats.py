@@ -22,8 +22,9 @@ Sample = tuple
 
 def start(run_dir: str, journal_path: str, done: threading.Event, interval_s: float,
           sample: Callable[[], Optional[Sample]], workers: Optional[Workers] = None) -> threading.Event:
-    """Every ``interval_s`` until ``done``, in a thread (one of ``workers``'): append a row to run_dir/docker_stats.tsv and stream it as
-    `.docker_stats.tsv` in the job's journal."""
+    """Every ``interval_s`` until ``done``, in a thread (one of ``workers``'): append a row to
+    run_dir/docker_stats.tsv and stream it as `.docker_stats.tsv` in the job's journal. The event returned is set
+    once the loop has ended."""
 
     def loop():
         try:

@@ -252,8 +252,6 @@ def test_forced_cancel_kills_setsid_and_double_forked(server):
     last = read_beat()
     time.sleep(0.3)
     assert read_beat() in (last, None), "a process of the cancelled job still writes"
-    if last is None:
-        assert not beat.exists(), "nothing of the job wrote there again"
 
 
 def test_escalation_after_timeout_and_cancel_before_start(client):
