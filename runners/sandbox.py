@@ -88,7 +88,9 @@ def check(path: str = "") -> str:
         if bwrap in _WORKS:
             return bwrap
         try:
-            r = subprocess.run([bwrap, "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--unshare-pid",
+            # The system's directories as a job's sandbox binds them, not all of /: a recursive bind of / takes in
+            # every mount of the machine, and failed on a Docker overlay being unmounted meanwhile (EINVAL).
+            r = subprocess.run([bwrap, *_system_binds()[0], "--proc", "/proc", "--dev", "/dev", "--unshare-pid",
                                 "--cap-drop", "ALL", "--", "true"], capture_output=True, text=True, timeout=20)
             err = None if r.returncode == 0 else (r.stderr.strip() or f"exit status {r.returncode}")
         except (OSError, subprocess.TimeoutExpired) as e:
@@ -174,18 +176,25 @@ def _ancestors(path: str) -> list[str]:
     return out
 
 
-def argv(bwrap: str, sb: Sandbox, command: list[str]) -> list[str]:
-    _refuse_revealing(sb)
-    a = [bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--cap-drop", "ALL"]
-    if sb.run_as is not None:
-        a += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]  # for setpriv only, which drops them
-    system = []
+def _system_binds() -> tuple[list[str], list[str]]:
+    """(bwrap arguments, directories bound): the system's directories, read-only, as every sandbox has them."""
+    a, system = [], []
     for d in SYSTEM_DIRS:
         if os.path.islink(d):
             a += ["--symlink", os.readlink(d), d]  # merged /usr: /bin -> usr/bin
         elif os.path.isdir(d):
             a += ["--ro-bind", d, d]
             system.append(d)
+    return a, system
+
+
+def argv(bwrap: str, sb: Sandbox, command: list[str]) -> list[str]:
+    _refuse_revealing(sb)
+    a = [bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--cap-drop", "ALL"]
+    if sb.run_as is not None:
+        a += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]  # for setpriv only, which drops them
+    binds, system = _system_binds()
+    a += binds
     resolv = _resolv_conf_target()
     if resolv:
         a += ["--ro-bind", resolv, resolv]
