@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import signal
+import random
 import socket
 import subprocess
 import sys
@@ -19,9 +20,22 @@ RAY = str(Path(sys.executable).parent / "ray")
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range: an engine restarted on it gets it back, since no other
+    test's connection or port-0 socket is given it meanwhile (one was, between a kill -9 and the restart)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below the ephemeral range")
 
 
 def pids_where(match) -> list[int]:
