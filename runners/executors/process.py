@@ -90,6 +90,31 @@ def _wait_pid(handle: "ProcessHandle", deadline: Optional[float]) -> bool:
             os.close(fd)
 
 
+_TIMED_OUT = object()
+
+
+def _told_end(handle: "ProcessHandle", deadline: Optional[float]):
+    """The exit status, once the supervisor said on its notify pipe that its file is in place (supervisor
+    notify_end: it makes it durable and ends meanwhile); None when the pipe ended without that (its end is then
+    learned as before); _TIMED_OUT at the deadline."""
+    while True:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0 or not _readable(handle.notify, left):
+            return _TIMED_OUT
+        try:
+            data = os.read(handle.notify, 64)
+        except BlockingIOError:
+            continue
+        except OSError:
+            return None
+        if not data:
+            return None
+        at = data.find(b"E")
+        handle.no_space = handle.no_space or b"N" in (data if at < 0 else data[:at])
+        if at >= 0:
+            return read_status(handle.run_dir)
+
+
 def read_status(run_dir: str) -> Optional[ExitResult]:
     st = sv.read_file(os.path.join(run_dir, "status"))
     if not isinstance(st, dict):
@@ -507,6 +532,17 @@ class ProcessExecutor(Executor):
 
     def wait(self, handle: ProcessHandle, timeout: Optional[float] = None) -> Optional[ExitResult]:
         deadline = None if timeout is None else time.monotonic() + timeout
+        # A supervisor from the fork server (reaped there) is done with once it tells its end; one started alone is
+        # this process's child, waited for (reaped) as before.
+        if handle.notify >= 0 and handle.popen is None:
+            told = _told_end(handle, deadline)
+            if told is _TIMED_OUT:
+                return None
+            if told is not None:  # the supervisor makes its status durable and ends meanwhile
+                handle.done.set()
+                self.cleanup(handle)
+                return told
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         if handle.popen is not None:
             try:
                 handle.popen.wait(timeout)

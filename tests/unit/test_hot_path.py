@@ -491,6 +491,36 @@ def test_a_re_adopted_supervisor_is_waited_for_by_its_pidfd(tmp_path, monkeypatc
     ex.cleanup(first)
 
 
+def test_the_end_is_taken_when_told_without_waiting_for_the_supervisor_to_exit(tmp_path):
+    """The supervisor says b"E" once its status file is in place, then makes it durable and ends: the engine reads
+    the status at once. Here the "supervisor" lives on for good (a sleep): a wait for its exit would time out."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    sleeper = subprocess.Popen(["sleep", "60"])
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    synced = []
+    try:
+        sv.write_atomic(str(run_dir / "status"), {"return_code": 3, "signal": None, "started_at": 1.0,
+                                                 "finished_at": 2.0, "stopped": None},
+                        before_sync=lambda: (synced.append((run_dir / "status").exists()), os.write(w, b"SE")))
+        assert synced == [True]  # told with the file in place
+        h = proc.ProcessHandle(str(run_dir), sleeper.pid, sv.proc_start_time(sleeper.pid), job_id="j", notify=r,
+                               pidfd=os.pidfd_open(sleeper.pid))
+        ex = proc.ProcessExecutor(forkserver=False)
+        try:
+            t = time.monotonic()
+            result = ex.wait(h, timeout=10)
+            assert result is not None and result.return_code == 3 and time.monotonic() - t < 5
+            assert sleeper.poll() is None and h.done.is_set() and h.notify == -1 and h.pidfd == -1
+        finally:
+            ex.close()
+    finally:
+        os.close(w)
+        sleeper.kill()
+        sleeper.wait()
+
+
 def test_the_supervisor_keeps_the_notify_pipe_from_the_job(tmp_path):
     """The job never holds the pipe: the engine's EOF means the supervisor's end, not the job's children's."""
     r, w = os.pipe()
@@ -501,7 +531,13 @@ def test_the_supervisor_keeps_the_notify_pipe_from_the_job(tmp_path):
                          stdin=subprocess.PIPE, pass_fds=(w,))
     os.close(w)
     p.communicate(b"")
-    assert os.read(r, 10) == b"S" and os.read(r, 10) == b""  # the start, then its end
+    said = b""
+    while True:
+        chunk = os.read(r, 10)
+        if not chunk:
+            break
+        said += chunk
+    assert said == b"SE"  # the start, its end (its status in place), then EOF: this process's own end
     os.close(r)
     fds = (tmp_path / "fds.txt").read_text()
     assert "pipe:[" in fds and pipe not in fds  # the job's stdout and stderr are pipes; the notify pipe is not its
