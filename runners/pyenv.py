@@ -67,25 +67,57 @@ def _full_version(path: str) -> Optional[str]:
     return _VERSION_CACHE[key]
 
 
+def _stamp(path: str):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+_RACY_NS = 2_000_000_000  # a change this recent may be followed by another within the same timestamp tick
+
+
+# What discover found, and what it looked at: each PATH directory it listed and each other path, by inode and mtime
+# (an interpreter installed, removed or re-linked in a directory changes the directory's). Every Python-env job
+# asks; listing PATH's directories and matching their thousands of names took ~7 ms of each job's preparation here.
+_DISCOVERED: dict[tuple, dict[str, Interpreter]] = {}
+
+
 def discover(extra: tuple[str, ...] = ()) -> dict[str, Interpreter]:
     """major.minor -> interpreter: configured paths first, then PATH, then pyenv's versions directory."""
+    dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep)
+            if d and "/shims" not in d]  # pyenv shims are scripts that pick a version themselves
+    pyenv_root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    versions_dir = os.path.join(pyenv_root, "versions")
+    try:
+        versions = sorted(os.listdir(versions_dir))  # a few names: listed every time
+    except OSError:
+        versions = []
+    pyenvs = [os.path.join(versions_dir, v, "bin", "python" + ".".join(v.split(".")[:2]))
+              for v in versions if re.fullmatch(r"3\.\d+\.\d+", v)]
+    looked_at = (*extra, *dirs, *pyenvs)
+    key = (looked_at, tuple(_stamp(p) for p in looked_at))
+    hit = _DISCOVERED.get(key)
+    if hit is not None and all(os.access(i.path, os.X_OK) for i in hit.values()):
+        return dict(hit)
     candidates: list[str] = list(extra)
-    for d in os.environ.get("PATH", "").split(os.pathsep):
-        if not d or "/shims" in d:  # pyenv shims are scripts that pick a version themselves
-            continue
+    for d in dirs:
         try:
             names = sorted(os.listdir(d))
         except OSError:
             continue
         candidates += [os.path.join(d, n) for n in names if re.fullmatch(r"python3(\.\d+)?", n)]
-    pyenv_root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
-    try:
-        versions = sorted(os.listdir(os.path.join(pyenv_root, "versions")))
-    except OSError:
-        versions = []
-    for v in versions:
-        if re.fullmatch(r"3\.\d+\.\d+", v):
-            candidates.append(os.path.join(pyenv_root, "versions", v, "bin", "python" + ".".join(v.split(".")[:2])))
+    found = _versions(candidates + pyenvs)
+    _DISCOVERED.clear()
+    recent = time.time_ns() - _RACY_NS
+    if all(st is None or st[1] < recent for st in key[1]):  # else a change in the same tick would go unseen
+        _DISCOVERED[key] = found
+    return dict(found)
+
+
+def _versions(candidates: list[str]) -> dict[str, Interpreter]:
+    """major.minor -> the first of ``candidates`` that runs as that version."""
     found: dict[str, Interpreter] = {}
     seen: set[str] = set()
     for c in candidates:
@@ -322,7 +354,12 @@ class EnvCache:
         os.replace(tmp, self._marker(key, what))
 
     def _used(self, key: str) -> None:
-        self._write_marker(key, "used", str(time.time()))
+        """The env's last use is its ``used`` marker's mtime: touched in place at each use (a rewrite and rename
+        of the marker cost ~1 ms of every Python-env job's start here)."""
+        try:
+            os.utime(self._marker(key, "used"), follow_symlinks=False)
+        except OSError:
+            self._write_marker(key, "used", str(time.time()))
 
     def get(self, interp: Interpreter, spec: InstallSpec, log: Callable[[str], None], *, image: str = "",
             build: Optional[Callable[[Path], None]] = None, project: str = "") -> tuple[Path, bool]:
@@ -377,8 +414,8 @@ class EnvCache:
 
     def _last_used(self, key: str) -> float:
         try:
-            return float(self._marker(key, "used").read_text())
-        except (OSError, ValueError):
+            return os.lstat(self._marker(key, "used")).st_mtime
+        except OSError:
             return 0.0
 
     def remove(self, key: str) -> None:

@@ -1,0 +1,118 @@
+"""The interpreters a Python-env job may ask for (runners/pyenv.py discover): looked up once and kept while nothing it
+looked at changed, and seen again as soon as something did (installed, removed, re-linked). Real interpreters,
+linked into a PATH directory and a pyenv root of the test's own."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+
+from runners import pyenv
+
+REAL = os.path.realpath(sys.executable)
+MM = "%d.%d" % sys.version_info[:2]
+
+
+def later():
+    """Past the filesystem's timestamp tick (a few ms): a change now gives its directory a new mtime."""
+    time.sleep(0.02)
+
+
+@pytest.fixture
+def listed(monkeypatch):
+    """The directories discover lists."""
+    seen = []
+    real = os.listdir
+
+    def listdir(path="."):
+        seen.append(str(path))
+        return real(path)
+    monkeypatch.setattr(pyenv.os, "listdir", listdir)
+    return seen
+
+
+@pytest.fixture
+def machine(tmp_path, monkeypatch):
+    # Kept even when just made: these tests wait out the timestamp tick themselves (later()).
+    monkeypatch.setattr(pyenv, "_RACY_NS", 0)
+    bin_dir, root = tmp_path / "bin", tmp_path / "pyenv"
+    bin_dir.mkdir()
+    (root / "versions").mkdir(parents=True)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setenv("PYENV_ROOT", str(root))
+    return bin_dir, root
+
+
+def test_an_interpreter_linked_into_path_is_found_kept_and_its_removal_seen(machine, listed):
+    bin_dir, _ = machine
+    assert pyenv.discover() == {}
+    later()
+    (bin_dir / f"python{MM}").symlink_to(REAL)
+    found = pyenv.discover()
+    assert found[MM].path == str(bin_dir / f"python{MM}")
+    del listed[:]
+    assert pyenv.discover() == found and str(bin_dir) not in listed  # kept: nothing it looked at changed
+    later()
+    (bin_dir / f"python{MM}").unlink()
+    assert pyenv.discover() == {}
+
+
+def test_what_was_found_just_after_a_change_is_looked_up_again(machine, listed, monkeypatch):
+    # A second change within the same timestamp tick would leave the directory's mtime as it was when listed.
+    monkeypatch.setattr(pyenv, "_RACY_NS", 2_000_000_000)
+    bin_dir, _ = machine
+    (bin_dir / f"python{MM}").symlink_to(REAL)
+    assert MM in pyenv.discover()
+    del listed[:]
+    assert MM in pyenv.discover() and str(bin_dir) in listed
+
+
+def test_a_pyenv_version_completed_after_its_dir_was_made_is_seen(machine):
+    # `pyenv install` makes versions/X.Y.Z first and its interpreter later: the versions dir does not change then.
+    _, root = machine
+    full = "%d.%d.%d" % sys.version_info[:3]
+    bin_dir = root / "versions" / full / "bin"
+    bin_dir.mkdir(parents=True)
+    assert pyenv.discover() == {}
+    later()
+    (bin_dir / f"python{MM}").symlink_to(REAL)
+    assert pyenv.discover()[MM].path == str(bin_dir / f"python{MM}")
+
+
+def test_a_relinked_interpreter_is_seen_as_what_it_now_is(machine, tmp_path):
+    bin_dir, _ = machine
+    fake = tmp_path / "not-python"
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    fake.chmod(0o755)
+    (bin_dir / "python3").symlink_to(fake)
+    assert pyenv.discover() == {}  # it does not run as a Python
+    later()
+    (bin_dir / "python3").unlink()
+    (bin_dir / "python3").symlink_to(REAL)
+    assert pyenv.discover()[MM].path == str(bin_dir / "python3")
+
+
+# --- the env cache's record of use (what its size limit evicts by) --------------------------------------------------
+
+def _env(cache, name: str, size: int):
+    def build(d):
+        (d / "payload").write_bytes(b"x" * size)
+    return cache.get(pyenv.Interpreter(MM, "%d.%d.%d" % sys.version_info[:3], REAL), pyenv.InstallSpec([name]),
+                     lambda line: None, image="img", build=build)
+
+
+def test_the_size_limit_evicts_the_env_used_least_recently(tmp_path):
+    cache = pyenv.EnvCache(tmp_path / "envs", installer="pip", size_limit_bytes=0)
+    a, _ = _env(cache, "a", 4000)
+    b, _ = _env(cache, "b", 4000)
+    base = time.time() - 3600  # both idle for an hour, b the more recent
+    for d, at in ((a, base), (b, base + 60)):
+        os.utime(str(d) + ".used", (at, at))
+    assert _env(cache, "a", 4000) == (a, False)  # a used again: now the most recent
+    assert [e["key"] for e in sorted(cache.entries(), key=lambda e: e["last_used"])] == [b.name, a.name]
+    cache.size_limit_bytes = 6000
+    assert cache.prune(in_use_grace_s=600) == [b.name]
+    assert a.is_dir() and not b.exists()
+    assert cache.prune(older_than_s=60) == []  # a's use was just now
