@@ -174,11 +174,12 @@ class JobService:
             raise
 
     def _id_ahead(self, project_id: str, params: JobParameters) -> Optional[str]:
-        """The id chosen ahead for the project's next job, for a job that could start in the sandbox made for it:
-        never a Docker, Python-env or Spark job's, whose sandbox (or container) is another."""
-        if self.warm is None or params.uses_docker or params.env.python_env is not None or params.spark_connector_id:
+        """The id chosen ahead for the project's next job, for a job that could start in the sandbox made for it: one
+        made for its kind of job (a Python-env job's, or a plain one's); never a Docker or Spark job's, whose
+        container or sandbox is another."""
+        if self.warm is None or params.uses_docker or params.spark_connector_id:
             return None
-        return self.warm.take(project_id)
+        return self.warm.take(project_id, "python" if params.env.python_env is not None else "")
 
     def _create(self, job: Job, kind: str) -> tuple[Operation, list[UploadUrl]]:
         params, now = job.params, job.created_at

@@ -7,6 +7,11 @@ supervisor that waits. The next Create of the project takes that id; its Execute
 if the job's own sandbox argv is the very argv it was made with, else cold, as before. Nothing is given to it
 that its own cold start would not give: the same argv, the same uid, the same paths.
 
+A Python-env job's sandbox also binds a job layer, made in the run dir then over the project's cached env; the job's
+own layer is made in place over it, so its argv is the same. A sandbox is taken only by a Create of the kind of job
+it was made for (a Python-env job's, or a plain one's), and a project whose last job was of the other kind gets one
+for that kind instead.
+
 At most one sandbox waits per project (for the few projects used last), and none longer than ``IDLE_S``. An id
 chosen ahead and never taken leaves nothing: its run dir is removed when its sandbox is dropped, or at the next
 start of an engine that died holding it (the ``warm`` file marks such a run dir).
@@ -29,6 +34,11 @@ log = logging.getLogger(__name__)
 MARK = "warm"  # in a run dir made ahead of its job: removed with its dir unless a job took the id
 
 
+def _kind(template: object) -> str:
+    """The kind of job a template's sandbox is for, as a Create can tell it (runners/node.py WarmTemplate.kind)."""
+    return getattr(template, "kind", "")
+
+
 class WarmSandboxes:
     IDLE_S = 300.0
     PROJECTS = 4
@@ -40,7 +50,9 @@ class WarmSandboxes:
         self.make, self.discard = make, discard
         self.run_of, self.jobs_dir, self.has_job = run_of, jobs_dir, has_job
         self._mu = threading.Condition()
-        self._ready: "OrderedDict[str, tuple[str, float]]" = OrderedDict()  # project -> (job id ahead, made at)
+        # project -> (job id ahead, made at, its template's kind: a Python-env job's or a plain one's)
+        self._ready: "OrderedDict[str, tuple[str, float, str]]" = OrderedDict()
+        self._stale: list[str] = []  # ids ahead whose sandboxes are for another kind of job than the project's last
         self._taken: dict[str, float] = {}  # job id -> when its Create took it (its sandbox waits for Execute)
         # project -> what to make next (runners/node.py WarmTemplate); the one being made, if any
         self._want: "OrderedDict[str, object]" = OrderedDict()
@@ -51,12 +63,14 @@ class WarmSandboxes:
 
     # --- from the API and the backend ---------------------------------------------------------------------------
 
-    def take(self, project_id: str) -> Optional[str]:
-        """The id of the project's next job, when a sandbox waits for it (Create calls this); None: a new id."""
+    def take(self, project_id: str, kind: str = "") -> Optional[str]:
+        """The id of the project's next job, when a sandbox for its kind of job (WarmTemplate.kind) waits for it
+        (Create calls this); None: a new id."""
         with self._mu:
-            got = self._ready.pop(project_id, None)
-            if got is None:
+            got = self._ready.get(project_id)
+            if got is None or got[2] != kind:
                 return None
+            del self._ready[project_id]
             self._taken[got[0]] = time.monotonic()
             return got[0]
 
@@ -74,8 +88,15 @@ class WarmSandboxes:
         if template is None:
             return
         with self._mu:
-            if self._closed or project_id in self._ready or project_id == self._making:
+            if self._closed or project_id == self._making:
                 return
+            ready = self._ready.get(project_id)
+            if ready is not None:
+                if ready[2] == _kind(template):
+                    return
+                # made for the other kind (a project that went from plain jobs to Python-env ones, say)
+                del self._ready[project_id]
+                self._stale.append(ready[0])
             self._want[project_id] = template
             self._want.move_to_end(project_id)
             self._mu.notify()
@@ -86,7 +107,7 @@ class WarmSandboxes:
             ready, self._ready = list(self._ready.values()), OrderedDict()
             self._taken.clear()
             self._mu.notify()
-        for job_id, _ in ready:
+        for job_id, _, _ in ready:
             self._drop(job_id, remove=True)
         self._thread.join(10)
 
@@ -121,24 +142,25 @@ class WarmSandboxes:
                     return
                 project, template = self._want.popitem(last=False) if self._want else (None, None)
                 self._making = project
-                expired = self._expired()
+                expired = self._expired() + [(job_id, True) for job_id in self._stale]
+                self._stale.clear()
             for job_id, remove in expired:
                 self._drop(job_id, remove)
             if project is not None:
                 self._make(project, template)
 
     def _next_expiry(self) -> Optional[float]:
-        times = [at for _, at in self._ready.values()] + list(self._taken.values())
+        times = [at for _, at, _ in self._ready.values()] + list(self._taken.values())
         return max(0.05, min(times) + self.IDLE_S - time.monotonic()) if times else None
 
     def _expired(self) -> list[tuple[str, bool]]:
         now, out = time.monotonic(), []
-        for project, (job_id, at) in list(self._ready.items()):
+        for project, (job_id, at, _) in list(self._ready.items()):
             if now - at >= self.IDLE_S:
                 del self._ready[project]
                 out.append((job_id, True))
         while len(self._ready) > self.PROJECTS:
-            _, (job_id, _) = self._ready.popitem(last=False)
+            _, (job_id, _, _) = self._ready.popitem(last=False)
             out.append((job_id, True))
         for job_id, at in list(self._taken.items()):
             if now - at >= self.IDLE_S:  # created, never executed since: its job will start cold
@@ -159,6 +181,6 @@ class WarmSandboxes:
         with self._mu:
             self._making = None
             if made and not self._closed and project not in self._ready:
-                self._ready[project] = (job_id, time.monotonic())
+                self._ready[project] = (job_id, time.monotonic(), _kind(template))
                 return
         self._drop(job_id, remove=True)

@@ -139,6 +139,14 @@ class WarmTemplate:
     project_home: str
     ro: tuple
     python: str
+    # A Python-env job's: (its cached env, the interpreter chosen). Its sandbox made ahead binds a job layer made
+    # over that env in the run dir then; the job's own layer is made in place over it (pyenv.job_layer).
+    env: Optional[tuple] = None
+
+    @property
+    def kind(self) -> str:
+        """What a Create can tell of the job it is for (engine/warm.py): a Python-env job's, or a plain one's."""
+        return "python" if self.env is not None else ""
 
 
 @functools.lru_cache(maxsize=None)
@@ -165,8 +173,13 @@ def prewarm(machine: Machine, run: RunDir, t: WarmTemplate) -> bool:
     from runners.executors.supervisor import WARM_STUB
     run.make()
     run.work.mkdir(exist_ok=True)
-    box = job_box(run, machine.root, project_home=t.project_home, ro=list(t.ro), trees=[], python=t.python,
-                  devices=[])
+    ro, trees = list(t.ro), []
+    if t.env is not None:
+        from runners import pyenv
+        base, interp = t.env
+        layer = pyenv.job_layer(Path(base), run.venv, interp)
+        trees, ro = [str(layer)], ro + [base] + pyenv.layer_extras(layer)  # as Attempt._sandbox gives them
+    box = job_box(run, machine.root, project_home=t.project_home, ro=ro, trees=trees, python=t.python, devices=[])
     return machine.process.warm(str(run.path), sbx.argv(t.bwrap, box, list(WARM_STUB)), str(run.work))
 
 
@@ -857,13 +870,15 @@ class Attempt:
         ro = [mt.host_dir for mt in spec.mounts]
         # The interpreter the engine chose (job_sandbox shows its installation), never a link in a built env.
         interp = venv.interpreter if venv is not None else pyenv.default_interpreter()
+        if not (spec.faults.any or spec.sa_token or spec.spark is not None or self.devices) and _can_warm():
+            # Nothing of this sandbox is the job's own but its run dir (and a Python-env job's layer in it, made
+            # over a cached env): one like it can be made ahead of a job.
+            self.warm_template = WarmTemplate(sbx.check(spec.bwrap), spec.project_home, tuple(ro), interp.path,
+                                              env=(str(venv.base), venv.interpreter) if venv is not None else None)
         trees = []
         if venv is not None:
             trees.append(str(venv.layer))  # the job's own layer: what it pip-installs at run time lands there
             ro += [str(venv.base)] + pyenv.layer_extras(venv.layer)
-        elif not (spec.faults.any or spec.sa_token or spec.spark is not None or self.devices) and _can_warm():
-            # Nothing of this sandbox is the job's own but its run dir: one like it can be made ahead of a job.
-            self.warm_template = WarmTemplate(sbx.check(spec.bwrap), spec.project_home, tuple(ro), interp.path)
         return job_box(self.run_dir, self.machine.root, project_home=spec.project_home, ro=ro, trees=trees,
                        python=interp.path, devices=gpumod.dev_nodes(self.devices))
 

@@ -75,6 +75,31 @@ def test_a_projects_next_job_starts_in_a_sandbox_made_ahead_and_sees_what_a_cold
     assert warm.replace(jid, "JOB") == cold.replace(cid, "JOB"), "a job sees the same, warm or cold"
 
 
+PY_PROBE = ("python -c 'import os, sys; print(sys.executable, sys.prefix, sys.path, os.access(sys.prefix, os.W_OK))';"
+            " python -m pip --version; env -0 | sort -z | tr '\\0' '\\n'; id; ls -A $VIRTUAL_ENV $VIRTUAL_ENV/bin;"
+            " touch $VIRTUAL_ENV/mine && echo layer writable")
+
+
+def test_a_python_env_projects_next_job_starts_in_a_sandbox_made_ahead_and_sees_what_a_cold_one_sees(server):
+    """Its sandbox made ahead binds a job layer made then over the project's cached env; the job's own layer is
+    made in place over it, and the job sees what its project's first (cold) job saw."""
+    def probe():
+        jid, op = run(server.client, jpb.JobParameters(cmd=PY_PROBE, env=jpb.Environment(
+            python_env=jpb.PythonEnv())), project="py")
+        assert not op.HasField("error"), op.error.message
+        return jid, stdout_of(logs(server.client, jid)[0]).decode()
+
+    cid, cold = probe()  # the project's first: made at its start
+    ahead = wait_for(lambda: _warmed(server), what="a sandbox made ahead of the project's next job")
+    slot = server.engine.machine.process._warm[ahead[0]]
+    assert server.engine.jobs._id_ahead("py", JobParameters(cmd="true")) is None  # not a plain job's to take
+    jid, warm = probe()
+    assert jid == Path(ahead[0]).name, "the project's next Python-env job took the id chosen ahead"
+    assert marshal.loads((server.data_dir / "jobs" / jid / "supervisor").read_bytes())["pid"] == slot.pid
+    assert "layer writable" in warm and "uid=65534" in warm and "pip " in warm, warm
+    assert warm.replace(jid, "JOB") == cold.replace(cid, "JOB"), "a job sees the same, warm or cold"
+
+
 def test_a_job_unlike_the_one_before_starts_cold_and_right(server):
     Secrets(server.data_dir).set("p", "MY-SECRET", "dashed")  # no shell exports such a name: a cold start
     run(server.client, jpb.JobParameters(cmd="true"), project="p")

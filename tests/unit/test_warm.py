@@ -86,3 +86,28 @@ def test_a_taken_id_that_never_became_a_job_is_removed_when_it_expires(tmp_path)
         _wait(lambda: not (tmp_path / "jobs" / lost).exists(), "its run dir removed")
     finally:
         w.close()
+
+
+class Template:
+    def __init__(self, kind: str):
+        self.kind = kind
+
+
+def test_a_sandbox_is_taken_only_by_its_kind_of_job_and_replaced_when_the_project_changes_kind(tmp_path):
+    maker = Maker()
+    w = _warm(tmp_path, maker)
+    try:
+        w.started("p", Template("python"))
+        _wait(lambda: w._ready, "the Python-env job's sandbox made ahead")
+        python_id = maker.made[0]
+        assert w.take("p", "") is None  # a plain job's Create: not for it, and it stays for the next Python-env job
+        w.started("p", Template("python"))  # another Python-env job: the one made stays
+        time.sleep(0.1)
+        assert maker.made == [python_id] and maker.dropped == []
+        w.started("p", Template(""))  # a plain job started: the project's next sandbox is a plain one's
+        _wait(lambda: len(maker.made) == 2 and w._ready, "the plain job's sandbox made ahead")
+        assert maker.dropped == [python_id] and not (tmp_path / "jobs" / python_id).exists()
+        assert w.take("p", "python") is None
+        assert w.take("p", "") == maker.made[1]
+    finally:
+        w.close()
