@@ -48,8 +48,12 @@ def wait_done(client, op, poll=0.002):
     return op
 
 
-def create(client, cmd="true"):
-    op = client.jobs.Create(spb.CreateProjectJobRequest(project_id="bench", job_parameters=jpb.JobParameters(cmd=cmd)))
+def create(client, cmd="true", python=False):
+    """A job of project "bench"; ``python``: a Python-env job (the engine's Python, no requirements: its env is
+    built by the project's first such job, then taken from the cache), running ``python -c pass``."""
+    params = jpb.JobParameters(cmd="python -c pass", env=jpb.Environment(python_env=jpb.PythonEnv())) if python \
+        else jpb.JobParameters(cmd=cmd)
+    op = client.jobs.Create(spb.CreateProjectJobRequest(project_id="bench", job_parameters=params))
     r = spb.CreateProjectJobResponse()
     op.response.Unpack(r)
     return r.job_id
@@ -104,9 +108,9 @@ def held_done(client, op):
     return client.wait_operation(op, poll_s=0.002)
 
 
-def one(client, wait=wait_done) -> tuple[float, float]:
+def one(client, wait=wait_done, python=False) -> tuple[float, float]:
     t = time.perf_counter()
-    jid = create(client)
+    jid = create(client, python=python)
     op = wait(client, client.execute(jid))
     took = time.perf_counter() - t
     assert not op.HasField("error"), op.error
@@ -192,20 +196,27 @@ def measure(trees: dict[str, Path], jobs: int, burst_n: int) -> dict:
                    for name, tree in trees.items() for box, extra in boxes(tree).items()}
         for c in clients.values():
             create(c)  # warm up the channel
+        defaults = {name: "warm" if "warm" in boxes(tree) else "bwrap" for name, tree in trees.items()}
+        for name, box in defaults.items():
+            one(clients[(name, box)], held_done, python=True)  # the project's env built before the figures
         # each column polled every 2 ms (wait_done), and the default one (sandboxes made ahead, in trees that have
         # them) also waited for as dsjobs' client waits (held_done)
         ways = [(name, box, "poll") for name, box in clients]
-        ways += [(name, "warm" if "warm" in boxes(tree) else "bwrap", "held") for name, tree in trees.items()]
+        ways += [(name, box, "held") for name, box in defaults.items()]
+        ways += [(name, box, "pyenv") for name, box in defaults.items()]  # a Python-env job, waited for the same
         lat = {k: [] for k in ways}
         phase = {k: [] for k in ways}
         for i in range(jobs):
             for k in (ways if i % 2 == 0 else list(reversed(ways))):
-                took, ran = one(clients[k[:2]], wait_done if k[2] == "poll" else held_done)
+                took, ran = one(clients[k[:2]], wait_done if k[2] == "poll" else held_done, python=k[2] == "pyenv")
                 lat[k].append(took)
                 phase[k].append(ran)
     for (name, box, way), xs in lat.items():
         sfx = {"bwrap": "", "none": "_unconfined", "warm": "_warm"}[box] + ("_held" if way == "held" else "")
         r = res.setdefault(name, {})
+        if way == "pyenv":
+            r["api_pyenv_job_ms"] = ms(xs)
+            continue
         r[f"api_noop_job{sfx}_ms"] = ms(xs)
         r[f"run_phase{sfx}_ms_p50"] = statistics.median(phase[(name, box, way)]) * 1e3
     for i, k in enumerate(CONCURRENCY if burst_n else ()):
@@ -266,6 +277,8 @@ def main():
     rows.append("| the same (the default), waited for by dsjobs' client: GetOperation held until the job changes "
                 "(an engine without holds is polled every 2 ms) | " + " | ".join(
                     f(res[n].get("api_noop_job_warm_held_ms") or res[n]["api_noop_job_held_ms"]) for n in cols) + " |")
+    rows.append("| a Python-env job (`python -c pass`, its env cached), the default, waited for the same | " +
+                " | ".join(f(res[n]["api_pyenv_job_ms"]) for n in cols) + " |")
     print("\n".join(rows))
     if not a.burst:
         return

@@ -8,11 +8,10 @@ if the job's own sandbox argv is the very argv it was made with, else cold, as b
 that its own cold start would not give: the same argv, the same uid, the same paths.
 
 A Python-env job's sandbox also binds a job layer, made in the run dir then over the project's cached env; the job's
-own layer is made in place over it, so its argv is the same. A sandbox is taken only by a Create of the kind of job
-it was made for (a Python-env job's, or a plain one's), and a project whose last job was of the other kind gets one
-for that kind instead.
+own layer is made in place over it, so its argv is the same. Sandboxes are per project and kind of job (a
+Python-env job's, or a plain one's: what a Create can tell), and a Create takes only one of its own kind.
 
-At most one sandbox waits per project (for the few projects used last), and none longer than ``IDLE_S``. An id
+At most one sandbox waits per project and kind (for the few used last), and none longer than ``IDLE_S``. An id
 chosen ahead and never taken leaves nothing: its run dir is removed when its sandbox is dropped, or at the next
 start of an engine that died holding it (the ``warm`` file marks such a run dir).
 """
@@ -41,7 +40,7 @@ def _kind(template: object) -> str:
 
 class WarmSandboxes:
     IDLE_S = 300.0
-    PROJECTS = 4
+    PROJECTS = 4  # (project, kind) pairs with a sandbox waiting
 
     def __init__(self, make: Callable[[RunDir, object], bool], discard: Callable[[str], None],
                  run_of: Callable[[str], RunDir], jobs_dir: Path, has_job: Callable[[str], bool]):
@@ -50,13 +49,12 @@ class WarmSandboxes:
         self.make, self.discard = make, discard
         self.run_of, self.jobs_dir, self.has_job = run_of, jobs_dir, has_job
         self._mu = threading.Condition()
-        # project -> (job id ahead, made at, its template's kind: a Python-env job's or a plain one's)
-        self._ready: "OrderedDict[str, tuple[str, float, str]]" = OrderedDict()
-        self._stale: list[str] = []  # ids ahead whose sandboxes are for another kind of job than the project's last
+        # (project, kind) -> (job id ahead, made at)
+        self._ready: "OrderedDict[tuple[str, str], tuple[str, float]]" = OrderedDict()
         self._taken: dict[str, float] = {}  # job id -> when its Create took it (its sandbox waits for Execute)
-        # project -> what to make next (runners/node.py WarmTemplate); the one being made, if any
-        self._want: "OrderedDict[str, object]" = OrderedDict()
-        self._making: Optional[str] = None
+        # (project, kind) -> what to make next (runners/node.py WarmTemplate); the one being made, if any
+        self._want: "OrderedDict[tuple[str, str], object]" = OrderedDict()
+        self._making: Optional[tuple[str, str]] = None
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="dsjobs-warm", daemon=True)
         self._thread.start()
@@ -67,10 +65,9 @@ class WarmSandboxes:
         """The id of the project's next job, when a sandbox for its kind of job (WarmTemplate.kind) waits for it
         (Create calls this); None: a new id."""
         with self._mu:
-            got = self._ready.get(project_id)
-            if got is None or got[2] != kind:
+            got = self._ready.pop((project_id, kind), None)
+            if got is None:
                 return None
-            del self._ready[project_id]
             self._taken[got[0]] = time.monotonic()
             return got[0]
 
@@ -83,22 +80,16 @@ class WarmSandboxes:
             self._drop(job_id, remove=True)
 
     def started(self, project_id: str, template: Optional[object]) -> None:
-        """A job of the project started (its start confirmed): a sandbox like its own is made for the next one,
-        unless one waits already."""
+        """A job of the project started (its start confirmed): a sandbox like its own is made for the next one of
+        its kind, unless one waits already."""
         if template is None:
             return
+        key = (project_id, _kind(template))
         with self._mu:
-            if self._closed or project_id == self._making:
+            if self._closed or key in self._ready or key == self._making:
                 return
-            ready = self._ready.get(project_id)
-            if ready is not None:
-                if ready[2] == _kind(template):
-                    return
-                # made for the other kind (a project that went from plain jobs to Python-env ones, say)
-                del self._ready[project_id]
-                self._stale.append(ready[0])
-            self._want[project_id] = template
-            self._want.move_to_end(project_id)
+            self._want[key] = template
+            self._want.move_to_end(key)
             self._mu.notify()
 
     def close(self) -> None:
@@ -107,7 +98,7 @@ class WarmSandboxes:
             ready, self._ready = list(self._ready.values()), OrderedDict()
             self._taken.clear()
             self._mu.notify()
-        for job_id, _, _ in ready:
+        for job_id, _ in ready:
             self._drop(job_id, remove=True)
         self._thread.join(10)
 
@@ -140,27 +131,26 @@ class WarmSandboxes:
                     self._mu.wait(self._next_expiry())
                 if self._closed:
                     return
-                project, template = self._want.popitem(last=False) if self._want else (None, None)
-                self._making = project
-                expired = self._expired() + [(job_id, True) for job_id in self._stale]
-                self._stale.clear()
+                key, template = self._want.popitem(last=False) if self._want else (None, None)
+                self._making = key
+                expired = self._expired()
             for job_id, remove in expired:
                 self._drop(job_id, remove)
-            if project is not None:
-                self._make(project, template)
+            if key is not None:
+                self._make(key, template)
 
     def _next_expiry(self) -> Optional[float]:
-        times = [at for _, at, _ in self._ready.values()] + list(self._taken.values())
+        times = [at for _, at in self._ready.values()] + list(self._taken.values())
         return max(0.05, min(times) + self.IDLE_S - time.monotonic()) if times else None
 
     def _expired(self) -> list[tuple[str, bool]]:
         now, out = time.monotonic(), []
-        for project, (job_id, at, _) in list(self._ready.items()):
+        for key, (job_id, at) in list(self._ready.items()):
             if now - at >= self.IDLE_S:
-                del self._ready[project]
+                del self._ready[key]
                 out.append((job_id, True))
         while len(self._ready) > self.PROJECTS:
-            _, (job_id, _, _) = self._ready.popitem(last=False)
+            _, (job_id, _) = self._ready.popitem(last=False)
             out.append((job_id, True))
         for job_id, at in list(self._taken.items()):
             if now - at >= self.IDLE_S:  # created, never executed since: its job will start cold
@@ -168,7 +158,7 @@ class WarmSandboxes:
                 out.append((job_id, not self.has_job(job_id)))  # (a Create that failed unseen: nothing keeps it)
         return out
 
-    def _make(self, project: str, template: object) -> None:
+    def _make(self, key: tuple[str, str], template: object) -> None:
         job_id = new_id("ds")
         run = self.run_of(job_id)
         try:
@@ -176,11 +166,11 @@ class WarmSandboxes:
             (run.path / MARK).touch(mode=0o600)
             made = self.make(run, template)
         except Exception as e:  # noqa: BLE001 - a sandbox not made ahead only means a cold start
-            log.warning("warm sandboxes: cannot make one for project %s: %s", project, e)
+            log.warning("warm sandboxes: cannot make one for project %s: %s", key[0], e)
             made = False
         with self._mu:
             self._making = None
-            if made and not self._closed and project not in self._ready:
-                self._ready[project] = (job_id, time.monotonic(), _kind(template))
+            if made and not self._closed and key not in self._ready:
+                self._ready[key] = (job_id, time.monotonic())
                 return
         self._drop(job_id, remove=True)

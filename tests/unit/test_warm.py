@@ -93,21 +93,20 @@ class Template:
         self.kind = kind
 
 
-def test_a_sandbox_is_taken_only_by_its_kind_of_job_and_replaced_when_the_project_changes_kind(tmp_path):
+def test_a_projects_plain_and_python_env_jobs_each_have_a_sandbox_taken_only_by_their_kind(tmp_path):
     maker = Maker()
     w = _warm(tmp_path, maker)
     try:
         w.started("p", Template("python"))
         _wait(lambda: w._ready, "the Python-env job's sandbox made ahead")
-        python_id = maker.made[0]
         assert w.take("p", "") is None  # a plain job's Create: not for it, and it stays for the next Python-env job
+        w.started("p", Template(""))  # a plain job of the same project started: one for its kind too
+        _wait(lambda: len(w._ready) == 2, "the plain job's sandbox made ahead")
+        python_id, plain_id = maker.made
         w.started("p", Template("python"))  # another Python-env job: the one made stays
         time.sleep(0.1)
-        assert maker.made == [python_id] and maker.dropped == []
-        w.started("p", Template(""))  # a plain job started: the project's next sandbox is a plain one's
-        _wait(lambda: len(maker.made) == 2 and w._ready, "the plain job's sandbox made ahead")
-        assert maker.dropped == [python_id] and not (tmp_path / "jobs" / python_id).exists()
-        assert w.take("p", "python") is None
-        assert w.take("p", "") == maker.made[1]
+        assert len(maker.made) == 2 and maker.dropped == []
+        assert w.take("p", "python") == python_id and w.take("p", "python") is None
+        assert w.take("p", "") == plain_id
     finally:
         w.close()
