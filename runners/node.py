@@ -177,6 +177,8 @@ def prewarm(machine: Machine, run: RunDir, t: WarmTemplate) -> bool:
     if t.env is not None:
         from runners import pyenv
         base, interp = t.env
+        if machine.envs is not None:
+            machine.envs.touch(Path(base))  # not pruned as unused while the sandbox waits (its in-use grace)
         layer = pyenv.job_layer(Path(base), run.venv, interp)
         trees, ro = [str(layer)], ro + [base] + pyenv.layer_extras(layer)  # as Attempt._sandbox gives them
     box = job_box(run, machine.root, project_home=t.project_home, ro=ro, trees=trees, python=t.python, devices=[])

@@ -75,43 +75,54 @@ def _stamp(path: str):
     return st.st_ino, st.st_mtime_ns
 
 
+# What discover listed and found. PATH's directories are listed again only when one changed (by inode and mtime):
+# listing them and matching their thousands of names took ~7 ms of every Python-env job's preparation here. What was
+# found is kept while every candidate still resolves to the same file (a link retargeted outside PATH, as by
+# update-alternatives, is seen). Nothing is kept from a look younger than a timestamp tick could hide a change in.
+_LISTED: dict[tuple, list[str]] = {}
+_DISCOVERED: dict[tuple, dict[str, Interpreter]] = {}
 _RACY_NS = 2_000_000_000  # a change this recent may be followed by another within the same timestamp tick
 
 
-# What discover found, and what it looked at: each PATH directory it listed and each other path, by inode and mtime
-# (an interpreter installed, removed or re-linked in a directory changes the directory's). Every Python-env job
-# asks; listing PATH's directories and matching their thousands of names took ~7 ms of each job's preparation here.
-_DISCOVERED: dict[tuple, dict[str, Interpreter]] = {}
+def _settled(stamps) -> bool:
+    recent = time.time_ns() - _RACY_NS
+    return all(st is None or st[1] < recent for st in stamps)
 
 
 def discover(extra: tuple[str, ...] = ()) -> dict[str, Interpreter]:
     """major.minor -> interpreter: configured paths first, then PATH, then pyenv's versions directory."""
-    dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep)
-            if d and "/shims" not in d]  # pyenv shims are scripts that pick a version themselves
+    dirs = tuple(d for d in os.environ.get("PATH", "").split(os.pathsep)
+                 if d and "/shims" not in d)  # pyenv shims are scripts that pick a version themselves
+    dir_stamps = tuple(_stamp(d) for d in dirs)
+    listed = _LISTED.get((dirs, dir_stamps))
+    if listed is None:
+        listed = []
+        for d in dirs:
+            try:
+                names = sorted(os.listdir(d))
+            except OSError:
+                continue
+            listed += [os.path.join(d, n) for n in names if re.fullmatch(r"python3(\.\d+)?", n)]
+        _LISTED.clear()
+        if _settled(dir_stamps):
+            _LISTED[(dirs, dir_stamps)] = listed
     pyenv_root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
     versions_dir = os.path.join(pyenv_root, "versions")
     try:
         versions = sorted(os.listdir(versions_dir))  # a few names: listed every time
     except OSError:
         versions = []
-    pyenvs = [os.path.join(versions_dir, v, "bin", "python" + ".".join(v.split(".")[:2]))
-              for v in versions if re.fullmatch(r"3\.\d+\.\d+", v)]
-    looked_at = (*extra, *dirs, *pyenvs)
-    key = (looked_at, tuple(_stamp(p) for p in looked_at))
+    candidates = [*extra, *listed, *(os.path.join(versions_dir, v, "bin", "python" + ".".join(v.split(".")[:2]))
+                                     for v in versions if re.fullmatch(r"3\.\d+\.\d+", v))]
+    reals = [os.path.realpath(c) for c in candidates]
+    stamps = tuple(_stamp(r) for r in reals)
+    key = (tuple(candidates), tuple(reals), stamps)
     hit = _DISCOVERED.get(key)
-    if hit is not None and all(os.access(i.path, os.X_OK) for i in hit.values()):
+    if hit is not None:
         return dict(hit)
-    candidates: list[str] = list(extra)
-    for d in dirs:
-        try:
-            names = sorted(os.listdir(d))
-        except OSError:
-            continue
-        candidates += [os.path.join(d, n) for n in names if re.fullmatch(r"python3(\.\d+)?", n)]
-    found = _versions(candidates + pyenvs)
+    found = _versions(candidates)
     _DISCOVERED.clear()
-    recent = time.time_ns() - _RACY_NS
-    if all(st is None or st[1] < recent for st in key[1]):  # else a change in the same tick would go unseen
+    if _settled(stamps):
         _DISCOVERED[key] = found
     return dict(found)
 
@@ -361,6 +372,11 @@ class EnvCache:
         except OSError:
             self._write_marker(key, "used", str(time.time()))
 
+    def touch(self, env: Path) -> None:
+        """``env`` (one of this cache's) counts as used now: a sandbox made ahead of a job binds it."""
+        if Path(env).parent == self.root and self.complete(Path(env).name):
+            self._used(Path(env).name)
+
     def get(self, interp: Interpreter, spec: InstallSpec, log: Callable[[str], None], *, image: str = "",
             build: Optional[Callable[[Path], None]] = None, project: str = "") -> tuple[Path, bool]:
         """The env for this interpreter and spec, built if needed; returns (path, built_now). With ``image`` the
@@ -465,6 +481,8 @@ def job_layer(base: Path, dest: Path, interp: Interpreter) -> Path:
         raise EnvError(f"the cached environment {base.name} has no site-packages for python{mm}: rebuild it "
                        "(dsjobs env prune)")
     cfg = f"home = {os.path.dirname(interp.path)}\ninclude-system-site-packages = false\nversion = {interp.full}\n"
+    if os.path.lexists(dest) and not _layer_of(dest, site, mm):
+        rmtree(str(dest))  # made ahead over another env or Python (engine/warm.py): nothing of it may stay
     (dest / "bin").mkdir(parents=True, exist_ok=True)
     own_site = dest / "lib" / f"python{mm}" / "site-packages"
     own_site.mkdir(parents=True, exist_ok=True)
@@ -486,6 +504,18 @@ def job_layer(base: Path, dest: Path, interp: Interpreter) -> Path:
                           "sys.exit(main())\n")
         script.chmod(0o755)
     return dest
+
+
+def _layer_of(dest: Path, site: Path, mm: str) -> bool:
+    """Whether ``dest`` is a job layer over ``site`` for python ``mm`` and nothing else, to be made again in place
+    (a sandbox made ahead binds it: the same directories keep its argv the job's own)."""
+    try:
+        if os.listdir(dest / "lib") != [f"python{mm}"]:
+            return False
+        pth = (dest / "lib" / f"python{mm}" / "site-packages" / "_dsjobs_base.pth").read_text()
+    except OSError:
+        return False
+    return pth.splitlines()[:1] == [str(site)]
 
 
 def _layer_paths(layer: Path) -> list[str]:

@@ -3,7 +3,10 @@ looked at changed, and seen again as soon as something did (installed, removed, 
 linked into a PATH directory and a pyenv root of the test's own."""
 from __future__ import annotations
 
+import glob
 import os
+import re
+import subprocess
 import sys
 import time
 
@@ -13,6 +16,10 @@ from runners import pyenv
 
 REAL = os.path.realpath(sys.executable)
 MM = "%d.%d" % sys.version_info[:2]
+# another minor version of this machine's (pyenv has 3.8-3.13 here)
+OTHER = next(p for p in sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin/python3.*")))
+             if re.fullmatch(r".*/python3\.\d+", p) and not p.endswith("python" + MM))
+OTHER_MM = re.search(r"python(3\.\d+)$", OTHER).group(1)
 
 
 def later():
@@ -81,6 +88,22 @@ def test_a_pyenv_version_completed_after_its_dir_was_made_is_seen(machine):
     assert pyenv.discover()[MM].path == str(bin_dir / f"python{MM}")
 
 
+def test_an_interpreter_retargeted_outside_path_is_seen_as_what_it_now_is(machine, tmp_path, listed):
+    # update-alternatives: /usr/bin/python3 -> /etc/alternatives/python3 -> a version; only the latter link moves
+    bin_dir, _ = machine
+    alt = tmp_path / "alternatives"
+    alt.mkdir()
+    (alt / "python3").symlink_to(REAL)
+    (bin_dir / "python3").symlink_to(alt / "python3")
+    assert set(pyenv.discover()) == {MM}
+    later()
+    (alt / "python3").unlink()
+    (alt / "python3").symlink_to(OTHER)
+    del listed[:]
+    assert set(pyenv.discover()) == {OTHER_MM}
+    assert str(bin_dir) not in listed  # PATH's directory did not change: not listed again, its link resolved again
+
+
 def test_a_relinked_interpreter_is_seen_as_what_it_now_is(machine, tmp_path):
     bin_dir, _ = machine
     fake = tmp_path / "not-python"
@@ -116,3 +139,56 @@ def test_the_size_limit_evicts_the_env_used_least_recently(tmp_path):
     assert cache.prune(in_use_grace_s=600) == [b.name]
     assert a.is_dir() and not b.exists()
     assert cache.prune(older_than_s=60) == []  # a's use was just now
+
+
+# --- the per-job layer, made again in place over what was made ahead -------------------------------------------------
+
+def _base(tmp_path, name: str, mm: str):
+    base = tmp_path / name
+    (base / "lib" / f"python{mm}" / "site-packages").mkdir(parents=True)
+    return base
+
+
+def test_a_layer_made_ahead_over_the_same_env_is_made_again_in_place(tmp_path):
+    interp = pyenv.Interpreter(MM, "%d.%d.%d" % sys.version_info[:3], REAL)
+    base, dest = _base(tmp_path, "env", MM), tmp_path / "run" / "venv"
+    pyenv.job_layer(base, dest, interp)
+    ino = os.stat(dest).st_ino
+    pyenv.job_layer(base, dest, interp)
+    assert os.stat(dest).st_ino == ino  # the same directory: a sandbox made ahead binds this very one
+    assert pyenv.layer_base(dest) == base
+
+
+def test_a_layer_made_ahead_for_another_python_leaves_nothing_in_the_jobs(tmp_path):
+    full = subprocess.run([OTHER, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    other = pyenv.Interpreter(OTHER_MM, full, OTHER)
+    mine = pyenv.Interpreter(MM, "%d.%d.%d" % sys.version_info[:3], REAL)
+    dest = tmp_path / "run" / "venv"
+    pyenv.job_layer(_base(tmp_path, "other-env", OTHER_MM), dest, other)  # the sandbox made ahead's
+    base = _base(tmp_path, "env", MM)
+    pyenv.job_layer(base, dest, mine)  # the job's own
+    assert os.listdir(dest / "lib") == [f"python{MM}"]
+    assert not any(OTHER_MM in name for name in os.listdir(dest / "bin")), os.listdir(dest / "bin")
+    assert pyenv.layer_base(dest) == base and os.path.realpath(dest / "bin" / "python") == REAL
+
+
+def test_the_sandboxs_python_links_follow_the_jobs_interpreter(tmp_path):
+    from runners import sandbox as sbx
+    run_dir, work = tmp_path / "run", tmp_path / "run" / "work"
+    work.mkdir(parents=True)
+    sbx.job_sandbox(str(run_dir), str(work), python=OTHER)  # made ahead, for a job of another Python
+    sbx.job_sandbox(str(run_dir), str(work), python=REAL)
+    for name in ("python", "python3"):
+        assert os.readlink(run_dir / "bin" / name) == REAL
+
+
+def test_an_env_a_sandbox_made_ahead_binds_counts_as_used(tmp_path):
+    cache = pyenv.EnvCache(tmp_path / "envs", installer="pip")
+    env, _ = _env(cache, "a", 10)
+    hour_ago = time.time() - 3600
+    os.utime(str(env) + ".used", (hour_ago, hour_ago))
+    cache.touch(env)
+    assert cache.prune(older_than_s=60) == [] and env.is_dir()
+    cache.touch(tmp_path / "elsewhere")  # not one of its envs: nothing made
+    assert sorted(p.name for p in cache.root.iterdir() if "elsewhere" in p.name) == []
