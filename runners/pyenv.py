@@ -68,11 +68,12 @@ def _full_version(path: str) -> Optional[str]:
 
 
 def _stamp(path: str):
+    """What ``path`` resolves to (links followed), by device, inode and mtime."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return st.st_ino, st.st_mtime_ns
+    return st.st_dev, st.st_ino, st.st_mtime_ns
 
 
 # What discover listed and found. PATH's directories are listed again only when one changed (by inode and mtime):
@@ -86,7 +87,7 @@ _RACY_NS = 2_000_000_000  # a change this recent may be followed by another with
 
 def _settled(stamps) -> bool:
     recent = time.time_ns() - _RACY_NS
-    return all(st is None or st[1] < recent for st in stamps)
+    return all(st is None or st[2] < recent for st in stamps)
 
 
 def discover(extra: tuple[str, ...] = ()) -> dict[str, Interpreter]:
@@ -114,9 +115,8 @@ def discover(extra: tuple[str, ...] = ()) -> dict[str, Interpreter]:
         versions = []
     candidates = [*extra, *listed, *(os.path.join(versions_dir, v, "bin", "python" + ".".join(v.split(".")[:2]))
                                      for v in versions if re.fullmatch(r"3\.\d+\.\d+", v))]
-    reals = [os.path.realpath(c) for c in candidates]
-    stamps = tuple(_stamp(r) for r in reals)
-    key = (tuple(candidates), tuple(reals), stamps)
+    stamps = tuple(_stamp(c) for c in candidates)  # of what each resolves to: a retargeted link shows another
+    key = (tuple(candidates), stamps)
     hit = _DISCOVERED.get(key)
     if hit is not None:
         return dict(hit)
