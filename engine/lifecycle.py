@@ -322,7 +322,7 @@ class Lifecycle:
                 j.started_at = j.status_history[-1][1] = start
         with self.records.locked(job_id) as job:
             if job.status == S.PREPARING:
-                job = self.records.update(job_id, executing, to=S.EXECUTING)
+                job = self.records.update(job_id, executing, to=S.EXECUTING, current=job)
                 log.info("job %s (project %s) started: %s on %s", job.id, _shown(job.project_id),
                          _shown(instance) or "-", job.backend or "local")
             elif job.status == S.CANCELLING and not job.actual_cloud_instance_type:
