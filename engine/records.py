@@ -84,11 +84,12 @@ class Records:
 
     def update(self, job_id: str, fn: Callable[[Job], None], *, to: Optional[JobStatus] = None,
                via: Optional[JobStatus] = None, current: Optional[Job] = None) -> Job:
-        """Apply ``fn`` to a fresh copy of the job and store it; with ``to``, through the transition table
+        """Apply ``fn`` to the job as stored and store it; with ``to``, through the transition table
         (which also stamps when the job started and when it finished). Only engine/lifecycle.py passes ``to``.
         ``via``: a status the job passes through on its way to ``to`` in the same commit (recorded in its history,
         never stored alone): one durable write where there were two, and no client could see the one between.
-        ``current``: the record ``locked`` gave the caller, in whose block this is (not read again)."""
+        ``current``: the record ``locked`` gave the caller, in whose block this is (not read again, and changed in
+        place); only a record read under this lock is still the stored one."""
         with self.lock:
             job = current if current is not None and current.id == job_id else self.store.get_job(job_id)
             before = job.status

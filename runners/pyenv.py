@@ -68,15 +68,16 @@ def _full_version(path: str) -> Optional[str]:
 
 
 def _stamp(path: str):
-    """What ``path`` resolves to (links followed), by device, inode and mtime."""
+    """What ``path`` resolves to (links followed), by device, inode and ctime: a chmod, or a rewrite in place
+    whose mtime was put back (``cp -p``), changes the ctime too, and nothing sets it back."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return st.st_dev, st.st_ino, st.st_mtime_ns
+    return st.st_dev, st.st_ino, st.st_ctime_ns
 
 
-# What discover listed and found. PATH's directories are listed again only when one changed (by inode and mtime):
+# What discover listed and found. PATH's directories are listed again only when one changed (by inode and ctime):
 # listing them and matching their thousands of names took ~7 ms of every Python-env job's preparation here. What was
 # found is kept while every candidate still resolves to the same file (a link retargeted outside PATH, as by
 # update-alternatives, is seen). Nothing is kept from a look younger than a timestamp tick could hide a change in.

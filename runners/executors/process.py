@@ -150,15 +150,12 @@ LOST = object()  # ForkServer.spawn: the answer was lost
 _BINDS = frozenset(("--bind", "--bind-try", "--ro-bind", "--ro-bind-try", "--dev-bind", "--dev-bind-try"))
 
 
-_RO_BINDS = frozenset(("--ro-bind", "--ro-bind-try"))
-
-
 def bound_files(argv: list) -> tuple:
     """The files a bwrap argv binds into its sandbox, as (device, inode) of each source: a sandbox made ahead
     holds the files that were there when it was made, so it is its job's own only while every source is still the
-    same file (a resolv.conf or a dataset dir replaced by a rename meanwhile would be the old one inside). A
-    read-only source's ctime too: a directory removed and made again (a cached Python env rebuilt) often gets its
-    inode number back on ext4, and nothing a job does changes what it may only read."""
+    same file (a resolv.conf or a dataset dir replaced by a rename meanwhile would be the old one inside). While the
+    sandbox lives its binds hold each source's inode, so a source removed and made again (a cached Python env
+    rebuilt) cannot get that inode number back, as ext4 otherwise often gives it."""
     out = []
     for i, a in enumerate(argv[:-1]):
         if a == "--":  # the command's, after bwrap's options
@@ -166,7 +163,7 @@ def bound_files(argv: list) -> tuple:
         if a in _BINDS:
             try:
                 st = os.stat(argv[i + 1])
-                out.append((st.st_dev, st.st_ino, st.st_ctime_ns) if a in _RO_BINDS else (st.st_dev, st.st_ino))
+                out.append((st.st_dev, st.st_ino))
             except OSError:
                 out.append(None)
     return tuple(out)

@@ -192,3 +192,15 @@ def test_an_env_a_sandbox_made_ahead_binds_counts_as_used(tmp_path):
     assert cache.prune(older_than_s=60) == [] and env.is_dir()
     cache.touch(tmp_path / "elsewhere")  # not one of its envs: nothing made
     assert sorted(p.name for p in cache.root.iterdir() if "elsewhere" in p.name) == []
+
+
+def test_an_interpreter_that_can_no_longer_run_is_not_found(machine, listed):
+    # a chmod (or a rewrite with its mtime put back, as `cp -p` does) leaves the mtime as it was
+    bin_dir, _ = machine
+    wrapper = bin_dir / f"python{MM}"
+    wrapper.write_text(f"#!/bin/sh\nexec {REAL} \"$@\"\n")
+    wrapper.chmod(0o755)
+    assert pyenv.discover()[MM].path == str(wrapper)
+    later()
+    wrapper.chmod(0o644)
+    assert pyenv.discover() == {}
