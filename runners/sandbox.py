@@ -280,10 +280,7 @@ def job_sandbox(run_dir: str, work: str, *, rw: list[str] = (), ro: list[str] = 
                  devices=list(devices), home=home, run_as=run_as)
     if python:
         os.makedirs(bin_dir, exist_ok=True)
-        # Only links to the interpreter, which the job (nobody, under a root engine) runs. Changed only when it is
-        # not so already: a chmod, even to the same mode, changes its ctime, which a sandbox made ahead checks.
-        if os.stat(bin_dir).st_mode & 0o7777 != 0o755:
-            os.chmod(bin_dir, 0o755)
+        os.chmod(bin_dir, 0o755)  # only links to the interpreter, and the job (nobody, under a root engine) runs them
         target = real(python)
         for name in ("python", "python3"):
             link = os.path.join(bin_dir, name)
@@ -293,8 +290,6 @@ def job_sandbox(run_dir: str, work: str, *, rw: list[str] = (), ro: list[str] = 
                 os.unlink(link)  # made for another interpreter (a sandbox made ahead for another Python-env job)
             except FileNotFoundError:
                 pass
-            except OSError:  # not a link
-                os.unlink(link)
             os.symlink(target, link)
         sb.ro += [bin_dir, python_prefix(python)]
         sb.path = [bin_dir]

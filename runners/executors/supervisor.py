@@ -70,10 +70,9 @@ def write_atomic(path: str, data: dict, durable: bool = True, before_sync=None) 
     once the file is in place, before the fsyncs; the directory may be gone by then (the run was removed)."""
     tmp = f"{path}.tmp{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        view = memoryview(marshal.dumps(data))
-        while view:
-            view = view[os.write(fd, view):]
+    with open(fd, "wb") as f:
+        f.write(marshal.dumps(data))
+        f.flush()
         if durable and before_sync is None:
             os.fsync(fd)
         os.replace(tmp, path)
@@ -81,8 +80,6 @@ def write_atomic(path: str, data: dict, durable: bool = True, before_sync=None) 
             before_sync()
             if durable:
                 os.fsync(fd)
-    finally:
-        os.close(fd)
     if durable:
         try:
             dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)

@@ -531,13 +531,7 @@ def test_the_supervisor_keeps_the_notify_pipe_from_the_job(tmp_path):
                          stdin=subprocess.PIPE, pass_fds=(w,))
     os.close(w)
     p.communicate(b"")
-    said = b""
-    while True:
-        chunk = os.read(r, 10)
-        if not chunk:
-            break
-        said += chunk
-    assert said == b"SE"  # the start, its end (its status in place), then EOF: this process's own end
+    assert sv._read_all(r) == b"SE"  # the start, its end (its status in place), then EOF: this process's own end
     os.close(r)
     fds = (tmp_path / "fds.txt").read_text()
     assert "pipe:[" in fds and pipe not in fds  # the job's stdout and stderr are pipes; the notify pipe is not its
